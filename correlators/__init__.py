@@ -1,0 +1,1 @@
+"""Alerts to incidents: dedup, topology-aware grouping, lifecycle, and root-cause ranking."""

@@ -1,0 +1,56 @@
+"""The dependency topology and the ``correlation:`` section of topology.yaml."""
+from __future__ import annotations
+
+from typing import Literal
+
+import networkx as nx
+from pydantic import Field
+
+from detectors.config import Duration, Frozen, parse_duration
+
+ServiceKind = Literal["service", "datastore", "queue", "gateway", "external", "host"]
+
+
+class ServiceSpec(Frozen):
+    depends_on: list[str] = Field(default_factory=list)  # the services this one calls
+    owner: str | None = None
+    tier: int = Field(default=2, ge=1, le=4)  # 1 is the most critical
+    kind: ServiceKind = "service"
+    entrypoint: bool = False  # serves end users directly; failures here are user-visible
+    description: str = ""
+
+
+class CorrelationSettings(Frozen):
+    # Wait this long after an incident's first alert before the first notification, so the
+    # alerts of one failure arrive together and the root cause is ranked on all of them.
+    group_wait: Duration = parse_duration("30s")
+    # Minimum time between updates of one incident for added alerts.
+    group_interval: Duration = parse_duration("1m")
+    # An unchanged open incident is re-sent this often.
+    repeat_interval: Duration = parse_duration("4h")
+    # Alerts on services within this many hops (either direction) join one incident.
+    max_hops: int = Field(default=2, ge=0)
+    # An alert joins an open incident only if it starts within this window of the incident's last alert.
+    window: Duration = parse_duration("15m")
+    # Quiet period: an incident resolves this long after its last alert resolved.
+    resolve_after: Duration = parse_duration("5m")
+    # A recurrence within this time of resolution reopens the incident instead of opening a new one.
+    reopen_within: Duration = parse_duration("30m")
+    max_fingerprints: int = Field(default=50, ge=1, le=1000)
+    max_root_causes: int = Field(default=5, ge=1, le=20)
+
+
+def dependency_graph(services: dict[str, ServiceSpec]) -> nx.DiGraph:
+    """Build the call graph: an edge ``u -> v`` means ``u`` calls (depends on) ``v``.
+
+    >>> g = dependency_graph({"web": ServiceSpec(depends_on=["db"]), "db": ServiceSpec(kind="datastore")})
+    >>> list(g.edges)
+    [('web', 'db')]
+    """
+    g = nx.DiGraph()
+    for name, spec in services.items():
+        g.add_node(name, owner=spec.owner, tier=spec.tier, kind=spec.kind, entrypoint=spec.entrypoint)
+    for name, spec in services.items():
+        for dep in spec.depends_on:
+            g.add_edge(name, dep)
+    return g

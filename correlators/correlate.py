@@ -1,0 +1,269 @@
+"""Alerts to incidents: dedup by fingerprint, topology-aware grouping, and the lifecycle.
+
+The correlator is driven by event time only. ``ingest`` takes alerts and heartbeats; time
+advances to the largest event time seen, and ``advance`` emits what became due (an incident
+after its ``group_wait``, an update after ``group_interval``, a resolution after the quiet
+period). Replay and the Kafka worker feed it the same events and get the same incidents.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import networkx as nx
+
+from correlators.config import CorrelationSettings
+from correlators.rca import rank_root_causes
+from correlators.records import Incident, RootCause
+from detectors.records import Alert, AlertEvent, Heartbeat, rfc3339, stable_hash
+
+_SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
+@dataclass(slots=True)
+class _Group:
+    """Mutable working state of one incident; only the correlator touches it."""
+
+    id: str
+    created_at: float  # event time of the alert that opened the group (group_wait counts from here)
+    opened_at: float  # earliest anomaly onset
+    alerts: dict[str, Alert] = field(default_factory=dict)  # fingerprint -> latest state
+    services: set[str] = field(default_factory=set)
+    status: str = "pending"  # pending -> open -> resolved
+    version: int = 0
+    last_sent_at: float = 0.0
+    last_alert_at: float = 0.0
+    all_resolved_at: float | None = None
+    resolved_at: float | None = None
+    pending_reason: str | None = None
+    last_incident: Incident | None = None
+
+    def firing(self) -> list[Alert]:
+        return [a for a in self.alerts.values() if a.status == "firing"]
+
+
+class Correlator:
+    """Groups alerts into incidents over a dependency graph.
+
+    Parameters
+    ----------
+    graph : call graph, ``u -> v`` when ``u`` calls ``v`` (not mutated).
+    settings : the ``correlation:`` section of topology.yaml.
+
+    Examples
+    --------
+    >>> g = nx.DiGraph([("web", "db")])
+    >>> c = Correlator(g, CorrelationSettings())
+    >>> al = Alert("f1", "firing", "db", "db.client.connections.utilization", "db/x", (), 0.99, 1.0, 0.4, 100.0, 100.0)
+    >>> c.ingest([al])
+    []
+    >>> [(i.status, i.services) for i in c.ingest([Heartbeat(at=131.0)])]
+    [('open', ('db',))]
+    """
+
+    def __init__(self, graph: nx.DiGraph, settings: CorrelationSettings, *, observed: set[str] | None = None):
+        self._graph = graph
+        self._undirected = graph.to_undirected(as_view=True)
+        self._cfg = settings
+        self._observed = observed
+        self._groups: dict[str, _Group] = {}
+        self._by_fingerprint: dict[str, str] = {}  # fingerprint -> group id (active or recently resolved)
+        self.now: float = 0.0
+        self.stats = {"alerts": 0, "duplicates": 0, "incidents": 0, "updates": 0}
+
+    # -- public API -------------------------------------------------------------------------
+
+    def ingest(self, events: list[AlertEvent]) -> list[Incident]:
+        """Take alerts and heartbeats in order; return the incident updates that became due."""
+        out: list[Incident] = []
+        for ev in events:
+            if ev.at > self.now:
+                out += self.advance(ev.at)
+            if isinstance(ev, Alert):
+                self._take(ev)
+        out += self.advance(self.now)
+        return out
+
+    def advance(self, now: float) -> list[Incident]:
+        """Move event time to ``now`` (never backwards) and emit every update that is due."""
+        self.now = max(self.now, now)
+        cfg = self._cfg
+        out = []
+        for gid in sorted(self._groups, key=lambda k: (self._groups[k].created_at, k)):
+            grp = self._groups[gid]
+            if grp.status == "pending":
+                if self.now >= grp.created_at + cfg.group_wait.total_seconds():
+                    grp.status = "open"
+                    out.append(self._emit(grp, grp.pending_reason or "opened"))
+                continue
+            if grp.status == "open":
+                if grp.all_resolved_at is not None and self.now >= grp.all_resolved_at + cfg.resolve_after.total_seconds():
+                    grp.status = "resolved"
+                    grp.resolved_at = grp.all_resolved_at + cfg.resolve_after.total_seconds()
+                    out.append(self._emit(grp, "resolved"))
+                elif grp.pending_reason and self.now >= grp.last_sent_at + cfg.group_interval.total_seconds():
+                    out.append(self._emit(grp, grp.pending_reason))
+                elif self.now >= grp.last_sent_at + cfg.repeat_interval.total_seconds():
+                    out.append(self._emit(grp, "repeat"))
+        self._forget_old()
+        return out
+
+    def open_incidents(self) -> int:
+        return sum(1 for g in self._groups.values() if g.status in ("pending", "open"))
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _take(self, alert: Alert) -> None:
+        self.stats["alerts"] += 1
+        gid = self._by_fingerprint.get(alert.fingerprint)
+        grp = self._groups.get(gid) if gid else None
+        if grp is not None and grp.status != "resolved":
+            self._update_alert(grp, alert)
+            return
+        if alert.status != "firing":
+            return  # a resolution for an alert we never grouped (or already closed): nothing to do
+        if grp is not None and self._may_reopen(grp, alert):
+            self._reopen(grp, alert)
+            return
+        grp = self._find_group(alert)
+        if grp is None:
+            gid = "inc-" + stable_hash(alert.fingerprint, rfc3339(alert.starts_at), length=12)
+            if gid in self._groups:  # the same alert redelivered after its incident was forgotten
+                self.stats["duplicates"] += 1
+                return
+            grp = _Group(id=gid, created_at=alert.at, opened_at=alert.starts_at)
+            self._groups[gid] = grp
+            self.stats["incidents"] += 1
+        self._update_alert(grp, alert)
+
+    def _update_alert(self, grp: _Group, alert: Alert) -> None:
+        prev = grp.alerts.get(alert.fingerprint)
+        if prev is not None and prev.status == alert.status and prev.starts_at == alert.starts_at:
+            self.stats["duplicates"] += 1
+            return
+        if prev is not None and prev.status == "firing" and alert.status == "resolved" and alert.at < prev.at:
+            return  # stale resolution overtaken by a newer firing
+        grp.alerts[alert.fingerprint] = alert
+        self._by_fingerprint[alert.fingerprint] = grp.id
+        if alert.status == "firing":
+            grp.services.add(alert.service)
+            grp.last_alert_at = max(grp.last_alert_at, alert.at)
+            grp.opened_at = min(grp.opened_at, alert.starts_at)
+            grp.all_resolved_at = None
+            self._mark(grp, "alerts_added" if prev is None or prev.status == "resolved" else "alerts_changed")
+        else:
+            if not grp.firing():
+                grp.all_resolved_at = alert.at
+            self._mark(grp, "alerts_resolved")
+
+    def _mark(self, grp: _Group, reason: str) -> None:
+        if grp.status == "pending":
+            return  # the first notification will carry everything
+        # "alerts_added" outranks the others when several changes wait for one update.
+        if grp.pending_reason != "alerts_added":
+            grp.pending_reason = reason
+
+    def _may_reopen(self, grp: _Group, alert: Alert) -> bool:
+        return grp.resolved_at is not None and alert.at - grp.resolved_at <= self._cfg.reopen_within.total_seconds()
+
+    def _reopen(self, grp: _Group, alert: Alert) -> None:
+        grp.status = "open"
+        grp.resolved_at = None
+        grp.all_resolved_at = None
+        grp.alerts[alert.fingerprint] = alert
+        grp.services.add(alert.service)
+        grp.last_alert_at = alert.at
+        grp.last_sent_at = -1e18  # send the reopen at once: it is news
+        grp.pending_reason = "reopened"
+
+    def _find_group(self, alert: Alert) -> _Group | None:
+        """The oldest active group with a service within ``max_hops`` of the alert's service,
+        whose last alert is within ``window``. Disjoint parts of the graph never share a group."""
+        window = self._cfg.window.total_seconds()
+        best = None
+        for grp in self._groups.values():
+            if grp.status == "resolved" or alert.at - grp.last_alert_at > window:
+                continue
+            if any(self._near(alert.service, svc) for svc in grp.services):
+                if best is None or (grp.created_at, grp.id) < (best.created_at, best.id):
+                    best = grp
+        return best
+
+    def _near(self, a: str, b: str) -> bool:
+        if a == b:
+            return True
+        if a not in self._undirected or b not in self._undirected:
+            return False
+        try:
+            return nx.shortest_path_length(self._undirected, a, b) <= self._cfg.max_hops
+        except nx.NetworkXNoPath:
+            return False
+
+    def _emit(self, grp: _Group, reason: str) -> Incident:
+        grp.version += 1
+        grp.last_sent_at = self.now
+        grp.pending_reason = None
+        alerts = sorted(grp.alerts.values(), key=lambda a: (a.starts_at, a.fingerprint))
+        root_causes = rank_root_causes(self._graph, alerts, observed=self._observed,
+                                       max_results=self._cfg.max_root_causes)
+        severity = max((a.severity for a in alerts), key=lambda s: _SEVERITY_RANK.get(s, 1), default="warning")
+        services = tuple(sorted(grp.services))
+        inc = Incident(
+            id=grp.id,
+            version=grp.version,
+            status="resolved" if grp.status == "resolved" else "open",
+            reason=reason,
+            opened_at=grp.opened_at,
+            updated_at=self.now if grp.status != "resolved" else grp.resolved_at,
+            resolved_at=grp.resolved_at if grp.status == "resolved" else None,
+            title=_title(root_causes, services),
+            priority=_priority(self._graph, services, severity),
+            severity=severity,
+            services=services,
+            alert_count=len(alerts),
+            firing_count=sum(1 for a in alerts if a.status == "firing"),
+            fingerprints=tuple(a.fingerprint for a in alerts[: self._cfg.max_fingerprints]),
+            root_causes=root_causes,
+            owner=self._owner(root_causes, services),
+        )
+        grp.last_incident = inc
+        self.stats["updates"] += 1
+        return inc
+
+    def _owner(self, root_causes: tuple[RootCause, ...], services: tuple[str, ...]) -> str | None:
+        for svc in [rc.service for rc in root_causes[:1]] + list(services):
+            if svc in self._graph and self._graph.nodes[svc].get("owner"):
+                return self._graph.nodes[svc]["owner"]
+        return None
+
+    def _forget_old(self) -> None:
+        """Drop resolved groups once they can no longer reopen, so state stays bounded."""
+        horizon = self._cfg.reopen_within.total_seconds()
+        for gid in [k for k, g in self._groups.items() if g.status == "resolved" and self.now - (g.resolved_at or 0) > horizon]:
+            for fp in self._groups[gid].alerts:
+                if self._by_fingerprint.get(fp) == gid:
+                    del self._by_fingerprint[fp]
+            del self._groups[gid]
+
+
+def _title(root_causes: tuple[RootCause, ...], services: tuple[str, ...]) -> str:
+    if not root_causes:
+        return f"Anomalies on {', '.join(services)}"
+    top = root_causes[0]
+    chain = " -> ".join(top.path)
+    what = {"saturation": "saturated", "resource": "resource exhaustion", "errors": "errors",
+            "latency": "latency", "traffic": "traffic anomaly", "unobserved": "suspected (no telemetry)"}.get(top.kind, "anomaly")
+    if len(top.path) > 1:
+        return f"{top.service} {what}: {chain}"
+    return f"{top.service} {what}"
+
+
+def _priority(g: nx.DiGraph, services: tuple[str, ...], severity: str) -> str:
+    """P1..P4 from severity, the most critical tier touched, and the blast radius."""
+    tiers = [g.nodes[s].get("tier", 3) for s in services if s in g] or [3]
+    points = _SEVERITY_RANK.get(severity, 1)
+    points += {1: 2, 2: 1}.get(min(tiers), 0)
+    if any(g.nodes[s].get("entrypoint") for s in services if s in g):
+        points += 1
+    if len(services) >= 3:
+        points += 1
+    return "P1" if points >= 5 else "P2" if points >= 4 else "P3" if points >= 2 else "P4"

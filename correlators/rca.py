@@ -1,0 +1,182 @@
+"""Root-cause ranking over the dependency graph.
+
+The graph's edges follow calls (``u -> v``: ``u`` calls ``v``), so a fault in ``v`` shows up at
+``u``. A candidate root cause is an anomalous service or a service that anomalous services call;
+it ranks higher when it explains more of the anomalous services (they all reach it through
+calls), when its anomaly started earlier, and when its evidence is a resource or saturation
+signal rather than a symptom such as latency.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import networkx as nx
+
+from correlators.records import Evidence, RootCause
+from detectors.records import Alert
+
+# Order matters: the first matching pattern names the kind.
+_KIND_PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
+    ("saturation", re.compile(r"(utili[sz]ation|pool|connections|filesystem|disk|queue|saturat|inodes)", re.I)),
+    ("resource", re.compile(r"(cpu|memory|mem\b|heap|gc|threads|fd)", re.I)),
+    ("errors", re.compile(r"(error|fail|5xx|exception|crash|restart)", re.I)),
+    ("latency", re.compile(r"(duration|latency|lat_|response_time|p9\d)", re.I)),
+    ("traffic", re.compile(r"(requests|throughput|rps|lod|rate)", re.I)),
+)
+# A cause explains symptoms; symptoms rarely explain causes.
+_KIND_WEIGHT = {"saturation": 1.2, "resource": 1.1, "errors": 1.0, "latency": 0.95, "traffic": 0.9, "anomaly": 0.9}
+_INSTANCE_LABELS = ("host.name", "k8s.pod.name", "service.instance.id", "instance", "k8s.node.name")
+# Onset is measured against the incident's first anomaly; a minute late costs 10%.
+_ONSET_SCALE_S = 60.0
+_UNOBSERVED_WEIGHT = 0.85
+
+
+def classify_metric(metric: str) -> str:
+    """Name the kind of signal a metric carries.
+
+    >>> classify_metric("db.client.connections.utilization"), classify_metric("http.server.request.duration.p95")
+    ('saturation', 'latency')
+    """
+    for kind, pattern in _KIND_PATTERNS:
+        if pattern.search(metric):
+            return kind
+    return "anomaly"
+
+
+@dataclass(frozen=True, slots=True)
+class _ServiceAnomaly:
+    service: str
+    onset: float
+    score: float
+    kind: str
+    alerts: tuple[Alert, ...]
+
+
+def _summarise(alerts: Iterable[Alert]) -> dict[str, _ServiceAnomaly]:
+    by_service: dict[str, list[Alert]] = {}
+    for a in alerts:
+        by_service.setdefault(a.service, []).append(a)
+    out = {}
+    for svc, items in by_service.items():
+        items.sort(key=lambda a: (-a.score, a.starts_at, a.series))
+        kinds = [classify_metric(a.metric) for a in items]
+        # The strongest cause-like signal names the service's kind.
+        kind = max(kinds, key=lambda k: (_KIND_WEIGHT[k], -kinds.index(k)))
+        out[svc] = _ServiceAnomaly(svc, min(a.starts_at for a in items), max(a.score for a in items), kind, tuple(items))
+    return out
+
+
+def _evidence(alerts: Iterable[Alert], limit: int = 5, detail: str | None = None) -> tuple[Evidence, ...]:
+    return tuple(
+        Evidence(series=a.series, metric=a.metric, score=a.score, value=a.value, expected=a.expected,
+                 at=a.starts_at, detail=detail or a.summary, labels=a.labels)
+        for a in list(alerts)[:limit]
+    )
+
+
+def propagation_path(g: nx.DiGraph, root: str, affected: set[str]) -> tuple[str, ...]:
+    """The path from ``root`` up its callers to the most upstream affected service.
+
+    >>> g = nx.DiGraph([("web", "api"), ("api", "db")])
+    >>> propagation_path(g, "db", {"web", "api", "db"})
+    ('db', 'api', 'web')
+    """
+    if root not in g:
+        return (root,)
+    # Walk against the calls, only through services that show the failure.
+    callers = g.reverse(copy=False).subgraph(affected | {root})
+    paths = nx.single_source_shortest_path(callers, root)
+    def rank(target: str):
+        is_entry = bool(g.nodes[target].get("entrypoint")) if target in g else False
+        return (is_entry, len(paths[target]), target)
+    best = max(paths, key=rank)
+    return tuple(paths[best])
+
+
+def rank_root_causes(
+    g: nx.DiGraph,
+    alerts: Iterable[Alert],
+    *,
+    observed: set[str] | None = None,
+    max_results: int = 5,
+) -> tuple[RootCause, ...]:
+    """Rank the likely root causes of the anomalies in ``alerts``, best first.
+
+    Parameters
+    ----------
+    g : the call graph (``u -> v``: ``u`` calls ``v``). It is never mutated.
+    alerts : the incident's alerts, firing or resolved.
+    observed : services known to emit telemetry. A silent dependency that is not observed (or is
+        declared ``kind: external``) can still be named when its callers degrade.
+    max_results : how many candidates to return.
+
+    Returns
+    -------
+    Root causes with scores that sum to at most 1.
+
+    Examples
+    --------
+    >>> g = nx.DiGraph([("web", "db")])
+    >>> a = lambda svc, metric, t: Alert("f"+svc, "firing", svc, metric, svc+"/"+metric, (), 0.99, 1.0, 0.1, t, t)
+    >>> [rc.service for rc in rank_root_causes(g, [a("web", "http.server.request.duration.p95", 30), a("db", "db.client.connections.utilization", 0)])]
+    ['db', 'web']
+    """
+    anomalies = _summarise(alerts)
+    if not anomalies:
+        return ()
+    first_onset = min(a.onset for a in anomalies.values())
+    affected = set(anomalies)
+
+    # Candidates: anomalous services, plus silent services that anomalous services call.
+    candidates: set[str] = set(affected)
+    for svc in affected:
+        if svc in g:
+            for dep in nx.descendants(g, svc):
+                silent = (observed is not None and dep not in observed) or g.nodes[dep].get("kind") == "external"
+                if dep not in affected and silent:
+                    candidates.add(dep)
+
+    reach_cache = {svc: (nx.descendants(g, svc) | {svc}) if svc in g else {svc} for svc in affected}
+    total_weight = sum(a.score for a in anomalies.values())
+
+    ranked: list[tuple[float, str, RootCause]] = []
+    for cand in candidates:
+        explained = [a for svc, a in anomalies.items() if cand in reach_cache[svc]]
+        coverage = sum(a.score for a in explained) / total_weight
+        if cand in anomalies:
+            own = anomalies[cand]
+            kind = own.kind
+            onset = own.onset
+            weight = _KIND_WEIGHT[kind] * (0.5 + 0.5 * own.score)
+            # A fault seen on some instances of a service only is local to that service.
+            if any(k in _INSTANCE_LABELS for al in own.alerts for k, _ in al.labels):
+                weight *= 1.05
+            evidence = _evidence(own.alerts)
+            reason = f"{len(own.alerts)} anomalous series; explains {len(explained)} of {len(anomalies)} affected services"
+        else:
+            callers = [c for c in g.predecessors(cand)]
+            caller_anoms = [anomalies[c] for c in callers if c in anomalies]
+            if not caller_anoms or len(caller_anoms) < len(callers):
+                continue  # a silent dependency is suspect only when every caller degrades
+            kind = "unobserved"
+            onset = min(a.onset for a in caller_anoms)
+            weight = _UNOBSERVED_WEIGHT * max(a.score for a in caller_anoms)
+            evidence = _evidence((al for a in caller_anoms for al in a.alerts),
+                                 detail=f"caller of {cand} degraded; {cand} emits no telemetry")
+            reason = f"emits no telemetry; all {len(callers)} callers degraded"
+        lateness = max(0.0, onset - first_onset) / _ONSET_SCALE_S
+        raw = coverage * weight / (1.0 + 0.1 * lateness)
+        path = propagation_path(g, cand, affected)
+        ranked.append((raw, cand, RootCause(service=cand, score=0.0, kind=kind, path=path,
+                                            evidence=evidence, reason=reason)))
+
+    ranked.sort(key=lambda r: (-r[0], r[1]))
+    top = ranked[:max_results]
+    norm = sum(r[0] for r in ranked) or 1.0
+    return tuple(
+        RootCause(service=rc.service, score=round(raw / norm, 4), kind=rc.kind, path=rc.path,
+                  evidence=rc.evidence, reason=rc.reason)
+        for raw, _, rc in top
+    )

@@ -1,0 +1,58 @@
+"""The incident record that other services consume from ``aiops.incidents``.
+
+Consumers key by ``id`` and keep the highest ``version``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+INCIDENT_SCHEMA_VERSION = 1
+MAX_FINGERPRINTS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """A series that supports a root-cause candidate."""
+
+    series: str
+    metric: str
+    score: float
+    value: float
+    expected: float
+    at: float
+    detail: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RootCause:
+    """A ranked candidate. ``path`` runs from the root cause up to the most upstream affected
+    service, i.e. against the call direction: ``orders-db -> orders -> checkout -> frontend``."""
+
+    service: str
+    score: float
+    kind: str  # "saturation" | "errors" | "latency" | "traffic" | "resource" | "unobserved" | "anomaly"
+    path: tuple[str, ...]
+    evidence: tuple[Evidence, ...] = ()
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    id: str
+    version: int
+    status: str  # "open" | "resolved"
+    reason: str  # why this update was sent: "opened" | "alerts_added" | "alerts_resolved" | "resolved" | "reopened"
+    opened_at: float
+    updated_at: float
+    resolved_at: float | None
+    title: str
+    priority: str  # "P1" (most urgent) .. "P4"
+    severity: str
+    services: tuple[str, ...]
+    alert_count: int
+    firing_count: int
+    fingerprints: tuple[str, ...]
+    root_causes: tuple[RootCause, ...] = ()
+    owner: str | None = None
+    labels: tuple[tuple[str, str], ...] = field(default=())

@@ -1,0 +1,1 @@
+"""Online anomaly detection: telemetry points in, alerts out. No I/O, no clock, no Kafka."""

@@ -1,0 +1,88 @@
+"""Detector settings from the ``detectors:`` section of topology.yaml."""
+from __future__ import annotations
+
+import fnmatch
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Accept ``30s``, ``5m``, ``1.5h``, ``2d``, ``250ms`` or a number of seconds.
+
+    >>> parse_duration("5m")
+    datetime.timedelta(seconds=300)
+    """
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '30s', '5m' or '1h'")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError("expected a non-negative duration")
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+    raise ValueError(f"expected a duration such as '30s', '5m' or '1h' (got {value!r})")
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class Frozen(BaseModel):
+    """Config models reject unknown keys (a typo is an error, not a silent default) and are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SeriesMatch(Frozen):
+    """Glob patterns on a series. Every given field must match; an empty match matches all."""
+
+    service: str = "*"
+    metric: str = "*"
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    def matches(self, service: str, metric: str, labels: dict[str, str] | tuple) -> bool:
+        if not fnmatch.fnmatchcase(service, self.service):
+            return False
+        if not fnmatch.fnmatchcase(metric, self.metric):
+            return False
+        got = dict(labels)
+        return all(k in got and fnmatch.fnmatchcase(got[k], v) for k, v in self.labels.items())
+
+
+ModelName = Literal["robust", "halfspacetrees", "snarimax", "holtwinters"]
+
+
+class DetectorRule(Frozen):
+    match: SeriesMatch = Field(default_factory=SeriesMatch)
+    model: ModelName = "robust"
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    params: dict[str, float | int | str | bool] = Field(default_factory=dict)
+
+
+class DetectorSettings(Frozen):
+    model: ModelName = "robust"
+    # Score at or above which a point counts as anomalous. Production pages at this fixed value.
+    threshold: float = Field(default=0.9, ge=0.0, le=1.0)
+    # No alert before a series has this many points: a cold start is not an anomaly.
+    warmup_points: int = Field(default=30, ge=1)
+    # Consecutive anomalous points needed to fire, and normal points needed to resolve.
+    fire_after_points: int = Field(default=2, ge=1)
+    resolve_after_points: int = Field(default=3, ge=1)
+    params: dict[str, float | int | str | bool] = Field(default_factory=dict)
+    rules: list[DetectorRule] = Field(default_factory=list)
+
+    def rule_for(self, service: str, metric: str, labels) -> DetectorRule:
+        """The first matching rule, else the defaults as a rule."""
+        for rule in self.rules:
+            if rule.match.matches(service, metric, labels):
+                return rule
+        return DetectorRule(model=self.model, threshold=self.threshold, params=self.params)

@@ -1,0 +1,1 @@
+"""Incident updates to guarded actions and ticket events, under policies from topology.yaml."""

@@ -1,0 +1,56 @@
+"""The ``remediation:`` and ``tickets:`` sections of topology.yaml."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from detectors.config import Duration, Frozen, parse_duration
+
+Priority = Literal["P1", "P2", "P3", "P4"]
+ActionKind = Literal["exec", "http", "kubernetes", "kafka"]
+
+
+class PolicyMatch(Frozen):
+    """Glob patterns on the incident's top root cause; every given field must match."""
+
+    root_cause_service: str = "*"
+    cause: str = "*"  # the root cause's kind: saturation, errors, latency, resource, unobserved...
+    metric: str = "*"  # any evidence metric of the root cause
+    labels: dict[str, str] = Field(default_factory=dict)  # on any evidence series
+    priority: list[Priority] = Field(default_factory=lambda: ["P1", "P2", "P3", "P4"])
+
+
+class Step(Frozen):
+    kind: ActionKind
+    # Templated with {service}, {incident_id} and the evidence labels, e.g. {host}.
+    target: str
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    risky: bool = False  # risky steps wait for approval even when not in dry-run
+
+
+class Policy(Frozen):
+    name: str
+    description: str = ""
+    match: PolicyMatch = Field(default_factory=PolicyMatch)
+    steps: list[Step] = Field(min_length=1)
+    dry_run: bool | None = None  # None: inherit remediation.dry_run
+    cooldown: Duration = parse_duration("15m")
+
+
+class RemediationSettings(Frozen):
+    dry_run: bool = True  # nothing runs for real unless an operator turns this off
+    policies: list[Policy] = Field(default_factory=list)
+
+
+class TeamSpec(Frozen):
+    assignee: str | None = None
+    sink: str | None = None
+
+
+class TicketSettings(Frozen):
+    sink: Literal["topic", "clickup", "jira", "pagerduty", "webhook"] = "topic"
+    default_team: str = "sre"
+    teams: dict[str, TeamSpec] = Field(default_factory=dict)
+    # Tickets open for incidents at or above this priority.
+    min_priority: Priority = "P4"

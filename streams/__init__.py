@@ -1,0 +1,1 @@
+"""The shell: Kafka (Faust) agents, the CLI, ingest decoders, replay and the simulator."""

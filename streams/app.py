@@ -1,0 +1,123 @@
+"""The Faust worker: decode, call the core, encode, route. No business logic lives here."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from detectors.records import Alert, Heartbeat
+from streams import codec
+from streams import metrics as m
+from streams.config import Topology
+from streams.ingest import DecodeError
+from streams.pipeline import CorrelateStage, DetectStage, correlation_keys
+
+log = logging.getLogger("aiops.worker")
+
+
+def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_dir: Path = Path(".aiops-data"),
+              app_id: str = "aiops") -> faust.App:
+    """A Faust app wired to ``topology``. Each agent is decode -> one core call -> encode -> send."""
+    topics = topology.topics
+    app = faust.App(
+        app_id,
+        broker=[f"kafka://{b.strip()}" for b in bootstrap.split(",")],
+        store="memory://",
+        datadir=str(data_dir),
+        topic_partitions=topics.partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        web_port=web_port,
+        web_bind="0.0.0.0",
+        web_in_thread=False,
+        # Our agents do not wait on each other; a shorter wait on rebalance keeps restarts quick.
+        stream_wait_empty=False,
+        broker_commit_interval=1.0,
+        producer_linger_ms=5,
+    )
+    raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    metrics_in = app.topic(topics.metrics, **raw)
+    alerts = app.topic(topics.alerts, **raw)
+    incidents = app.topic(topics.incidents, **raw)
+    actions = app.topic(topics.actions, **raw)
+    tickets = app.topic(topics.tickets, **raw)
+    deadletter = app.topic(topics.deadletter, **raw)
+
+    detect = DetectStage(topology)
+    correlate = CorrelateStage(topology)
+    keys = correlation_keys(topology)
+    all_keys = sorted(set(keys.values()))
+    max_excerpt = topology.ingest.max_excerpt_bytes
+
+    async def dead_letter(reason: str, event) -> None:
+        msg = event.message
+        m.DEADLETTER.labels(topic=msg.topic).inc()
+        await deadletter.send(key=msg.topic.encode(), value=codec.dead_letter(
+            reason, msg.topic, msg.partition, msg.offset, event.value or b"", max_excerpt, at=msg.timestamp))
+
+    @app.agent(metrics_in)
+    async def detect_agent(stream):
+        async for event in stream.events():
+            m.MESSAGES_IN.labels(topic=topics.metrics).inc()
+            try:
+                res = detect.process(event.value)
+            except DecodeError as exc:
+                await dead_letter(str(exc), event)
+                continue
+            if res.rejects:
+                await dead_letter("rejected points: " + "; ".join(res.rejects[:5]), event)
+            m.POINTS_IN.inc(res.points)
+            for ev in res.events:
+                payload = codec.encode_alert_event(ev)
+                if isinstance(ev, Heartbeat):
+                    # Every correlator needs event-time progress to expire its incidents.
+                    for key in all_keys:
+                        await alerts.send(key=key.encode(), value=payload)
+                else:
+                    m.ALERTS.labels(status=ev.status).inc()
+                    await alerts.send(key=keys.get(ev.service, ev.service).encode(), value=payload)
+
+    @app.agent(alerts)
+    async def correlate_agent(stream):
+        async for event in stream.events():
+            try:
+                ev = codec.decode_alert_event(event.value)
+            except codec.RecordError as exc:
+                await dead_letter(str(exc), event)
+                continue
+            res = correlate.process([ev])
+            for inc in res.incidents:
+                m.INCIDENT_UPDATES.labels(status=inc.status).inc()
+                await incidents.send(key=inc.id.encode(), value=codec.encode_incident(inc))
+            for act in res.actions:
+                m.ACTIONS.labels(decision=act.decision).inc()
+                await actions.send(key=act.id.encode(), value=codec.encode_action(act))
+            for tk in res.tickets:
+                m.TICKETS.labels(event=tk.event).inc()
+                await tickets.send(key=tk.ticket_key.encode(), value=codec.encode_ticket(tk))
+            m.OPEN_INCIDENTS.set(correlate.correlator.open_incidents())
+            m.observe_compression(detect.stats, correlate.correlator.stats)
+
+    @app.page("/metrics")
+    async def metrics_page(web, request):
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+    @app.page("/healthz")
+    async def health(web, request):
+        return web.json({"status": "ok"})
+
+    return app
+
+
+def run_worker(topology: Topology, *, bootstrap: str, web_port: int, data_dir: Path, verbose: bool = False) -> int:
+    from streams.broker import ensure_topics
+
+    t = topology.topics
+    ensure_topics(bootstrap, [t.metrics, t.logs, t.alerts, t.incidents, t.actions, t.tickets, t.deadletter],
+                  partitions=t.partitions)
+    app = build_app(topology, bootstrap=bootstrap, web_port=web_port, data_dir=data_dir)
+    worker = faust.Worker(app, loglevel="INFO" if verbose else "WARNING", quiet=not verbose)
+    worker.execute_from_commandline()
+    return 0

@@ -1,0 +1,173 @@
+"""The ``aiops`` command line."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+DESCRIPTION = """\
+Streaming AIOps on Kafka: telemetry in, incidents with ranked root causes, guarded actions
+and tickets out.
+
+Try it:
+  aiops demo                         the whole pipeline on an embedded broker (what `make run` does)
+  aiops simulate --out sim/          write telemetry with injected faults and their ground truth
+  aiops replay --input sim/telemetry.jsonl --output incidents.jsonl
+                                     the same pipeline over a file, no broker, deterministic
+  aiops worker                       the Faust worker on KAFKA_BOOTSTRAP_SERVERS (default localhost:9092)
+  aiops validate                     check topology.yaml and report every problem
+"""
+
+
+def _topology_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--topology", "-t", type=Path, default=Path(os.environ.get("AIOPS_TOPOLOGY", "topology.yaml")),
+                   help="the operator's topology file (default: $AIOPS_TOPOLOGY or ./topology.yaml)")
+
+
+def _load(path: Path):
+    from streams.config import ConfigError, load_topology
+
+    try:
+        return load_topology(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_validate(args) -> int:
+    topo = _load(args.topology)
+    n_edges = sum(len(s.depends_on) for s in topo.services.values())
+    print(f"{args.topology}: ok ({len(topo.services)} services, {n_edges} dependencies, "
+          f"{len(topo.detectors.rules)} detector rules, {len(topo.remediation.policies)} policies)")
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from streams.replay import replay
+
+    topo = _load(args.topology)
+    if not args.input.exists():
+        print(f"aiops replay: input file {args.input} does not exist", file=sys.stderr)
+        return 2
+    replay(topo, args.input, args.output, actions=args.actions, tickets=args.tickets,
+           deadletter=args.deadletter, drain=args.drain, progress=None if args.quiet else sys.stderr)
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from streams import simulate as sim
+
+    topo = _load(args.topology)
+    scenarios = sim.load_scenarios(args.scenario or None)
+    result = sim.simulate(topo, scenarios, seed=args.seed)
+    sim.write(result, args.out)
+    print(f"wrote {len(result.requests)} OTLP/JSON requests and {len(result.truth)} injected faults to {args.out}/",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from streams.app import run_worker
+
+    topo = _load(args.topology)
+    bootstrap = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
+    return run_worker(topo, bootstrap=bootstrap, web_port=args.web_port, data_dir=args.data_dir,
+                      verbose=args.verbose)
+
+
+def cmd_broker(args) -> int:
+    from streams.broker import run_broker_forever
+
+    run_broker_forever(args.port)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from streams.demo import run_demo
+
+    topo = _load(args.topology)
+    return run_demo(topo, args.topology, speed=args.speed, bootstrap=args.bootstrap, web_port=args.web_port)
+
+
+def cmd_nab(args) -> int:
+    from streams.nab import run_nab
+
+    summary = run_nab(args.data, args.out)
+    print(summary, file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="aiops", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="validate topology.yaml and report every problem")
+    _topology_arg(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("replay", help="run the pipeline over a telemetry file, no broker",
+                       description="Read one message per line (OTLP/JSON ExportMetricsServiceRequest, a Prometheus "
+                                   "adapter sample or a native batch), run every stage on event time, and write each "
+                                   "incident record as it is emitted. Deterministic: the same input gives "
+                                   "byte-identical output.")
+    _topology_arg(p)
+    p.add_argument("--input", "-i", type=Path, required=True, help="telemetry, one JSON message per line")
+    p.add_argument("--output", "-o", type=Path, required=True, help="incident records, one per line")
+    p.add_argument("--actions", type=Path, help="also write action records here")
+    p.add_argument("--tickets", type=Path, help="also write ticket events here")
+    p.add_argument("--deadletter", type=Path, help="also write dead-letter records here")
+    p.add_argument("--drain", action="store_true",
+                   help="at the end of input, advance event time until pending incidents are sent and quiet ones resolve")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress or summary on stderr")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("simulate", help="write telemetry with injected faults and the ground truth",
+                       description="Write DIR/telemetry.jsonl (OTLP/JSON, one export request per line, as the "
+                                   "OpenTelemetry Collector's kafka exporter writes it) and DIR/truth.json.")
+    _topology_arg(p)
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--scenario", action="append",
+                   help="scenario to inject (repeatable; default: all shipped scenarios)")
+    p.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("worker", help="run the Faust worker on Kafka")
+    _topology_arg(p)
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)")
+    p.add_argument("--web-port", type=int, default=int(os.environ.get("AIOPS_WEB_PORT", "6066")),
+                   help="port for /metrics and health (default 6066)")
+    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("AIOPS_DATA_DIR", ".aiops-data")),
+                   help="worker state directory")
+    p.add_argument("--verbose", "-v", action="store_true")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (tansu) for local use")
+    p.add_argument("--port", type=int, default=9092)
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("demo", help="broker + worker + scenarios, incidents printed as they open and resolve")
+    _topology_arg(p)
+    p.add_argument("--speed", type=float, default=60.0,
+                   help="event seconds per wall second when feeding the scenarios (default 60)")
+    p.add_argument("--bootstrap", help="use this broker instead of starting the embedded one")
+    p.add_argument("--web-port", type=int, default=6066)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("nab", help="score a NAB-style corpus with the production detector",
+                       description="Score every CSV (timestamp,value) under --data through the production detector "
+                                   "path and write timestamp,value,anomaly_score at the same relative path under --out.")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_nab)
+
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

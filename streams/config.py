@@ -1,0 +1,181 @@
+"""Load and validate topology.yaml, all of it up front.
+
+Invalid config never half-loads: every problem is collected and reported with the file,
+the path inside it and what was expected, and nothing is returned.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError
+
+from correlators.config import CorrelationSettings, ServiceSpec, dependency_graph
+from detectors.config import Frozen
+from remediators.config import RemediationSettings, TicketSettings
+
+
+class TopicSettings(Frozen):
+    metrics: str = "telemetry.metrics"
+    logs: str = "telemetry.logs"
+    alerts: str = "aiops.alerts"
+    incidents: str = "aiops.incidents"
+    actions: str = "aiops.actions"
+    tickets: str = "aiops.tickets"
+    deadletter: str = "aiops.deadletter"
+    partitions: int = Field(default=1, ge=1)
+
+
+class IngestSettings(Frozen):
+    # Prometheus samples name their service by this label, else by `job`.
+    prometheus_service_label: str = "service"
+    # Series labels kept from OTLP attributes; others are dropped to bound cardinality. Empty: keep all.
+    keep_labels: list[str] = Field(default_factory=list)
+    max_excerpt_bytes: int = Field(default=1024, ge=64, le=65536)
+
+
+class Topology(Frozen):
+    version: int = 1
+    name: str = "default"
+    services: dict[str, ServiceSpec]
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    detectors: "DetectorSettings" = Field(default_factory=lambda: DetectorSettings())
+    correlation: CorrelationSettings = Field(default_factory=CorrelationSettings)
+    remediation: RemediationSettings = Field(default_factory=RemediationSettings)
+    tickets: TicketSettings = Field(default_factory=TicketSettings)
+
+    def graph(self):
+        return dependency_graph(self.services)
+
+
+from detectors.config import DetectorSettings  # noqa: E402  (forward ref above keeps section order readable)
+
+Topology.model_rebuild()
+
+
+def _reference_problems(data: dict) -> list[tuple[str, str]]:
+    """Cross-references that field validation cannot see; run on the raw mapping so they are
+    reported together with field errors instead of after them are fixed."""
+    problems: list[tuple[str, str]] = []
+    services = data.get("services")
+    if not isinstance(services, dict):
+        return problems
+    names = [str(n) for n in services]
+    for name, spec in services.items():
+        deps = spec.get("depends_on") if isinstance(spec, dict) else None
+        if not isinstance(deps, list):
+            continue
+        for i, dep in enumerate(deps):
+            where = format_path(("services", name, "depends_on", i))
+            if not isinstance(dep, str):
+                continue
+            if dep not in services:
+                problems.append((where, _unknown("service", dep, names)))
+            elif dep == name:
+                problems.append((where, "a service cannot depend on itself"))
+    policies = (data.get("remediation") or {}).get("policies") if isinstance(data.get("remediation"), dict) else None
+    if isinstance(policies, list):
+        seen: set[str] = set()
+        for i, pol in enumerate(policies):
+            pname = pol.get("name") if isinstance(pol, dict) else None
+            if isinstance(pname, str):
+                if pname in seen:
+                    problems.append((format_path(("remediation", "policies", i, "name")), f"duplicate policy name '{pname}'"))
+                seen.add(pname)
+    return problems
+
+
+def _unknown(what: str, got: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(got, choices, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown {what} '{got}'{hint}"
+
+
+_SECRET_KEY = re.compile(r"(password|passwd|secret|token|api[_-]?key|routing[_-]?key|credential)s?$", re.I)
+
+
+class ConfigError(Exception):
+    """topology.yaml is invalid. ``problems`` lists ``(path, message)``; ``str()`` is the report."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        n = len(problems)
+        lines = [f"{source}: {n} problem{'s' if n != 1 else ''}"]
+        lines += [f"  {path}: {msg}" if path else f"  {msg}" for path, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+def format_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _describe(err: dict) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key '{err['loc'][-1]}'"
+    if kind == "missing":
+        return "required key is missing"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if "input" in err and "(got " not in msg and kind not in ("model_type", "dict_type") and not isinstance(err["input"], (dict, list)):
+        msg += f" (got {err['input']!r})"
+    return msg
+
+
+def _find_inline_secrets(node: Any, loc: tuple = ()) -> list[tuple[str, str]]:
+    found = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if isinstance(k, str) and _SECRET_KEY.search(k) and isinstance(v, (str, int)) and not str(v).startswith("env:"):
+                found.append((format_path(loc + (k,)), "secrets must not be written in topology.yaml; "
+                              "use 'env:VARIABLE_NAME' and set the variable in the environment"))
+            found += _find_inline_secrets(v, loc + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            found += _find_inline_secrets(v, loc + (i,))
+    return found
+
+
+def parse_topology(data: Any, source: str = "topology.yaml") -> Topology:
+    """Validate already-parsed YAML. Raises :class:`ConfigError` listing every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, [("", f"expected a mapping at the top level (got {type(data).__name__})")])
+    secrets = _find_inline_secrets(data)
+    problems: list[tuple[str, str]] = []
+    try:
+        topo = Topology.model_validate(data)
+    except ValidationError as exc:
+        problems = [(format_path(err["loc"]), _describe(err)) for err in exc.errors()]
+        topo = None
+    problems = secrets + _reference_problems(data) + problems
+    if problems:
+        raise ConfigError(source, problems)
+    return topo
+
+
+def load_topology(path: str | Path) -> Topology:
+    """Read and validate a topology file. Raises :class:`ConfigError`; never returns a partial config."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(str(path), [("", f"cannot read the file: {exc.strerror}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(str(path), [("", f"{where}invalid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    return parse_topology(data, str(path))

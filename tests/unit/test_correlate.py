@@ -1,0 +1,115 @@
+"""The correlator as timelines: push alerts at t, expect incident updates at t'."""
+import networkx as nx
+import pytest
+
+from correlators.config import CorrelationSettings
+from correlators.correlate import Correlator
+from detectors.records import Alert, Heartbeat
+
+#   frontend -> checkout -> orders -> orders-db ;  search -> search-db  (a disjoint part)
+GRAPH = nx.DiGraph([("frontend", "checkout"), ("checkout", "orders"), ("orders", "orders-db"), ("search", "search-db")])
+GRAPH.nodes["frontend"].update(entrypoint=True, tier=1)
+CFG = CorrelationSettings(group_wait=30, group_interval=60, resolve_after=300, window=900, max_hops=2,
+                          reopen_within=1800, repeat_interval=14400)
+
+
+def alert(service, t, status="firing", metric="http.server.request.duration.p95", starts_at=None, score=0.99,
+          severity="critical"):
+    series = f"{service}/{metric}"
+    return Alert(fingerprint="fp-" + series, status=status, service=service, metric=metric, series=series, labels=(),
+                 score=score, value=2.0, expected=0.2, starts_at=starts_at if starts_at is not None else t, at=t,
+                 severity=severity)
+
+
+def run(timeline, cfg=CFG):
+    c = Correlator(GRAPH, cfg)
+    out = []
+    for ev in timeline:
+        out += c.ingest([ev])
+    return c, out
+
+
+def test_related_alerts_form_one_incident_after_group_wait():
+    _, out = run([alert("orders-db", 100, metric="db.client.connections.utilization"), alert("orders", 110),
+                  alert("checkout", 120), Heartbeat(129), Heartbeat(131)])
+    assert [(i.version, i.status, i.reason) for i in out] == [(1, "open", "opened")]
+    inc = out[0]
+    assert inc.services == ("checkout", "orders", "orders-db")
+    assert inc.alert_count == 3
+    assert inc.root_causes[0].service == "orders-db"
+    assert inc.root_causes[0].path == ("orders-db", "orders", "checkout")
+    assert inc.opened_at == 100
+
+
+def test_disjoint_parts_of_the_graph_stay_separate():
+    _, out = run([alert("orders-db", 100), alert("search-db", 105), Heartbeat(200)])
+    assert sorted(i.services for i in out) == [("orders-db",), ("search-db",)]
+    assert len({i.id for i in out}) == 2
+
+
+def test_services_beyond_max_hops_stay_separate():
+    _, out = run([alert("orders-db", 100), alert("frontend", 101), Heartbeat(200)])  # 3 hops apart
+    assert len(out) == 2
+
+
+def test_duplicates_change_nothing():
+    a = alert("orders", 100)
+    c, out = run([a, a, Heartbeat(131), a, Heartbeat(400), a])
+    assert [(i.version, i.reason) for i in out] == [(1, "opened")]
+    assert c.stats["duplicates"] == 3
+
+
+def test_updates_wait_for_group_interval_and_carry_why():
+    _, out = run([alert("orders", 100), Heartbeat(131), alert("checkout", 140), Heartbeat(150), Heartbeat(191),
+                  alert("orders", 200, status="resolved", starts_at=100), Heartbeat(252)])
+    assert [(i.version, i.reason, i.updated_at) for i in out] == [
+        (1, "opened", 131), (2, "alerts_added", 191), (3, "alerts_resolved", 252)]
+
+
+def test_resolves_after_the_quiet_period_in_event_time():
+    _, out = run([alert("orders", 100), Heartbeat(131), alert("orders", 200, status="resolved", starts_at=100),
+                  Heartbeat(499), Heartbeat(501)])
+    assert [(i.status, i.reason) for i in out][-1] == ("resolved", "resolved")
+    assert out[-1].resolved_at == 500
+    assert out[-1].firing_count == 0
+
+
+def test_recurrence_soon_after_resolution_reopens_the_same_incident():
+    _, out = run([alert("orders", 100), Heartbeat(131), alert("orders", 200, status="resolved", starts_at=100),
+                  Heartbeat(501), alert("orders", 900, starts_at=890), Heartbeat(901)])
+    assert [(i.status, i.reason) for i in out] == [
+        ("open", "opened"), ("open", "alerts_resolved"), ("resolved", "resolved"), ("open", "reopened")]
+    assert len({i.id for i in out}) == 1
+    assert [i.version for i in out] == [1, 2, 3, 4]
+
+
+def test_a_new_failure_after_the_reopen_window_is_a_new_incident():
+    _, out = run([alert("orders", 100), Heartbeat(131), alert("orders", 200, status="resolved", starts_at=100),
+                  Heartbeat(501), alert("orders", 5000, starts_at=5000), Heartbeat(5031)])
+    assert len({i.id for i in out}) == 2
+
+
+def test_incident_id_is_derived_from_data():
+    _, a = run([alert("orders", 100), Heartbeat(131)])
+    _, b = run([alert("orders", 100), Heartbeat(131)])
+    assert a[0].id == b[0].id and a[0].id.startswith("inc-")
+
+
+def test_priority_grows_with_severity_tier_and_blast_radius():
+    _, small = run([alert("search-db", 100, severity="warning"), Heartbeat(200)])
+    _, big = run([alert("orders-db", 100), alert("orders", 101), alert("checkout", 102), alert("frontend", 103),
+                  Heartbeat(200)])
+    assert small[0].priority == "P4"
+    assert big[0].priority == "P1"
+
+
+def test_unchanged_open_incident_is_repeated_after_repeat_interval():
+    cfg = CorrelationSettings(group_wait=30, repeat_interval=3600)
+    _, out = run([alert("orders", 100), Heartbeat(131), Heartbeat(3730), Heartbeat(3732)], cfg)
+    assert [i.reason for i in out] == ["opened", "repeat"]
+
+
+@pytest.mark.parametrize("late", [10, 200])
+def test_time_never_goes_backwards(late):
+    c, _ = run([Heartbeat(1000), alert("orders", late), Heartbeat(500)])
+    assert c.now == 1000

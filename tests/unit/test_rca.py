@@ -1,0 +1,69 @@
+"""Root-cause ranking over the call graph."""
+import networkx as nx
+
+from correlators.rca import classify_metric, propagation_path, rank_root_causes
+from detectors.records import Alert
+
+
+def alert(service, metric, t, score=0.99, labels=()):
+    return Alert("fp-" + service + metric, "firing", service, metric, f"{service}/{metric}", labels, score, 1.0, 0.1, t, t)
+
+
+SHOP = nx.DiGraph([("frontend", "checkout"), ("checkout", "orders"), ("orders", "orders-db"),
+                   ("checkout", "payments"), ("payments", "payment-gateway"), ("payment-gateway", "card-network")])
+SHOP.nodes["frontend"]["entrypoint"] = True
+SHOP.nodes["card-network"]["kind"] = "external"
+
+
+def services(rcs):
+    return [rc.service for rc in rcs]
+
+
+def test_the_deepest_explaining_service_ranks_first_with_its_chain():
+    rcs = rank_root_causes(SHOP, [
+        alert("frontend", "http.server.errors.rate", 60), alert("checkout", "http.server.request.duration.p95", 40),
+        alert("orders", "http.server.request.duration.p95", 20), alert("orders-db", "db.client.connections.utilization", 0)])
+    assert services(rcs)[0] == "orders-db"
+    assert rcs[0].kind == "saturation"
+    assert rcs[0].path == ("orders-db", "orders", "checkout", "frontend")
+    assert rcs[0].evidence[0].series == "orders-db/db.client.connections.utilization"
+    assert 0 < sum(rc.score for rc in rcs) <= 1.0001
+
+
+def test_a_silent_external_dependency_is_named_when_it_explains_its_callers():
+    rcs = rank_root_causes(SHOP, [alert("payment-gateway", "http.server.errors.rate", 0)])
+    assert "card-network" in services(rcs)
+    cn = next(rc for rc in rcs if rc.service == "card-network")
+    assert cn.kind == "unobserved"
+    assert cn.path == ("card-network", "payment-gateway")
+
+
+def test_a_healthy_observed_dependency_is_not_blamed():
+    rcs = rank_root_causes(SHOP, [alert("checkout", "http.server.request.duration.p95", 0)], observed={"orders", "payments"})
+    assert services(rcs) == ["checkout"]
+
+
+def test_only_known_or_alerting_services_are_named():
+    rcs = rank_root_causes(SHOP, [alert("mystery", "cpu", 0), alert("orders", "http.server.errors.rate", 5)])
+    assert set(services(rcs)) <= {"mystery", "orders", "orders-db"} | set(SHOP)
+
+
+def test_the_graph_is_not_mutated():
+    g = SHOP.copy()
+    rank_root_causes(g, [alert("orders", "http.server.errors.rate", 0)])
+    assert nx.utils.graphs_equal(g, SHOP)
+
+
+def test_classify_metric():
+    assert classify_metric("system.filesystem.utilization") == "saturation"
+    assert classify_metric("process.cpu.utilization") == "saturation"  # a utilization is saturation first
+    assert classify_metric("process.memory.usage") == "resource"
+    assert classify_metric("http.server.errors.rate") == "errors"
+    assert classify_metric("http.server.request.duration.mean") == "latency"
+    assert classify_metric("http.server.requests.rate") == "traffic"
+
+
+def test_propagation_path_prefers_an_affected_entrypoint():
+    assert propagation_path(SHOP, "orders-db", {"orders", "checkout", "frontend"}) == (
+        "orders-db", "orders", "checkout", "frontend")
+    assert propagation_path(SHOP, "orders-db", set()) == ("orders-db",)
