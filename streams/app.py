@@ -7,7 +7,7 @@ from pathlib import Path
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from detectors.records import Alert, Heartbeat
+from detectors.records import Heartbeat
 from streams import codec
 from streams import metrics as m
 from streams.config import Topology
@@ -34,11 +34,15 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
         web_in_thread=False,
         # Our agents do not wait on each other; a shorter wait on rebalance keeps restarts quick.
         stream_wait_empty=False,
-        broker_commit_interval=1.0,
+        broker_rebalance_timeout=topology.worker.rebalance_timeout.total_seconds(),
+        broker_session_timeout=topology.worker.session_timeout.total_seconds(),
+        broker_heartbeat_interval=topology.worker.heartbeat_interval.total_seconds(),
+        broker_commit_interval=topology.worker.commit_interval.total_seconds(),
         producer_linger_ms=5,
     )
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     metrics_in = app.topic(topics.metrics, **raw)
+    logs_in = app.topic(topics.logs, **raw)
     alerts = app.topic(topics.alerts, **raw)
     incidents = app.topic(topics.incidents, **raw)
     actions = app.topic(topics.actions, **raw)
@@ -57,27 +61,35 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
         await deadletter.send(key=msg.topic.encode(), value=codec.dead_letter(
             reason, msg.topic, msg.partition, msg.offset, event.value or b"", max_excerpt, at=msg.timestamp))
 
+    async def detect_and_route(event, process) -> None:
+        m.MESSAGES_IN.labels(topic=event.message.topic).inc()
+        try:
+            res = process(event.value)
+        except DecodeError as exc:
+            await dead_letter(str(exc), event)
+            return
+        if res.rejects:
+            await dead_letter("rejected points: " + "; ".join(res.rejects[:5]), event)
+        m.POINTS_IN.inc(res.points)
+        for ev in res.events:
+            payload = codec.encode_alert_event(ev)
+            if isinstance(ev, Heartbeat):
+                # Every correlator needs event-time progress to expire its incidents.
+                for key in all_keys:
+                    await alerts.send(key=key.encode(), value=payload)
+            else:
+                m.ALERTS.labels(status=ev.status).inc()
+                await alerts.send(key=keys.get(ev.service, ev.service).encode(), value=payload)
+
     @app.agent(metrics_in)
-    async def detect_agent(stream):
+    async def detect_metrics(stream):
         async for event in stream.events():
-            m.MESSAGES_IN.labels(topic=topics.metrics).inc()
-            try:
-                res = detect.process(event.value)
-            except DecodeError as exc:
-                await dead_letter(str(exc), event)
-                continue
-            if res.rejects:
-                await dead_letter("rejected points: " + "; ".join(res.rejects[:5]), event)
-            m.POINTS_IN.inc(res.points)
-            for ev in res.events:
-                payload = codec.encode_alert_event(ev)
-                if isinstance(ev, Heartbeat):
-                    # Every correlator needs event-time progress to expire its incidents.
-                    for key in all_keys:
-                        await alerts.send(key=key.encode(), value=payload)
-                else:
-                    m.ALERTS.labels(status=ev.status).inc()
-                    await alerts.send(key=keys.get(ev.service, ev.service).encode(), value=payload)
+            await detect_and_route(event, detect.process)
+
+    @app.agent(logs_in)
+    async def detect_logs(stream):
+        async for event in stream.events():
+            await detect_and_route(event, detect.process_logs)
 
     @app.agent(alerts)
     async def correlate_agent(stream):

@@ -14,7 +14,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from correlators.config import CorrelationSettings, ServiceSpec, dependency_graph
-from detectors.config import Frozen
+from detectors.config import Duration, Frozen, parse_duration
 from remediators.config import RemediationSettings, TicketSettings
 
 
@@ -37,11 +37,22 @@ class IngestSettings(Frozen):
     max_excerpt_bytes: int = Field(default=1024, ge=64, le=65536)
 
 
+class WorkerSettings(Frozen):
+    """Consumer-group timings of the Faust worker."""
+
+    # A join waits up to this long for the group's other members, so it bounds start-up and rebalances.
+    rebalance_timeout: Duration = parse_duration("10s")
+    session_timeout: Duration = parse_duration("30s")
+    heartbeat_interval: Duration = parse_duration("3s")
+    commit_interval: Duration = parse_duration("1s")
+
+
 class Topology(Frozen):
     version: int = 1
     name: str = "default"
     services: dict[str, ServiceSpec]
     topics: TopicSettings = Field(default_factory=TopicSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     detectors: "DetectorSettings" = Field(default_factory=lambda: DetectorSettings())
     correlation: CorrelationSettings = Field(default_factory=CorrelationSettings)

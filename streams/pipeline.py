@@ -20,12 +20,13 @@ import networkx as nx
 from correlators.correlate import Correlator
 from correlators.records import Incident
 from detectors.engine import DetectionEngine
+from detectors.logs import LogRateCounter
 from detectors.normalize import Normalizer
 from detectors.records import Alert, AlertEvent, Heartbeat
 from remediators.dispatch import DispatchState, dispatch
 from remediators.records import Action, TicketEvent
 from streams.config import Topology
-from streams.ingest import DecodeError, decode_metrics
+from streams.ingest import DecodeError, decode_logs, decode_metrics
 
 
 def correlation_keys(topology: Topology) -> dict[str, str]:
@@ -55,6 +56,7 @@ class DetectStage:
         self.topology = topology
         self._known = frozenset(topology.services)
         self._normalizer = Normalizer()
+        self._log_rates = LogRateCounter()
         self.engine = DetectionEngine(topology.detectors)
         self._keep = frozenset(topology.ingest.keep_labels)
         self.watermark = 0.0
@@ -66,18 +68,28 @@ class DetectStage:
                                  service_label=self.topology.ingest.prometheus_service_label,
                                  keep_labels=self._keep)
         points = self._normalizer.normalize(decoded.samples)
+        latest = max((s.t for s in decoded.samples), default=0.0)
+        return self._score(points, latest, decoded.rejects, len(decoded.samples))
+
+    def process_logs(self, payload: bytes) -> DetectResult:
+        """OTLP/JSON logs: error and record rates per service, scored like any series."""
+        records, rejects = decode_logs(payload, known_services=self._known)
+        points = self._log_rates.add(records)
+        latest = max((r.t for r in records), default=0.0)
+        return self._score(points, latest, rejects, len(records))
+
+    def _score(self, points, latest: float, rejects: list[str], samples: int) -> DetectResult:
         alerts = self.engine.process(points)
         events: list[AlertEvent] = list(alerts)
-        latest = max((p.t for p in points), default=max((s.t for s in decoded.samples), default=0.0))
         if latest > self.watermark:
             self.watermark = latest
             events.append(Heartbeat(at=latest))
         self.stats["messages"] += 1
-        self.stats["samples"] += len(decoded.samples)
+        self.stats["samples"] += samples
         self.stats["points"] += len(points)
         self.stats["alerts"] += sum(1 for a in alerts if a.status == "firing")
-        self.stats["rejected_points"] += len(decoded.rejects)
-        return DetectResult(events=events, rejects=decoded.rejects, points=len(points), samples=len(decoded.samples))
+        self.stats["rejected_points"] += len(rejects)
+        return DetectResult(events=events, rejects=rejects, points=len(points), samples=samples)
 
 
 @dataclass

@@ -1,0 +1,98 @@
+"""Run a real worker process against the test broker, on topics of its own."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import orjson
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def private_topology(tmp_path: Path, base: Path = REPO / "topology.yaml", **overrides) -> Path:
+    """A copy of ``base`` whose topics carry a unique prefix, so tests never share a topic."""
+    doc = yaml.safe_load(base.read_text())
+    prefix = "t" + uuid.uuid4().hex[:8]
+    doc["topics"] = {k: f"{prefix}.{v}" for k, v in {
+        "metrics": "telemetry.metrics", "logs": "telemetry.logs", "alerts": "aiops.alerts",
+        "incidents": "aiops.incidents", "actions": "aiops.actions", "tickets": "aiops.tickets",
+        "deadletter": "aiops.deadletter"}.items()}
+    for key, value in overrides.items():
+        doc[key] = value
+    path = tmp_path / f"{prefix}-topology.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@contextmanager
+def worker_process(topology_path: Path, bootstrap: str, log_dir: Path):
+    """Start ``aiops worker`` as a subprocess; yield it; stop it. The log is shown on failure."""
+    log_path = log_dir / f"worker-{topology_path.stem}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", "--topology", str(topology_path), "--bootstrap", bootstrap,
+             "--web-port", str(free_port()), "--data-dir", str(log_dir / f"data-{topology_path.stem}")],
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    proc.log_text = log_path.read_text(errors="replace")  # type: ignore[attr-defined]
+
+
+def produce(bootstrap: str, topic: str, payloads: list[bytes], key: bytes | None = None) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    try:
+        for p in payloads:
+            producer.send(topic, p, key=key)
+        producer.flush(30)
+    finally:
+        producer.close(5)
+
+
+def consume_until(bootstrap: str, topic: str, done, timeout: float = 120.0, proc=None) -> list[dict]:
+    """Read ``topic`` from the start until ``done(records)`` is true; fail with the worker's state on timeout."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+
+    async def run() -> list[dict]:
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                    enable_auto_commit=False, group_id=None)
+        await consumer.start()
+        records: list[dict] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if proc is not None and proc.poll() is not None:
+                    raise AssertionError(f"worker exited with {proc.returncode}")
+                batch = await consumer.getmany(timeout_ms=500)
+                for msgs in batch.values():
+                    records += [orjson.loads(m.value) for m in msgs]
+                if done(records):
+                    return records
+            raise TimeoutError(f"{topic}: condition not met after {timeout}s; got {len(records)} records")
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
