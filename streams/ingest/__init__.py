@@ -1,0 +1,260 @@
+"""Wire decoders: Kafka message bytes to :class:`~detectors.normalize.Sample` and
+:class:`~detectors.records.LogRecord` objects.
+
+Three metric formats, told apart by their top-level keys:
+
+- OTLP/JSON ``ExportMetricsServiceRequest`` (``resourceMetrics``): the OpenTelemetry
+  Collector's ``kafka`` exporter with ``encoding: otlp_json`` (:mod:`streams.ingest.otlp`);
+- one prometheus-kafka-adapter sample (``labels`` and ``value``) (:mod:`streams.ingest.prometheus`);
+- the native batch (``schema_version`` and ``points``), see ``docs/native-format.md``
+  (:mod:`streams.ingest.native`).
+
+Logs are OTLP/JSON ``ExportLogsServiceRequest`` (:mod:`streams.ingest.logs`).
+
+Error model: a point that cannot be used is dropped and its reason kept in ``rejects``; the
+rest of the message goes on. A message that is unusable as a whole (not JSON, wrong types in
+its structure, or nothing but rejected points) raises :class:`DecodeError`, whose text names
+the JSON path and goes to the dead-letter topic. Nothing else is ever raised, whatever the
+bytes: a decoder that crashed on one message would stall its partition on redelivery.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import orjson
+
+from detectors.normalize import Sample
+from detectors.records import Labels
+
+MAX_REJECTS = 20
+# Plausible event times. Outside this window the producer is sending the wrong unit (ms for
+# ns, ns for s) or garbage, and one such point would drag every window it lands in.
+T_MIN = 946684800.0  # 2000-01-01T00:00:00Z
+T_MAX = 4102444800.0  # 2100-01-01T00:00:00Z
+MAX_ABS_VALUE = 1e300
+
+_isfinite = math.isfinite
+
+
+class DecodeError(ValueError):
+    """The whole message is unusable. ``str()`` is the reason, short and specific.
+
+    Examples
+    --------
+    >>> try:
+    ...     decode_metrics(b'{"resourceMetrics": "x"}', known_services=None)
+    ... except DecodeError as exc:
+    ...     print(exc)
+    resourceMetrics: expected a list (got str)
+    """
+
+
+class PathError(DecodeError):
+    """A :class:`DecodeError` at a JSON path; outer loops prefix their part of the path."""
+
+    def __init__(self, path: str, problem: str):
+        super().__init__(f"{path}: {problem}" if path else problem)
+        self.path = path
+        self.problem = problem
+
+    def within(self, outer: str) -> PathError:
+        if not self.path:
+            path = outer
+        elif self.path[0] == "[":
+            path = outer + self.path
+        else:
+            path = f"{outer}.{self.path}"
+        return PathError(path, self.problem)
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """The usable samples of one message and why the others were dropped."""
+
+    samples: list[Sample]
+    rejects: list[str]  # distinct reasons, at most MAX_REJECTS of them
+    fmt: str  # "otlp" | "prometheus" | "native"
+
+
+def type_name(v: object) -> str:
+    """The JSON-ish name of a parsed value's type, for error messages."""
+    if v is None:
+        return "null"
+    if isinstance(v, dict):
+        return "object"
+    return type(v).__name__
+
+
+def expect_list(v: object, path: str) -> list:
+    """``v`` when it is a list; an absent or null field is the empty list (proto3 JSON)."""
+    if type(v) is list:
+        return v
+    if v is None:
+        return []
+    raise PathError(path, f"expected a list (got {type_name(v)})")
+
+
+_EMPTY: dict = {}
+
+
+def expect_object(v: object, path: str) -> dict:
+    if type(v) is dict:
+        return v
+    if v is None:
+        return _EMPTY
+    raise PathError(path, f"expected an object (got {type_name(v)})")
+
+
+def short(v: object, limit: int = 40) -> str:
+    """``repr`` of a bad value, cut so one hostile point cannot blow up the dead-letter record."""
+    r = repr(v)
+    return r if len(r) <= limit else r[: limit - 3] + "..."
+
+
+def nonfinite(v: float) -> str:
+    return "NaN" if v != v else ("+Inf" if v > 0 else "-Inf")
+
+
+def value_problem(v: float) -> str | None:
+    """Why a parsed value cannot be used, or ``None`` when it can."""
+    if not _isfinite(v):
+        return f"non-finite value ({nonfinite(v)})"
+    if v > MAX_ABS_VALUE or v < -MAX_ABS_VALUE:
+        return f"value out of range ({v:.3g})"
+    return None
+
+
+@lru_cache(maxsize=1024)
+def unknown_service(service: str, known: frozenset[str]) -> str:
+    close = difflib.get_close_matches(service, sorted(known), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown service {short(service, 80)}{hint}"
+
+
+class Context:
+    """Per-message accumulator shared by the decoders: samples, reasons, and the label policy."""
+
+    __slots__ = ("samples", "known", "keep", "_reasons")
+
+    def __init__(self, known: frozenset[str] | None, keep: frozenset[str]):
+        self.samples: list[Sample] = []
+        self.known = known
+        self.keep = keep
+        self._reasons: dict[str, None] = {}  # an ordered set
+
+    def reject(self, reason: str) -> None:
+        if len(self._reasons) < MAX_REJECTS:
+            self._reasons[reason] = None
+
+    def service_ok(self, service: str) -> bool:
+        if self.known is None or service in self.known:
+            return True
+        self.reject(unknown_service(service, self.known))
+        return False
+
+    def labels(self, d: dict[str, str]) -> Labels:
+        keep = self.keep
+        if keep:
+            return tuple(sorted((k, v) for k, v in d.items() if k in keep))
+        return tuple(sorted(d.items()))
+
+    def finish(self, fmt: str) -> Decoded:
+        reasons = list(self._reasons)
+        if not self.samples and reasons:
+            more = "; ..." if len(reasons) > 3 else ""
+            raise DecodeError("; ".join(reasons[:3]) + more)
+        return Decoded(self.samples, reasons, fmt)
+
+
+def load(payload: bytes) -> object:
+    """Parse JSON, mapping every failure to :class:`DecodeError`."""
+    try:
+        return orjson.loads(payload)
+    except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+        hint = ""
+        if isinstance(payload, (bytes, bytearray)) and payload[:1] == b"\n" and b"{" not in payload[:8]:
+            # Field 1, length-delimited: how an ExportMetrics/LogsServiceRequest protobuf starts.
+            hint = " (looks like OTLP protobuf: set the collector's kafka exporter to encoding: otlp_json)"
+        raise DecodeError(f"invalid JSON: {exc}{hint}") from None
+
+
+def _guard(decode, payload: bytes, **kwargs):
+    try:
+        return decode(payload, **kwargs)
+    except DecodeError:
+        raise
+    except RecursionError:
+        raise DecodeError("document nested too deeply") from None
+    except Exception as exc:  # noqa: BLE001
+        # A bug must dead-letter the message, not crash the agent and loop on redelivery.
+        raise DecodeError(f"internal decoder error: {type(exc).__name__}: {short(str(exc), 120)}") from None
+
+
+def decode_metrics(payload: bytes, *, known_services: frozenset[str] | None, service_label: str = "service",
+                   keep_labels: frozenset[str] = frozenset()) -> Decoded:
+    """Decode one metrics message, detecting its format.
+
+    Parameters
+    ----------
+    payload
+        The Kafka message value.
+    known_services
+        Services that may send; points of others are rejected. ``None`` accepts any.
+    service_label
+        The Prometheus label naming the service (falls back to ``job``).
+    keep_labels
+        When not empty, the only label keys kept on series (bounds cardinality).
+
+    Raises
+    ------
+    DecodeError
+        When the message as a whole is unusable; never anything else.
+
+    Examples
+    --------
+    >>> d = decode_metrics(b'{"schema_version":1,"service":"api","points":[["cpu",1.7e9,0.5]]}',
+    ...                    known_services=None)
+    >>> d.fmt, [(s.series.id, s.t, s.kind, s.value) for s in d.samples]
+    ('native', [('api/cpu', 1700000000.0, 'gauge', 0.5)])
+    """
+    return _guard(_decode_metrics, payload, known_services=known_services, service_label=service_label,
+                  keep_labels=keep_labels)
+
+
+def decode_logs(payload: bytes, *, known_services: frozenset[str] | None) -> tuple[list, list[str]]:
+    """Decode one OTLP/JSON ``ExportLogsServiceRequest`` into log records and reject reasons.
+
+    Raises
+    ------
+    DecodeError
+        When the message as a whole is unusable; never anything else.
+    """
+    return _guard(logs.decode, payload, known_services=known_services)
+
+
+def _decode_metrics(payload: bytes, *, known_services, service_label, keep_labels) -> Decoded:
+    obj = load(payload)
+    if type(obj) is not dict:
+        raise DecodeError(f"unrecognized metrics message: expected a JSON object (got {type_name(obj)})")
+    ctx = Context(known_services, keep_labels)
+    if "resourceMetrics" in obj:
+        otlp.decode(obj, ctx)
+        return ctx.finish("otlp")
+    if "schema_version" in obj and "points" in obj:
+        native.decode(obj, ctx)
+        return ctx.finish("native")
+    if "labels" in obj and "value" in obj:
+        prometheus.decode(obj, ctx, service_label)
+        return ctx.finish("prometheus")
+    keys = ", ".join(short(k, 30) for k in list(obj)[:5])
+    raise DecodeError("unrecognized metrics message: expected OTLP/JSON (resourceMetrics), a prometheus-kafka-adapter "
+                      f"sample (labels, value) or a native batch (schema_version, points); got keys: {keys or 'none'}")
+
+
+# The format modules import the helpers above from this package, so they come last.
+from streams.ingest import logs, native, otlp, prometheus  # noqa: E402
+
+__all__ = ["DecodeError", "Decoded", "decode_logs", "decode_metrics"]

@@ -1,0 +1,73 @@
+"""OTLP/JSON ``ExportLogsServiceRequest`` to :class:`~detectors.records.LogRecord` objects.
+
+The service is the resource attribute ``service.name``; resource and record attributes become
+labels. The time is ``timeUnixNano``, else ``observedTimeUnixNano`` (the collector sets the
+latter when a source gives no time). A record without a usable severity number takes it from
+``severityText`` so that plain ``ERROR`` lines still count as errors.
+"""
+from __future__ import annotations
+
+from detectors.records import LogRecord
+from streams.ingest import Context, PathError, expect_list, short, type_name
+from streams.ingest.otlp import any_to_str, attributes, parse_int, resource_service, time_problem
+
+MAX_BODY = 2048
+_TEXT_SEVERITY = {"TRACE": 1, "DEBUG": 5, "INFO": 9, "NOTICE": 10, "WARN": 13, "WARNING": 13, "ERROR": 17,
+                  "ERR": 17, "CRITICAL": 21, "FATAL": 21, "PANIC": 21, "ALERT": 21, "EMERGENCY": 24}
+
+
+def decode(payload: bytes, *, known_services: frozenset[str] | None) -> tuple[list[LogRecord], list[str]]:
+    from streams.ingest import DecodeError, load
+
+    obj = load(payload)
+    if type(obj) is not dict or "resourceLogs" not in obj:
+        got = type_name(obj) if type(obj) is not dict else "keys: " + ", ".join(short(k, 30) for k in list(obj)[:5])
+        raise DecodeError(f"unrecognized logs message: expected OTLP/JSON (resourceLogs); got {got}")
+    ctx = Context(known_services, frozenset())
+    records: list[LogRecord] = []
+    for i, rl in enumerate(expect_list(obj.get("resourceLogs"), "resourceLogs")):
+        try:
+            _resource_logs(rl, ctx, records)
+        except PathError as exc:
+            raise exc.within(f"resourceLogs[{i}]") from None
+    reasons = list(ctx._reasons)
+    if not records and reasons:
+        raise DecodeError("; ".join(reasons[:3]) + ("; ..." if len(reasons) > 3 else ""))
+    return records, reasons
+
+
+def _resource_logs(rl: object, ctx: Context, out: list[LogRecord]) -> None:
+    if type(rl) is not dict:
+        raise PathError("", f"expected an object (got {type_name(rl)})")
+    service, res_attrs = resource_service(rl.get("resource"), "resource")
+    scope_logs = expect_list(rl.get("scopeLogs"), "scopeLogs")
+    if service is None:
+        if scope_logs:
+            ctx.reject("resource without attribute 'service.name'")
+        return
+    if not ctx.service_ok(service):
+        return
+    for j, sl in enumerate(scope_logs):
+        if type(sl) is not dict:
+            raise PathError(f"scopeLogs[{j}]", f"expected an object (got {type_name(sl)})")
+        for k, rec in enumerate(expect_list(sl.get("logRecords"), f"scopeLogs[{j}].logRecords")):
+            path = f"scopeLogs[{j}].logRecords[{k}]"
+            if type(rec) is not dict:
+                raise PathError(path, f"expected an object (got {type_name(rec)})")
+            raw_t = rec.get("timeUnixNano")
+            ns = parse_int(raw_t, f"{path}.timeUnixNano") if raw_t is not None else None
+            if not ns:  # absent or 0: unknown, fall back to when the collector saw it
+                raw_t = rec.get("observedTimeUnixNano")
+                ns = parse_int(raw_t, f"{path}.observedTimeUnixNano") if raw_t is not None else None
+            problem = time_problem(raw_t, ns)
+            if problem is not None:
+                ctx.reject(f"log record: {problem}")
+                continue
+            sev = rec.get("severityNumber")
+            if type(sev) is not int or not 1 <= sev <= 24:
+                text = rec.get("severityText")
+                sev = _TEXT_SEVERITY.get(text.upper(), 0) if type(text) is str else 0
+            body = rec.get("body")
+            text = any_to_str(body, f"{path}.body") if body is not None else ""
+            attrs = attributes(rec.get("attributes"), f"{path}.attributes", dict(res_attrs))
+            out.append(LogRecord(service, ns / 1e9, sev, text[:MAX_BODY], tuple(sorted(attrs.items()))))

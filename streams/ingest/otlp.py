@@ -1,0 +1,381 @@
+"""OTLP/JSON ``ExportMetricsServiceRequest`` to samples.
+
+proto3 JSON, as opentelemetry-proto specifies it: lowerCamelCase keys, enums as integers,
+64-bit integers as decimal strings or numbers, doubles as numbers or the strings ``"NaN"``,
+``"Infinity"``, ``"-Infinity"``; unknown fields are ignored and an absent or null field is its
+default. Service = resource attribute ``service.name``; the other resource attributes and the
+point attributes are labels (point attributes win on a clash).
+
+A value of the wrong JSON type in the document's structure raises a ``DecodeError`` naming its
+path; a scalar that has the right JSON type but cannot be used (unparsable or absurd timestamp,
+non-finite value, a data kind we do not derive from) drops just that point, with a reason.
+Points flagged ``FLAG_NO_RECORDED_VALUE`` (OTLP's staleness marker) are skipped silently.
+"""
+from __future__ import annotations
+
+import math
+
+import orjson
+
+from detectors.normalize import Sample
+from detectors.records import SeriesKey
+from streams.ingest import T_MAX, T_MIN, Context, PathError, expect_list, expect_object, short, type_name, value_problem
+
+SERVICE_ATTRIBUTE = "service.name"
+_FLAG_NO_RECORDED_VALUE = 1
+_TEMPORALITY = {1: "delta", 2: "cumulative", "AGGREGATION_TEMPORALITY_DELTA": "delta",
+                "AGGREGATION_TEMPORALITY_CUMULATIVE": "cumulative"}
+_UNSUPPORTED = ("exponentialHistogram", "summary")
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+_HUGE = 10**300
+
+
+# --- scalars -------------------------------------------------------------------------------
+
+def parse_double(v: object, path: str) -> float | None:
+    """A proto3 JSON double: a number or a string (incl. "NaN", "Infinity"); ``None`` if unparsable."""
+    t = type(v)
+    if t is float:
+        return v  # type: ignore[return-value]
+    if t is int:
+        return float(v)  # type: ignore[arg-type]
+    if t is str:
+        try:
+            return float(v)  # type: ignore[arg-type]
+        except ValueError:
+            return None
+    raise PathError(path, f"expected a number or a string (got {type_name(v)})")
+
+
+def parse_int(v: object, path: str) -> float | None:
+    """A proto3 JSON int64/uint64: a number or a decimal string; ``None`` if unparsable."""
+    t = type(v)
+    if t is int or t is float:
+        return v  # type: ignore[return-value]
+    if t is str:
+        try:
+            n = int(v)  # type: ignore[arg-type]
+        except ValueError:
+            try:
+                return float(v)  # type: ignore[arg-type]  # "1e3" and friends from lenient writers
+            except ValueError:
+                return None
+        # Beyond any float: out of range for every caller, without an OverflowError downstream.
+        return n if -_HUGE <= n <= _HUGE else math.copysign(1e308, n)
+    raise PathError(path, f"expected an integer or a string (got {type_name(v)})")
+
+
+def time_problem(raw: object, ns: float | None) -> str | None:
+    """Why a timeUnixNano cannot be used, or ``None``."""
+    if ns is None:
+        return f"invalid timestamp ({short(raw)})"
+    if not (T_MIN * 1e9 <= ns <= T_MAX * 1e9):  # also false for NaN
+        return f"timestamp {short(raw)} outside 2000..2100"
+    return None
+
+
+def start_seconds(v: object, path: str) -> float | None:
+    """startTimeUnixNano in seconds; ``None`` when absent, zero (unknown) or unusable."""
+    if v is None:
+        return None
+    ns = parse_int(v, path)
+    if ns is None or not (T_MIN * 1e9 <= ns <= T_MAX * 1e9):
+        return None
+    return ns / 1e9
+
+
+# --- AnyValue ------------------------------------------------------------------------------
+
+def any_to_str(v: object, path: str) -> str:
+    """An AnyValue rendered as a label value or log body: strings as they are, the rest as JSON.
+
+    >>> any_to_str({"boolValue": True}, "")
+    'true'
+    >>> any_to_str({"arrayValue": {"values": [{"intValue": "1"}, {"stringValue": "a"}]}}, "")
+    '[1,"a"]'
+    """
+    if type(v) is not dict:
+        raise PathError(path, f"expected an object (got {type_name(v)})")
+    s = v.get("stringValue")
+    if type(s) is str:
+        return s
+    py = _any_to_py(v, path)
+    if type(py) is str:
+        return py
+    return orjson.dumps(py).decode()
+
+
+def _any_to_py(v: dict, path: str) -> object:
+    for kind, x in v.items():
+        if x is None:
+            continue
+        if kind == "stringValue" or kind == "bytesValue":  # bytes arrive base64-encoded already
+            if type(x) is not str:
+                raise PathError(f"{path}.{kind}" if path else kind, f"expected a string (got {type_name(x)})")
+            return x
+        if kind == "boolValue":
+            if type(x) is not bool:
+                raise PathError(f"{path}.{kind}" if path else kind, f"expected a boolean (got {type_name(x)})")
+            return x
+        if kind == "intValue":
+            n = parse_int(x, f"{path}.{kind}" if path else kind)
+            if type(n) is int and _INT64_MIN <= n <= _UINT64_MAX:
+                return n
+            return x if type(x) is str else str(x)  # keep what was sent rather than fail on a label
+        if kind == "doubleValue":
+            d = parse_double(x, f"{path}.{kind}" if path else kind)
+            return x if d is None or not math.isfinite(d) else d
+        if kind == "arrayValue" or kind == "kvlistValue":
+            p = f"{path}.{kind}" if path else kind
+            values = expect_list(expect_object(x, p).get("values"), f"{p}.values")
+            if kind == "arrayValue":
+                out: list = []
+                for i, item in enumerate(values):
+                    if type(item) is not dict:
+                        raise PathError(f"{p}.values[{i}]", f"expected an object (got {type_name(item)})")
+                    out.append(_any_to_py(item, f"{p}.values[{i}]"))
+                return out
+            kv: dict = {}
+            for i, item in enumerate(values):
+                k, val = _key_value(item, f"{p}.values[{i}]")
+                kv[k] = None if val is None else _any_to_py(val, f"{p}.values[{i}].value")
+            return kv
+    return ""  # an empty AnyValue
+
+
+def _key_value(item: object, path: str) -> tuple[str, dict | None]:
+    if type(item) is not dict:
+        raise PathError(path, f"expected an object (got {type_name(item)})")
+    k = item.get("key")
+    if type(k) is not str:
+        raise PathError(f"{path}.key", f"expected a string (got {type_name(k)})")
+    val = item.get("value")
+    if val is not None and type(val) is not dict:
+        raise PathError(f"{path}.value", f"expected an object (got {type_name(val)})")
+    return k, val
+
+
+def attributes(attrs: object, path: str, into: dict[str, str]) -> dict[str, str]:
+    """Render a KeyValue list into ``into`` (later keys win) and return it."""
+    for i, item in enumerate(expect_list(attrs, path)):
+        k, val = _key_value(item, f"{path}[{i}]")
+        if val is None:
+            into[k] = ""
+            continue
+        s = val.get("stringValue")
+        into[k] = s if type(s) is str else any_to_str(val, f"{path}[{i}].value")
+    return into
+
+
+def resource_service(resource: object, path: str) -> tuple[str | None, dict[str, str]]:
+    """``service.name`` and the other resource attributes of a resource object."""
+    res = expect_object(resource, path)
+    attrs = attributes(res.get("attributes"), f"{path}.attributes" if path else "attributes", {})
+    service = attrs.pop(SERVICE_ATTRIBUTE, None)
+    return service, attrs
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+def decode(obj: dict, ctx: Context) -> None:
+    for i, rm in enumerate(expect_list(obj.get("resourceMetrics"), "resourceMetrics")):
+        try:
+            _resource_metrics(rm, ctx)
+        except PathError as exc:
+            raise exc.within(f"resourceMetrics[{i}]") from None
+
+
+def _resource_metrics(rm: object, ctx: Context) -> None:
+    if type(rm) is not dict:
+        raise PathError("", f"expected an object (got {type_name(rm)})")
+    service, res_attrs = resource_service(rm.get("resource"), "resource")
+    scope_metrics = expect_list(rm.get("scopeMetrics"), "scopeMetrics")
+    if service is None:
+        if scope_metrics:
+            ctx.reject(f"resource without attribute '{SERVICE_ATTRIBUTE}'")
+        return
+    if not ctx.service_ok(service):
+        return
+    res_labels = ctx.labels(res_attrs)
+    for j, sm in enumerate(scope_metrics):
+        if type(sm) is not dict:
+            raise PathError(f"scopeMetrics[{j}]", f"expected an object (got {type_name(sm)})")
+        for k, m in enumerate(expect_list(sm.get("metrics"), f"scopeMetrics[{j}].metrics")):
+            try:
+                _metric(m, service, res_attrs, res_labels, ctx)
+            except PathError as exc:
+                raise exc.within(f"scopeMetrics[{j}].metrics[{k}]") from None
+
+
+def _metric(m: object, service: str, res_attrs: dict, res_labels: tuple, ctx: Context) -> None:
+    if type(m) is not dict:
+        raise PathError("", f"expected an object (got {type_name(m)})")
+    name = m.get("name")
+    if type(name) is not str:
+        raise PathError("name", f"expected a string (got {type_name(name)})")
+    if not name:
+        ctx.reject("metric without a name")
+        return
+    data = m.get("gauge")
+    if data is not None:
+        _number_points(expect_object(data, "gauge"), "gauge", name, service, res_attrs, res_labels, ctx)
+        return
+    data = m.get("sum")
+    if data is not None:
+        _number_points(expect_object(data, "sum"), "sum", name, service, res_attrs, res_labels, ctx)
+        return
+    data = m.get("histogram")
+    if data is not None:
+        _histogram_points(expect_object(data, "histogram"), name, service, res_attrs, res_labels, ctx)
+        return
+    for kind in _UNSUPPORTED:
+        if m.get(kind) is not None:
+            ctx.reject(f"{name}: {kind} not supported")
+            return
+    ctx.reject(f"{name}: no gauge, sum or histogram")
+
+
+def _temporality(data: dict, kind: str) -> str | None:
+    raw = data.get("aggregationTemporality")
+    temporality = _TEMPORALITY.get(raw) if type(raw) in (int, str) else None
+    if temporality is None and raw is not None and type(raw) not in (int, str):
+        raise PathError(f"{kind}.aggregationTemporality", f"expected an integer (got {type_name(raw)})")
+    return temporality
+
+
+def _point_key(dp: dict, name: str, service: str, res_attrs: dict, res_labels: tuple, ctx: Context,
+               cache: list, path: str) -> SeriesKey:
+    attrs = dp.get("attributes")
+    if not attrs:
+        # Points without attributes all belong to the resource's own series: one key per metric.
+        if cache[0] is None:
+            cache[0] = SeriesKey(service, name, res_labels)
+        return cache[0]
+    return SeriesKey(service, name, ctx.labels(attributes(attrs, path, dict(res_attrs))))
+
+
+def _number_points(data: dict, kind: str, name: str, service: str, res_attrs: dict, res_labels: tuple,
+                   ctx: Context) -> None:
+    monotonic = False
+    temporality = "cumulative"
+    if kind == "sum":
+        monotonic = data.get("isMonotonic") is True
+        t = _temporality(data, kind)
+        if t is None:
+            if monotonic:
+                ctx.reject(f"{name}: unsupported aggregationTemporality ({short(data.get('aggregationTemporality'))})")
+                return
+        else:
+            temporality = t
+    plain = kind == "gauge" or not monotonic  # the decoded value is the point, no start time needed
+    cache: list = [None]
+    points = ctx.samples
+    reject = ctx.reject
+    for j, dp in enumerate(expect_list(data.get("dataPoints"), f"{kind}.dataPoints")):
+        if type(dp) is not dict:
+            raise PathError(f"{kind}.dataPoints[{j}]", f"expected an object (got {type_name(dp)})")
+        flags = dp.get("flags")
+        if type(flags) is int and flags & _FLAG_NO_RECORDED_VALUE:
+            continue
+        raw_t = dp.get("timeUnixNano")
+        if raw_t is None:
+            reject(f"{name}: missing timeUnixNano")
+            continue
+        ns = parse_int(raw_t, f"{kind}.dataPoints[{j}].timeUnixNano")
+        problem = time_problem(raw_t, ns)
+        if problem is not None:
+            reject(f"{name}: {problem}")
+            continue
+        raw_v = dp.get("asDouble")
+        if raw_v is not None:
+            v = parse_double(raw_v, f"{kind}.dataPoints[{j}].asDouble")
+        else:
+            raw_v = dp.get("asInt")
+            if raw_v is None:
+                reject(f"{name}: missing value")
+                continue
+            v = parse_int(raw_v, f"{kind}.dataPoints[{j}].asInt")
+        if v is None:
+            reject(f"{name}: invalid value ({short(raw_v)})")
+            continue
+        v = float(v)
+        problem = value_problem(v)
+        if problem is not None:
+            reject(f"{name}: {problem}")
+            continue
+        key = _point_key(dp, name, service, res_attrs, res_labels, ctx, cache, f"{kind}.dataPoints[{j}].attributes")
+        t = ns / 1e9  # type: ignore[operator]
+        if plain:
+            points.append(Sample(key, t, kind, v, False, temporality))
+        else:
+            start = start_seconds(dp.get("startTimeUnixNano"), f"{kind}.dataPoints[{j}].startTimeUnixNano")
+            points.append(Sample(key, t, kind, v, True, temporality, start))
+
+
+def _histogram_points(data: dict, name: str, service: str, res_attrs: dict, res_labels: tuple, ctx: Context) -> None:
+    temporality = _temporality(data, "histogram")
+    if temporality is None:
+        ctx.reject(f"{name}: unsupported aggregationTemporality ({short(data.get('aggregationTemporality'))})")
+        return
+    cache: list = [None]
+    reject = ctx.reject
+    for j, dp in enumerate(expect_list(data.get("dataPoints"), "histogram.dataPoints")):
+        path = f"histogram.dataPoints[{j}]"
+        if type(dp) is not dict:
+            raise PathError(path, f"expected an object (got {type_name(dp)})")
+        flags = dp.get("flags")
+        if type(flags) is int and flags & _FLAG_NO_RECORDED_VALUE:
+            continue
+        raw_t = dp.get("timeUnixNano")
+        if raw_t is None:
+            reject(f"{name}: missing timeUnixNano")
+            continue
+        ns = parse_int(raw_t, f"{path}.timeUnixNano")
+        problem = time_problem(raw_t, ns)
+        if problem is not None:
+            reject(f"{name}: {problem}")
+            continue
+        problem, count, total, bounds, buckets = _histogram_values(dp, path)
+        if problem is not None:
+            reject(f"{name}: {problem}")
+            continue
+        key = _point_key(dp, name, service, res_attrs, res_labels, ctx, cache, f"{path}.attributes")
+        ctx.samples.append(Sample(
+            key, ns / 1e9, "histogram", temporality=temporality,  # type: ignore[operator]
+            start_t=start_seconds(dp.get("startTimeUnixNano"), f"{path}.startTimeUnixNano"),
+            count=count, total=total, bounds=bounds, buckets=buckets))
+
+
+def _histogram_values(dp: dict, path: str):
+    raw = dp.get("count")
+    count = 0.0 if raw is None else parse_int(raw, f"{path}.count")
+    if count is None:
+        return f"invalid count ({short(raw)})", 0.0, 0.0, (), ()
+    count = float(count)
+    if not (0 <= count <= 1e300):
+        return f"count out of range ({short(raw)})", 0.0, 0.0, (), ()
+    raw = dp.get("sum")
+    if raw is None:
+        total = math.nan  # the sum is optional in OTLP (e.g. negative observations): no mean
+    else:
+        total = parse_double(raw, f"{path}.sum")
+        if total is None:
+            return f"invalid sum ({short(raw)})", 0.0, 0.0, (), ()
+        problem = value_problem(total)
+        if problem is not None:
+            return f"sum: {problem}", 0.0, 0.0, (), ()
+    buckets: list[float] = []
+    for i, raw in enumerate(expect_list(dp.get("bucketCounts"), f"{path}.bucketCounts")):
+        c = parse_int(raw, f"{path}.bucketCounts[{i}]")
+        if c is None or not (0 <= c <= 1e300):
+            return f"invalid bucket count ({short(raw)})", 0.0, 0.0, (), ()
+        buckets.append(float(c))
+    bounds: list[float] = []
+    for i, raw in enumerate(expect_list(dp.get("explicitBounds"), f"{path}.explicitBounds")):
+        b = parse_double(raw, f"{path}.explicitBounds[{i}]")
+        if b is None or not math.isfinite(b) or (bounds and b <= bounds[-1]):
+            return "explicitBounds must be finite and increasing", 0.0, 0.0, (), ()
+        bounds.append(b)
+    if buckets and len(buckets) != len(bounds) + 1:
+        return f"{len(buckets)} bucketCounts for {len(bounds)} explicitBounds", 0.0, 0.0, (), ()
+    return None, count, total, tuple(bounds), tuple(buckets)
