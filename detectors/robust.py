@@ -12,8 +12,15 @@ points from many series is scored and learned with a handful of numpy operations
   floor relative to the level so a constant series scores a change as large without dividing
   by zero;
 - a re-baseline rule: after ``shift_points`` consecutive errors beyond ``shift_z`` on the same side,
-  the level jumps to a fast tracker of recent values, so a lasting level shift stops alerting
-  within a bounded number of points.
+  lasting at least ``shift_seconds``, the level jumps to a fast tracker of recent values, so a
+  lasting level shift stops alerting within a bounded time;
+- a recovery rule: the baseline of the last calm stretch (``calm_seconds`` without a large
+  error) is kept aside. While a disturbance lasts, the clipped updates still let the baseline
+  creep toward the disturbed values; when the series comes back to the calm baseline, that is
+  the end of the disturbance, not a new anomaly: the point scores zero and the calm baseline is
+  restored. Without this, every fault that outlives a few dozen points alerts twice.
+- the daily profile is used only after a day of history, because a profile that has seen each
+  time of day once would learn the first disturbance as "what happens at this hour".
 
 The score of a point is ``1 - exp(-(z / a) ** b)`` of its robust z-score, with ``a`` and ``b`` set
 so that ``z = 6`` scores 0.9 and ``z = 9`` scores 0.99. It needs no tuning per series.
@@ -29,8 +36,8 @@ DAY = 86400.0
 DAY_BINS = 48
 # Column layout of one series' state row.
 (N, T, DT, LEVEL, TREND, ERR_PLAIN, ERR_SEAS, FAST, RUN, PREV, STEP, LIK_MU, LIK_VAR, ONSET, SMOOTH,
- _RESERVED) = range(16)
-SEASON0 = 16
+ CALM, PRE_T, PRE_LEVEL, PRE_ERR_PLAIN, PRE_ERR_SEAS) = range(20)
+SEASON0 = 20
 WIDTH = SEASON0 + DAY_BINS
 
 SIGMA_PER_MAE = 1.2533  # sigma / mean |error| for Gaussian noise
@@ -52,7 +59,10 @@ class RobustParams:
     season_gain: float = 0.6     # use the profile once its error is below this share of the plain error
     season_max_interval: float = 3 * 3600.0  # no daily profile for series sampled more sparsely than this
     shift_z: float = 4.0         # an error beyond this z on one side counts toward a level shift ...
-    shift_points: int = 20       # ... and this many in a row re-baseline the level
+    shift_points: int = 20       # ... and this many in a row re-baseline the level ...
+    shift_seconds: float = 1800.0  # ... if they also span this long: a fault shorter than this is not a new normal
+    calm_seconds: float = 1800.0  # a stretch this long without a large error becomes the baseline to recover to
+    disturbed_gain: float = 0.2  # learning-rate factor for points beyond shift_z: a fault teaches the baseline slowly
     fast_rate: float = 0.3       # learning rate of the fast tracker used to re-baseline
     rel_floor: float = 1e-6      # scale floor relative to |level|
     abs_floor: float = 1e-9      # absolute scale floor (a series constant at zero)
@@ -196,7 +206,7 @@ class RobustDetector:
         seasonal = plain + season
         err_p, err_s = st[:, ERR_PLAIN], st[:, ERR_SEAS]
         use_season = (st[:, DT] > 0) & (st[:, DT] <= p.season_max_interval) & (n > 2 * DAY_BINS) \
-            & (err_s < p.season_gain * err_p)
+            & (n * st[:, DT] >= DAY) & (err_s < p.season_gain * err_p)
         expected = np.where(use_season, seasonal, plain)
         err = np.where(use_season, err_s, err_p)
         floor = np.maximum(p.rel_floor * np.abs(level), p.step_floor * st[:, STEP]) + p.abs_floor
@@ -204,11 +214,34 @@ class RobustDetector:
         r = x - expected
         z = np.where(n < 2, 0.0, r / sigma)
 
+        # Recovery: back within the calm baseline's band while disturbed -> restore it, score 0.
+        disturbed = (st[:, PRE_T] > 0) & (st[:, CALM] * st[:, DT] < p.calm_seconds) & (np.abs(z) > p.shift_z / 2)
+        if disturbed.any():
+            pre_exp = st[:, PRE_LEVEL] + np.where(use_season, season, 0.0)
+            pre_err = np.where(use_season, st[:, PRE_ERR_SEAS], st[:, PRE_ERR_PLAIN])
+            pre_sigma = np.maximum(SIGMA_PER_MAE * pre_err, floor)
+            back = disturbed & (np.abs(x - pre_exp) <= p.shift_z / 2 * pre_sigma)
+            if back.any():
+                st[back, LEVEL] = st[back, PRE_LEVEL]
+                st[back, ERR_PLAIN] = st[back, PRE_ERR_PLAIN]
+                st[back, ERR_SEAS] = st[back, PRE_ERR_SEAS]
+                st[back, TREND] = 0.0
+                st[back, RUN] = 0.0
+                st[back, FAST] = st[back, PRE_LEVEL]
+                level, trend = st[:, LEVEL], st[:, TREND]
+                plain = level + p.phi * trend
+                seasonal = plain + season
+                expected = np.where(back, pre_exp, expected)
+                sigma = np.where(back, pre_sigma, sigma)
+                err_p, err_s = st[:, ERR_PLAIN], st[:, ERR_SEAS]
+                z = np.where(back, 0.0, z)
+
         # --- learn ---
         # Cold start: rates no smaller than 1/(n+1), so the first points set level and scale
         # as plain averages instead of decaying from zero.
-        a = np.maximum(p.alpha, 1.0 / (n + 1.0))
-        k = np.maximum(p.scale_rate, 1.0 / (n + 1.0))
+        gain = np.where(np.abs(z) > p.shift_z, p.disturbed_gain, 1.0)
+        a = np.maximum(p.alpha, 1.0 / (n + 1.0)) * gain
+        k = np.maximum(p.scale_rate, 1.0 / (n + 1.0)) * gain
         early = n < 3  # nothing to clip against yet
         e_s = x - seasonal
         e_p = x - plain
@@ -228,12 +261,21 @@ class RobustDetector:
         side = np.where(z > p.shift_z, 1.0, np.where(z < -p.shift_z, -1.0, 0.0))
         run = st[:, RUN]
         run = np.where((side != 0) & (np.sign(run) == side), run + side, side)
-        shifted = np.abs(run) >= p.shift_points
+        shifted = (np.abs(run) >= p.shift_points) & (np.abs(run) * st[:, DT] >= p.shift_seconds)
         new_level = np.where(shifted, st[:, FAST], new_level)
         st[shifted, TREND] = 0.0
         run[shifted] = 0.0
         st[:, RUN] = run
         st[:, LEVEL] = new_level
+
+        # The calm baseline: refreshed on every point of a long enough calm stretch.
+        calm = np.where(np.abs(z) <= p.shift_z, st[:, CALM] + 1.0, 0.0)
+        st[:, CALM] = calm
+        settled = calm * st[:, DT] >= p.calm_seconds
+        st[settled, PRE_T] = t[settled]
+        st[settled, PRE_LEVEL] = new_level[settled]
+        st[settled, PRE_ERR_PLAIN] = st[settled, ERR_PLAIN]
+        st[settled, PRE_ERR_SEAS] = st[settled, ERR_SEAS]
 
         # Evaluation score: how unusual this surprise is for this series (standardized against
         # its own history), counted only where it rises above the recent peak, so a lasting

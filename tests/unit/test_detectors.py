@@ -68,7 +68,8 @@ def test_level_shift_fires_then_rebaselines_within_bounded_time():
 class RobustBound:
     from detectors.robust import RobustParams as _P
 
-    shift_points = _P().shift_points
+    # A shift needs shift_points in a row spanning shift_seconds: whichever is longer.
+    shift_points = max(_P().shift_points, int(np.ceil(_P().shift_seconds / STEP)))
 
 
 def test_constant_series_scores_zero_then_flags_any_change():
@@ -233,3 +234,17 @@ def test_counter_rate_with_sparse_counts_and_a_burst():
     _, pts, alerts, scores = run(counts / 60.0)
     assert firing_indices(alerts, pts) == [1801]
     assert (scores[100:1800] >= 0.9).sum() <= 2
+
+
+@pytest.mark.parametrize("fault_points", [60, 150])
+def test_fault_that_ends_alerts_once_not_again_on_recovery(fault_points):
+    # 10-second samples: a 10- or 25-minute saturation, shorter than a lasting change. The
+    # baseline creeps toward the fault while it lasts; the return to normal is the fault's end,
+    # not a second anomaly.
+    x = noise(1500, seed=3, level=0.3, sd=0.01)
+    x[800:800 + fault_points] = 0.98 + 0.005 * np.random.default_rng(4).standard_normal(fault_points)
+    _, pts, alerts, scores = run(x, step=10.0)
+    assert [a.status for a in alerts] == ["firing", "resolved"]
+    assert alerts[0].starts_at == pts[800].t
+    assert pts[800 + fault_points].t <= alerts[1].at <= pts[800 + fault_points + 5].t
+    assert scores[800 + fault_points:].max() < 0.9
