@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 import networkx as nx
 
 from correlators.config import CorrelationSettings
-from correlators.rca import rank_root_causes
+from correlators.rca import classify_metric, rank_root_causes
 from correlators.records import Incident, RootCause
 from detectors.records import Alert, AlertEvent, Heartbeat, rfc3339, stable_hash
 
@@ -177,16 +177,42 @@ class Correlator:
 
     def _find_group(self, alert: Alert) -> _Group | None:
         """The oldest active group with a service within ``max_hops`` of the alert's service,
-        whose last alert is within ``window``. Disjoint parts of the graph never share a group."""
+        whose last alert is within ``window``. Disjoint parts of the graph never share a group.
+
+        Two groups can start in the same instant from alerts that are not yet near each other
+        (a pool and a database two hops apart); when a later alert is near both, the younger
+        group is merged into the older one if nobody has been notified of it yet. A group
+        already sent stays separate: its id is known downstream and must not vanish.
+        """
         window = self._cfg.window.total_seconds()
-        best = None
+        matches = []
         for grp in self._groups.values():
             if grp.status == "resolved" or alert.at - grp.last_alert_at > window:
                 continue
             if any(self._near(alert.service, svc) for svc in grp.services):
-                if best is None or (grp.created_at, grp.id) < (best.created_at, best.id):
-                    best = grp
+                matches.append(grp)
+        if not matches:
+            return None
+        matches.sort(key=lambda g: (g.created_at, g.id))
+        best = matches[0]
+        for other in matches[1:]:
+            if other.status == "pending":
+                self._merge(best, other)
         return best
+
+    def _merge(self, into: _Group, other: _Group) -> None:
+        for fp, a in other.alerts.items():
+            into.alerts[fp] = a
+            self._by_fingerprint[fp] = into.id
+        into.services |= other.services
+        into.opened_at = min(into.opened_at, other.opened_at)
+        into.last_alert_at = max(into.last_alert_at, other.last_alert_at)
+        if into.firing():
+            into.all_resolved_at = None
+        if into.status != "pending":
+            self._mark(into, "alerts_added")
+        del self._groups[other.id]
+        self.stats["incidents"] -= 1
 
     def _near(self, a: str, b: str) -> bool:
         if a == b:
@@ -216,7 +242,7 @@ class Correlator:
             updated_at=self.now if grp.status != "resolved" else grp.resolved_at,
             resolved_at=grp.resolved_at if grp.status == "resolved" else None,
             title=_title(root_causes, services),
-            priority=_priority(self._graph, services, severity),
+            priority=_priority(self._graph, services, severity, alerts),
             severity=severity,
             services=services,
             alert_count=len(alerts),
@@ -257,12 +283,19 @@ def _title(root_causes: tuple[RootCause, ...], services: tuple[str, ...]) -> str
     return f"{top.service} {what}"
 
 
-def _priority(g: nx.DiGraph, services: tuple[str, ...], severity: str) -> str:
-    """P1..P4 from severity, the most critical tier touched, and the blast radius."""
+def _priority(g: nx.DiGraph, services: tuple[str, ...], severity: str, alerts: list[Alert] = ()) -> str:
+    """P1..P4 from severity, the most critical tier touched, and the blast radius.
+
+    The blast radius counts the affected services and whether users see the failure: an
+    entry point is affected, or a service failing requests (an error signal) is called,
+    directly or not, by an entry point.
+    """
     tiers = [g.nodes[s].get("tier", 3) for s in services if s in g] or [3]
     points = _SEVERITY_RANK.get(severity, 1)
     points += {1: 2, 2: 1}.get(min(tiers), 0)
-    if any(g.nodes[s].get("entrypoint") for s in services if s in g):
+    failing = {a.service for a in alerts if a.status == "firing" and classify_metric(a.metric) == "errors"}
+    if any(g.nodes[s].get("entrypoint") for s in services if s in g) or any(
+            g.nodes[e].get("entrypoint") for s in failing if s in g for e in nx.ancestors(g, s)):
         points += 1
     if len(services) >= 3:
         points += 1

@@ -19,8 +19,10 @@ from detectors.records import Alert
 
 # Order matters: the first matching pattern names the kind.
 _KIND_PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
-    ("saturation", re.compile(r"(utili[sz]ation|pool|connections|filesystem|disk|queue|saturat|inodes)", re.I)),
+    # CPU and memory first: their utilization rises with any load, so it is a resource signal,
+    # while a full pool, disk or queue is saturation proper.
     ("resource", re.compile(r"(cpu|memory|mem\b|heap|gc|threads|fd)", re.I)),
+    ("saturation", re.compile(r"(utili[sz]ation|pool|connections|filesystem|disk|queue|saturat|inodes)", re.I)),
     ("errors", re.compile(r"(error|fail|5xx|exception|crash|restart)", re.I)),
     ("latency", re.compile(r"(duration|latency|lat_|response_time|p9\d)", re.I)),
     ("traffic", re.compile(r"(requests|throughput|rps|lod|rate)", re.I)),
@@ -31,6 +33,7 @@ _INSTANCE_LABELS = ("host.name", "k8s.pod.name", "service.instance.id", "instanc
 # Onset is measured against the incident's first anomaly; a minute late costs 10%.
 _ONSET_SCALE_S = 60.0
 _UNOBSERVED_WEIGHT = 0.85
+_SYMPTOMS = ("errors", "latency")
 
 
 def classify_metric(metric: str) -> str:
@@ -138,12 +141,17 @@ def rank_root_causes(
                 if dep not in affected and silent:
                     candidates.add(dep)
 
-    reach_cache = {svc: (nx.descendants(g, svc) | {svc}) if svc in g else {svc} for svc in affected}
-    total_weight = sum(a.score for a in anomalies.values())
+    # What a root cause must explain: the services that fail (errors, latency). Traffic and load
+    # anomalies flow the other way (a surge at the entry point reaches every callee), so they
+    # would credit every busy dependency; they count only when nothing fails.
+    symptomatic = {svc: a for svc, a in anomalies.items()
+                   if any(classify_metric(al.metric) in _SYMPTOMS for al in a.alerts)} or anomalies
+    reach_cache = {svc: (nx.descendants(g, svc) | {svc}) if svc in g else {svc} for svc in symptomatic}
+    total_weight = sum(a.score for a in symptomatic.values())
 
     ranked: list[tuple[float, str, RootCause]] = []
     for cand in candidates:
-        explained = [a for svc, a in anomalies.items() if cand in reach_cache[svc]]
+        explained = [a for svc, a in symptomatic.items() if cand in reach_cache[svc]]
         coverage = sum(a.score for a in explained) / total_weight
         if cand in anomalies:
             own = anomalies[cand]

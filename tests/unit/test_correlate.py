@@ -113,3 +113,17 @@ def test_unchanged_open_incident_is_repeated_after_repeat_interval():
 def test_time_never_goes_backwards(late):
     c, _ = run([Heartbeat(1000), alert("orders", late), Heartbeat(500)])
     assert c.now == 1000
+
+
+def test_groups_started_together_merge_before_anyone_is_notified():
+    # orders-db and frontend are 3 hops apart, so their simultaneous alerts start two groups;
+    # checkout is near both, so the groups are one incident before group_wait ends.
+    _, out = run([alert("orders-db", 100), alert("frontend", 100), alert("checkout", 110), Heartbeat(131)])
+    assert [(i.version, i.services) for i in out] == [(1, ("checkout", "frontend", "orders-db"))]
+
+
+def test_a_notified_incident_is_never_merged_away():
+    _, out = run([alert("orders-db", 100), Heartbeat(131), alert("frontend", 140), Heartbeat(171),
+                  alert("checkout", 180), Heartbeat(300)])
+    ids = {i.id for i in out}
+    assert len(ids) == 2  # both were sent; checkout joins the older one

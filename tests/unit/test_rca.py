@@ -56,7 +56,9 @@ def test_the_graph_is_not_mutated():
 
 def test_classify_metric():
     assert classify_metric("system.filesystem.utilization") == "saturation"
-    assert classify_metric("process.cpu.utilization") == "saturation"  # a utilization is saturation first
+    assert classify_metric("db.client.connections.utilization") == "saturation"
+    # CPU rises with any load: a resource signal, not saturation proper
+    assert classify_metric("process.cpu.utilization") == "resource"
     assert classify_metric("process.memory.usage") == "resource"
     assert classify_metric("http.server.errors.rate") == "errors"
     assert classify_metric("http.server.request.duration.mean") == "latency"
@@ -67,3 +69,17 @@ def test_propagation_path_prefers_an_affected_entrypoint():
     assert propagation_path(SHOP, "orders-db", {"orders", "checkout", "frontend"}) == (
         "orders-db", "orders", "checkout", "frontend")
     assert propagation_path(SHOP, "orders-db", set()) == ("orders-db",)
+
+
+def test_a_traffic_surge_does_not_blame_every_busy_dependency():
+    # Traffic x3 at the entry point: every callee gets busier (traffic, CPU), but only the
+    # orders path fails. The failing pool explains the failures; busy payments does not.
+    surge = [alert(s, "http.server.requests.rate", 0) for s in ("frontend", "checkout", "orders", "payments",
+                                                                "payment-gateway", "orders-db")]
+    busy = [alert(s, "process.cpu.utilization", 10) for s in ("payments", "payment-gateway", "checkout")]
+    failing = [alert("orders-db", "db.client.connections.utilization", 10),
+               alert("orders", "http.server.request.duration.p95", 30),
+               alert("checkout", "http.server.errors.rate", 60), alert("frontend", "http.server.errors.rate", 70)]
+    rcs = rank_root_causes(SHOP, surge + busy + failing)
+    assert services(rcs)[0] == "orders-db"
+    assert rcs[0].path == ("orders-db", "orders", "checkout", "frontend")
