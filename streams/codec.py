@@ -9,6 +9,7 @@ and the worker identical.
 from __future__ import annotations
 
 import math
+from datetime import datetime
 
 import orjson
 
@@ -53,9 +54,13 @@ def _time(d: dict, key: str) -> float:
     if type(v) is not str:
         raise RecordError(f"{key}: expected an RFC 3339 string (got {type(v).__name__})")
     try:
-        return parse_rfc3339(v)
+        dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
     except ValueError:
         raise RecordError(f"{key}: invalid RFC 3339 time {v[:40]!r}") from None
+    if dt.tzinfo is None:
+        # Without an offset Python reads the host's local zone: replay and the worker could disagree.
+        raise RecordError(f"{key}: RFC 3339 time without a UTC offset {v[:40]!r}")
+    return dt.timestamp()
 
 
 def _str(d: dict, key: str, default: str | None = None) -> str:
@@ -75,7 +80,9 @@ def _float(d: dict, key: str) -> float:
 
 
 def _pairs(d: dict, key: str) -> tuple[tuple[str, str], ...]:
-    v = d.get(key) or {}
+    v = d.get(key)
+    if v is None:
+        v = {}
     if type(v) is not dict or any(type(x) is not str for x in v.values()):
         raise RecordError(f"{key}: expected an object of strings")
     return tuple(sorted(v.items()))
@@ -89,7 +96,7 @@ def decode_alert_event(payload: bytes) -> AlertEvent:
         raise RecordError(f"invalid JSON: {exc}") from None
     if type(d) is not dict:
         raise RecordError("expected a JSON object")
-    if d.get("schema_version") != ALERT_SCHEMA_VERSION:
+    if type(d.get("schema_version")) is not int or d["schema_version"] != ALERT_SCHEMA_VERSION:  # true == 1
         raise RecordError(f"schema_version: expected {ALERT_SCHEMA_VERSION} (got {d.get('schema_version')!r})")
     kind = d.get("type")
     if kind == "heartbeat":
