@@ -99,7 +99,9 @@ def plan_actions(state: DispatchState, inc: Incident, topology: Topology) -> tup
             if action_id in emitted:
                 continue
             emitted.add(action_id)
-            until = cooldowns.get((policy.name, target))
+            # The cooldown left by earlier plans, not by this plan's own steps: two steps of one
+            # policy on one target (scale, then restart a deployment) must both run.
+            until = state.cooldown_until.get((policy.name, target))
             if until is not None and inc.updated_at < until:
                 decision, reason = "skipped", f"cooldown on {target} until {rfc3339(until)}"
             else:

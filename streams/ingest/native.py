@@ -74,6 +74,8 @@ def decode(obj: dict, ctx: Context) -> None:
             raise PathError(path, f"expected a list or an object (got {type_name(p)})")
         if type(metric) is not str or not metric:
             raise PathError(f"{path}.metric", f"expected a non-empty string (got {type_name(metric)})")
+        if type(kind) is not str:  # a list or an object would not even hash for the lookup below
+            raise PathError(f"{path}.kind", f"expected a string (got {type_name(kind)})")
         if kind not in _KINDS:
             ctx.reject(f"{metric}: unknown kind {short(kind)} (expected gauge or counter)")
             continue

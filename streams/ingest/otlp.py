@@ -61,7 +61,8 @@ def parse_int(v: object, path: str) -> float | None:
             except ValueError:
                 return None
         # Beyond any float: out of range for every caller, without an OverflowError downstream.
-        return n if -_HUGE <= n <= _HUGE else math.copysign(1e308, n)
+        # (math.copysign would convert n to float first: OverflowError past 1e308.)
+        return n if -_HUGE <= n <= _HUGE else (1e308 if n > 0 else -1e308)
     raise PathError(path, f"expected an integer or a string (got {type_name(v)})")
 
 
@@ -102,7 +103,10 @@ def any_to_str(v: object, path: str) -> str:
     py = _any_to_py(v, path)
     if type(py) is str:
         return py
-    return orjson.dumps(py).decode()
+    try:
+        return orjson.dumps(py).decode()
+    except orjson.JSONEncodeError:  # orjson serializes at most 254 levels; parsing allows 1024
+        raise PathError(path, "value nested too deeply") from None
 
 
 def _any_to_py(v: dict, path: str) -> object:

@@ -40,6 +40,14 @@ def private_topology(tmp_path: Path, base: Path = REPO / "topology.yaml", **over
 @contextmanager
 def worker_process(topology_path: Path, bootstrap: str, log_dir: Path):
     """Start ``aiops worker`` as a subprocess; yield it; stop it. The log is shown on failure."""
+    from streams.broker import ensure_topics
+    from streams.config import load_topology
+
+    # Create the topics before anything produces: a producer's auto-create would pick the
+    # broker's default partition count, and the worker's ordering guarantees are per partition.
+    t = load_topology(topology_path).topics
+    ensure_topics(bootstrap, [t.metrics, t.logs, t.alerts, t.incidents, t.actions, t.tickets, t.deadletter],
+                  partitions=t.partitions)
     log_path = log_dir / f"worker-{topology_path.stem}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
