@@ -63,7 +63,8 @@ def _summarise(alerts: Iterable[Alert]) -> dict[str, _ServiceAnomaly]:
         by_service.setdefault(a.service, []).append(a)
     out = {}
     for svc, items in by_service.items():
-        items.sort(key=lambda a: (-a.score, a.starts_at, a.series))
+        # Cause-like signals first: they are the evidence an operator reads first.
+        items.sort(key=lambda a: (-_KIND_WEIGHT[classify_metric(a.metric)], -a.score, a.starts_at, a.series))
         kinds = [classify_metric(a.metric) for a in items]
         # The strongest cause-like signal names the service's kind.
         kind = max(kinds, key=lambda k: (_KIND_WEIGHT[k], -kinds.index(k)))
@@ -153,6 +154,8 @@ def rank_root_causes(
     for cand in candidates:
         explained = [a for svc, a in symptomatic.items() if cand in reach_cache[svc]]
         coverage = sum(a.score for a in explained) / total_weight
+        if coverage <= 0.0:
+            continue  # explains none of the failures
         if cand in anomalies:
             own = anomalies[cand]
             kind = own.kind

@@ -38,7 +38,11 @@ def describe_incident(rec: dict) -> list[str]:
         chain = " -> ".join(rc["path"])
         lines.append(f"    root cause #{i}: {rc['service']} ({rc['kind']}, score {rc['score']:.2f})  chain: {chain}")
         for ev in rc["evidence"][:2]:
-            lines.append(f"{_DIM}        evidence: {ev['detail'] or ev['series']}{_RESET}")
+            if ev["value"] is None or rc["kind"] == "unobserved":
+                lines.append(f"{_DIM}        evidence: {ev['detail'] or ev['series']}{_RESET}")
+            else:
+                lines.append(f"{_DIM}        evidence: {ev['series']} = {ev['value']:.4g} "
+                             f"(expected {ev['expected']:.4g}){_RESET}")
     return lines
 
 
@@ -49,6 +53,7 @@ async def _watch(bootstrap: str, topology: Topology, state: dict) -> None:
     consumer = AIOKafkaConsumer(t.incidents, t.actions, t.tickets, bootstrap_servers=bootstrap,
                                 auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
     await consumer.start()
+    held: dict[tuple[str, int], list[str]] = {}
     try:
         async for msg in consumer:
             rec = orjson.loads(msg.value)
@@ -58,15 +63,28 @@ async def _watch(bootstrap: str, topology: Topology, state: dict) -> None:
                 if rec["reason"] in ("opened", "reopened", "resolved"):
                     for line in describe_incident(rec):
                         _print(line)
-            elif msg.topic == t.actions:
+                # Actions and tickets arrive on their own topics, possibly before the incident
+                # they answer: print them under it.
+                for line in held.pop((rec["id"], rec["version"]), []):
+                    _print(line)
+                continue
+            if msg.topic == t.actions:
                 state["actions"] += 1
-                _print(f"    action  {rec['decision']:<9} {rec['mode']:<7} {rec['kind']}: {rec['target']} "
-                       f"(policy {rec['policy']}, {rec['incident_id']})")
+                key = (rec["incident_id"], rec["incident_version"])
+                line = (f"    action  {rec['decision']:<9} {rec['mode']:<7} {rec['kind']}: {rec['target']} "
+                        f"(policy {rec['policy']})")
             else:
                 state["tickets"] += 1
-                if rec["event"] in ("create", "resolve"):
-                    _print(f"    ticket  {rec['event']:<9} team {rec['team']}"
-                           f"{' -> ' + rec['assignee'] if rec.get('assignee') else ''}: {rec['title']}")
+                key = (rec["incident_id"], rec["incident_version"])
+                if rec["event"] not in ("create", "resolve"):
+                    continue
+                line = (f"    ticket  {rec['event']:<9} team {rec['team']}"
+                        f"{' -> ' + rec['assignee'] if rec.get('assignee') else ''}: {rec['title']}")
+            seen = state["incidents"].get(key[0])
+            if seen is not None and seen["version"] >= key[1]:
+                _print(line)
+            else:
+                held.setdefault(key, []).append(line)
     finally:
         await consumer.stop()
 
