@@ -107,6 +107,11 @@ class Correlator:
         self._forget_old()
         return out
 
+    def current(self, incident_id: str) -> Incident | None:
+        """The last record sent for an incident, while the correlator still remembers it."""
+        grp = self._groups.get(incident_id)
+        return grp.last_incident if grp is not None else None
+
     def open_incidents(self) -> int:
         return sum(1 for g in self._groups.values() if g.status in ("pending", "open"))
 

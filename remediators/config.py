@@ -38,9 +38,22 @@ class Policy(Frozen):
     cooldown: Duration = parse_duration("15m")
 
 
+class GuardSettings(Frozen):
+    """Limits that hold whatever the policies say."""
+
+    approval_ttl: Duration = parse_duration("30m")  # a risky step's approval must arrive within this
+    max_actions_per_hour: int = Field(default=10, ge=0)  # executed (not dry-run) steps, all policies together
+    max_concurrent: int = Field(default=3, ge=0)  # executed steps whose result has not come back yet
+    max_targets_per_incident: int = Field(default=3, ge=1)  # blast radius: distinct targets one incident may touch
+    breaker_failures: int = Field(default=3, ge=1)  # consecutive failures of a policy that open its circuit ...
+    breaker_open_for: Duration = parse_duration("1h")  # ... for this long
+    verify_after: Duration = parse_duration("10m")  # an executed fix whose incident is still open after this escalates
+
+
 class RemediationSettings(Frozen):
     dry_run: bool = True  # nothing runs for real unless an operator turns this off
     policies: list[Policy] = Field(default_factory=list)
+    guards: GuardSettings = Field(default_factory=GuardSettings)
 
 
 class TeamSpec(Frozen):

@@ -26,9 +26,18 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.\-]+)\}")
 
 @dataclass(frozen=True)
 class DispatchState:
+    """Everything the dispatcher remembers. Replaced, never mutated, so a caller can keep the
+    previous state (and a replay rebuilds exactly the same one)."""
+
     emitted_actions: frozenset[str] = frozenset()
     tickets: dict[str, tuple[int, str]] = field(default_factory=dict)  # incident id -> (version, last event)
-    cooldown_until: dict[tuple[str, str], float] = field(default_factory=dict)  # (policy, target) -> time
+    cooldown_until: dict[tuple[str, str], float] = field(default_factory=dict)  # (policy, subject) -> time
+    executed_at: tuple[float, ...] = ()  # when executed (not dry-run) steps were planned: the rate limit
+    in_flight: dict[str, Action] = field(default_factory=dict)  # executed steps without a result yet
+    awaiting: dict[str, tuple[Action, float]] = field(default_factory=dict)  # action id -> (action, expires)
+    failures: dict[str, int] = field(default_factory=dict)  # policy -> consecutive failures
+    breaker_open_until: dict[str, float] = field(default_factory=dict)  # policy -> time
+    verify: dict[str, tuple[float, str]] = field(default_factory=dict)  # action id -> (deadline, incident id)
 
 
 class _Missing(KeyError):
@@ -93,32 +102,138 @@ def plan_actions(state: DispatchState, inc: Incident, topology: Topology) -> tup
         out: list[Action] = []
         emitted = set(state.emitted_actions)
         cooldowns = dict(state.cooldown_until)
+        guards = rem.guards
+        now = inc.updated_at
+        executed_at = [t for t in state.executed_at if t > now - 3600.0]
+        in_flight = dict(state.in_flight)
+        awaiting = dict(state.awaiting)
+        verify = dict(state.verify)
         dry_run = rem.dry_run if policy.dry_run is None else policy.dry_run
+        targets = {a.target for a in state.in_flight.values() if a.incident_id == inc.id}
         for i, step, target, params in steps:
             action_id = "act-" + stable_hash(inc.id, policy.name, str(i), target)
             if action_id in emitted:
                 continue
             emitted.add(action_id)
+            # A step's subject is its target and its arguments: one reroute topic serves every
+            # gateway node, and draining gw-1 must not cool down draining gw-2.
+            subject = target + "?" + "&".join(f"{k}={v}" for k, v in params if k not in ("incident",))
             # The cooldown left by earlier plans, not by this plan's own steps: two steps of one
             # policy on one target (scale, then restart a deployment) must both run.
-            until = state.cooldown_until.get((policy.name, target))
-            if until is not None and inc.updated_at < until:
+            until = state.cooldown_until.get((policy.name, subject))
+            breaker = state.breaker_open_until.get(policy.name)
+            if until is not None and now < until:
                 decision, reason = "skipped", f"cooldown on {target} until {rfc3339(until)}"
+            elif breaker is not None and now < breaker:
+                decision, reason = "skipped", (f"circuit open after {guards.breaker_failures} failures of "
+                                               f"{policy.name}, until {rfc3339(breaker)}")
+            elif target not in targets and len(targets) >= guards.max_targets_per_incident:
+                decision, reason = "skipped", (f"blast radius: this incident already touches "
+                                               f"{len(targets)} targets (max {guards.max_targets_per_incident})")
+            elif not dry_run and len(executed_at) >= guards.max_actions_per_hour:
+                decision, reason = "skipped", f"rate limit: {len(executed_at)} executed steps in the last hour"
+            elif not dry_run and not step.risky and len(in_flight) >= guards.max_concurrent:
+                decision, reason = "skipped", f"concurrency cap: {len(in_flight)} steps still running"
             else:
-                cooldowns[(policy.name, target)] = inc.updated_at + policy.cooldown.total_seconds()
+                cooldowns[(policy.name, subject)] = now + policy.cooldown.total_seconds()
+                targets.add(target)
                 if dry_run:
                     decision, reason = "planned", "dry run: recorded, not executed"
                 elif step.risky:
-                    decision, reason = "awaiting_approval", "risky step: waits for an operator's approval"
+                    decision, reason = "awaiting_approval", (
+                        f"risky step: waits for an operator's approval until "
+                        f"{rfc3339(now + guards.approval_ttl.total_seconds())}")
                 else:
                     decision, reason = "planned", "guard rails passed"
-            out.append(Action(
+            act = Action(
                 id=action_id, incident_id=inc.id, incident_version=inc.version, policy=policy.name, step=i,
                 kind=step.kind, target=target, params=params, mode="dry_run" if dry_run else "execute",
                 decision=decision, reason=f"{rc.kind} on {rc.service} matched policy {policy.name}: {reason}",
-                at=inc.updated_at))
-        return replace(state, emitted_actions=frozenset(emitted), cooldown_until=cooldowns), out
+                at=now)
+            if decision == "awaiting_approval":
+                awaiting[action_id] = (act, now + guards.approval_ttl.total_seconds())
+            elif decision == "planned" and not dry_run:
+                executed_at.append(now)
+                in_flight[action_id] = act
+                verify[action_id] = (now + guards.verify_after.total_seconds(), inc.id)
+            out.append(act)
+        return replace(state, emitted_actions=frozenset(emitted), cooldown_until=cooldowns,
+                       executed_at=tuple(executed_at), in_flight=in_flight, awaiting=awaiting, verify=verify), out
     return state, []
+
+
+def approve(state: DispatchState, action_id: str, by: str, at: float,
+            topology: Topology) -> tuple[DispatchState, list[Action]]:
+    """An operator's approval of a risky step: the step is released to the executor, unless the
+    approval came too late or the step is unknown (both recorded, neither executed)."""
+    entry = state.awaiting.get(action_id)
+    if entry is None:
+        return state, []  # unknown, already decided, or a redelivered approval
+    act, expires = entry
+    awaiting = {k: v for k, v in state.awaiting.items() if k != action_id}
+    if at > expires:
+        out = replace(act, decision="expired", approved_by=by, at=at,
+                      reason=f"approval by {by} at {rfc3339(at)} came after it expired at {rfc3339(expires)}")
+        return replace(state, awaiting=awaiting), [out]
+    out = replace(act, decision="approved", approved_by=by, at=at, reason=f"approved by {by}")
+    return replace(state, awaiting=awaiting, in_flight={**state.in_flight, action_id: out},
+                   executed_at=state.executed_at + (at,),
+                   verify={**state.verify, action_id: (at + topology.remediation.guards.verify_after.total_seconds(),
+                                                       act.incident_id)}), [out]
+
+
+def record_result(state: DispatchState, result: Action, topology: Topology) -> DispatchState:
+    """The executor's outcome of a step: frees its concurrency slot and feeds the policy's
+    circuit breaker (consecutive failures open it; a success closes it)."""
+    if result.id not in state.in_flight:
+        return state  # a duplicate result, or one for a step we did not release
+    in_flight = {k: v for k, v in state.in_flight.items() if k != result.id}
+    failures = dict(state.failures)
+    breaker = dict(state.breaker_open_until)
+    guards = topology.remediation.guards
+    if result.decision == "failed":
+        failures[result.policy] = failures.get(result.policy, 0) + 1
+        if failures[result.policy] >= guards.breaker_failures:
+            breaker[result.policy] = result.at + guards.breaker_open_for.total_seconds()
+            failures[result.policy] = 0
+    else:
+        failures[result.policy] = 0
+    verify = state.verify if result.decision != "failed" else {k: v for k, v in state.verify.items() if k != result.id}
+    return replace(state, in_flight=in_flight, failures=failures, breaker_open_until=breaker, verify=verify)
+
+
+def expire_and_verify(state: DispatchState, now: float, open_incidents: dict[str, Incident],
+                      topology: Topology) -> tuple[DispatchState, list[Action], list[TicketEvent]]:
+    """Event time moved to ``now``: approvals that ran out expire; an executed fix whose incident
+    is still open after ``verify_after`` did not work, so its ticket escalates (and the step,
+    keyed by its id, is never planned again for that incident)."""
+    actions: list[Action] = []
+    tickets: list[TicketEvent] = []
+    awaiting = dict(state.awaiting)
+    for aid, (act, expires) in sorted(state.awaiting.items()):
+        if now > expires:
+            del awaiting[aid]
+            actions.append(replace(act, decision="expired", at=expires,
+                                   reason=f"no approval before {rfc3339(expires)}"))
+    verify = dict(state.verify)
+    for aid, (deadline, incident_id) in sorted(state.verify.items()):
+        if now < deadline:
+            continue
+        del verify[aid]
+        inc = open_incidents.get(incident_id)
+        if inc is None or inc.status != "open" or incident_id not in state.tickets:
+            continue  # resolved in time: the fix worked
+        cfg = topology.tickets
+        team = inc.owner or cfg.default_team
+        spec = cfg.teams.get(team)
+        tickets.append(TicketEvent(
+            ticket_key=inc.id, event="escalate", incident_id=inc.id, incident_version=inc.version,
+            sink=(spec.sink if spec and spec.sink else cfg.sink), team=team, assignee=spec.assignee if spec else None,
+            priority=inc.priority, title=f"[{inc.priority}] {inc.title}",
+            description=f"Automatic remediation {aid} did not resolve the incident within "
+                        f"{topology.remediation.guards.verify_after}; a human must take over.",
+            tags=("aiops", inc.priority.lower(), "escalated"), at=deadline))
+    return replace(state, awaiting=awaiting, verify=verify), actions, tickets
 
 
 def _description(inc: Incident, actions: list[Action]) -> str:

@@ -48,6 +48,7 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
     actions = app.topic(topics.actions, **raw)
     tickets = app.topic(topics.tickets, **raw)
     deadletter = app.topic(topics.deadletter, **raw)
+    control = app.topic(topics.control, **raw)
 
     detect = DetectStage(topology)
     correlate = CorrelateStage(topology)
@@ -100,17 +101,43 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
                 await dead_letter(str(exc), event)
                 continue
             res = correlate.process([ev])
-            for inc in res.incidents:
-                m.INCIDENT_UPDATES.labels(status=inc.status).inc()
-                await incidents.send(key=inc.id.encode(), value=codec.encode_incident(inc))
-            for act in res.actions:
-                m.ACTIONS.labels(decision=act.decision).inc()
-                await actions.send(key=act.id.encode(), value=codec.encode_action(act))
-            for tk in res.tickets:
-                m.TICKETS.labels(event=tk.event).inc()
-                await tickets.send(key=tk.ticket_key.encode(), value=codec.encode_ticket(tk))
+            await publish(res)
             m.OPEN_INCIDENTS.set(correlate.correlator.open_incidents())
             m.observe_compression(detect.stats, correlate.correlator.stats)
+
+    async def publish(res) -> None:
+        for inc in res.incidents:
+            m.INCIDENT_UPDATES.labels(status=inc.status).inc()
+            await incidents.send(key=inc.id.encode(), value=codec.encode_incident(inc))
+        for act in res.actions:
+            m.ACTIONS.labels(decision=act.decision).inc()
+            await actions.send(key=act.id.encode(), value=codec.encode_action(act))
+        for tk in res.tickets:
+            m.TICKETS.labels(event=tk.event).inc()
+            await tickets.send(key=tk.ticket_key.encode(), value=codec.encode_ticket(tk))
+
+    @app.agent(control)
+    async def control_agent(stream):
+        """Operators' approvals (``aiops approve``); who approved is recorded on the action."""
+        async for event in stream.events():
+            try:
+                msg = codec.decode_control(event.value)
+            except codec.RecordError as exc:
+                await dead_letter(str(exc), event)
+                continue
+            await publish(correlate.approve(msg["action_id"], msg["by"], msg["at"]))
+
+    @app.agent(actions)
+    async def action_results(stream):
+        """The executor's results come back on aiops.actions; they feed the circuit breaker and
+        the concurrency cap. The dispatcher's own decisions on that topic are skipped."""
+        async for event in stream.events():
+            try:
+                act = codec.decode_action(event.value)
+            except codec.RecordError:
+                continue  # not ours to judge: the executor validates what it runs
+            if act.decision in ("executed", "failed", "dry_run_ok", "refused", "unknown"):
+                correlate.action_result(act)
 
     @app.page("/metrics")
     async def metrics_page(web, request):
@@ -127,7 +154,7 @@ def run_worker(topology: Topology, *, bootstrap: str, web_port: int, data_dir: P
     from streams.broker import ensure_topics
 
     t = topology.topics
-    ensure_topics(bootstrap, [t.metrics, t.logs, t.alerts, t.incidents, t.actions, t.tickets, t.deadletter],
+    ensure_topics(bootstrap, t.all(),
                   partitions=t.partitions)
     app = build_app(topology, bootstrap=bootstrap, web_port=web_port, data_dir=data_dir)
     worker = faust.Worker(app, loglevel="INFO" if verbose else "WARNING", quiet=not verbose)

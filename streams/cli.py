@@ -50,8 +50,12 @@ def cmd_replay(args) -> int:
     if not args.input.exists():
         print(f"aiops replay: input file {args.input} does not exist", file=sys.stderr)
         return 2
+    if args.logs is not None and not args.logs.exists():
+        print(f"aiops replay: logs file {args.logs} does not exist", file=sys.stderr)
+        return 2
     replay(topo, args.input, args.output, actions=args.actions, tickets=args.tickets,
-           deadletter=args.deadletter, drain=args.drain, progress=None if args.quiet else sys.stderr)
+           deadletter=args.deadletter, drain=args.drain, progress=None if args.quiet else sys.stderr,
+           logs=args.logs)
     return 0
 
 
@@ -74,6 +78,28 @@ def cmd_worker(args) -> int:
     bootstrap = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
     return run_worker(topo, bootstrap=bootstrap, web_port=args.web_port, data_dir=args.data_dir,
                       verbose=args.verbose)
+
+
+def cmd_approve(args) -> int:
+    import getpass
+    import time
+
+    from kafka import KafkaProducer
+
+    from streams import codec
+
+    topo = _load(args.topology)
+    by = args.by or os.environ.get("AIOPS_OPERATOR") or getpass.getuser()
+    bootstrap = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        producer.send(topo.topics.control, codec.encode_approval(args.action_id, by, time.time()),
+                      key=args.action_id.encode()).get(timeout=30)
+    finally:
+        producer.close(5)
+    print(f"approval of {args.action_id} by {by} sent to {topo.topics.control}; the result appears on "
+          f"{topo.topics.actions} (decision approved, or expired if it came too late)")
+    return 0
 
 
 def cmd_broker(args) -> int:
@@ -114,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                                    "byte-identical output.")
     _topology_arg(p)
     p.add_argument("--input", "-i", type=Path, required=True, help="telemetry, one JSON message per line")
+    p.add_argument("--logs", type=Path,
+                   help="OTLP/JSON logs, one export request per line, merged with --input by event time")
     p.add_argument("--output", "-o", type=Path, required=True, help="incident records, one per line")
     p.add_argument("--actions", type=Path, help="also write action records here")
     p.add_argument("--tickets", type=Path, help="also write ticket events here")
@@ -142,6 +170,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="worker state directory")
     p.add_argument("--verbose", "-v", action="store_true")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("approve", help="approve a risky action that awaits approval",
+                       description="Send an approval for ACTION_ID (the `id` of an aiops.actions record with decision "
+                                   "awaiting_approval) to the control topic. The worker releases the step to the "
+                                   "executor if the approval arrives before it expires (remediation.guards.approval_ttl); "
+                                   "who approved is recorded on the action.")
+    _topology_arg(p)
+    p.add_argument("action_id", help="the action's id, e.g. act-1f2e3d4c5b6a7988")
+    p.add_argument("--by", help="who approves (default: $AIOPS_OPERATOR or the login name)")
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)")
+    p.set_defaults(func=cmd_approve)
 
     p = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (tansu) for local use")
     p.add_argument("--port", type=int, default=9092)

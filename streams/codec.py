@@ -165,6 +165,58 @@ def encode_ticket(t: TicketEvent) -> bytes:
     })
 
 
+def decode_action(payload: bytes) -> Action:
+    """An ``aiops.actions`` record back into an :class:`Action` (the executor's results)."""
+    d = _object(payload)
+    params = d.get("params") or {}
+    if type(params) is not dict:
+        raise RecordError("params: expected an object")
+    step, version = d.get("step"), d.get("incident_version")
+    if type(step) is not int or type(version) is not int:
+        raise RecordError("step and incident_version: expected integers")
+    approved_by, result = d.get("approved_by"), d.get("result")
+    return Action(
+        id=_str(d, "id"), incident_id=_str(d, "incident_id"), incident_version=version, policy=_str(d, "policy"),
+        step=step, kind=_str(d, "kind"), target=_str(d, "target"),
+        params=tuple(sorted((str(k), str(v)) for k, v in params.items())), mode=_str(d, "mode"),
+        decision=_str(d, "decision"), reason=_str(d, "reason", ""), at=_time(d, "at"),
+        approved_by=approved_by if type(approved_by) is str else None, result=result if type(result) is str else None)
+
+
+# --- aiops.control ---------------------------------------------------------------------------
+
+CONTROL_SCHEMA_VERSION = 1
+
+
+def encode_approval(action_id: str, by: str, at: float) -> bytes:
+    return orjson.dumps({"schema_version": CONTROL_SCHEMA_VERSION, "type": "approve", "action_id": action_id,
+                         "by": by, "at": rfc3339(at)})
+
+
+def decode_control(payload: bytes) -> dict:
+    """A control message as a dict with parsed times. Raises :class:`RecordError`."""
+    d = _object(payload)
+    if d.get("schema_version") != CONTROL_SCHEMA_VERSION or type(d.get("schema_version")) is not int:
+        raise RecordError(f"schema_version: expected {CONTROL_SCHEMA_VERSION}")
+    kind = d.get("type")
+    if kind == "approve":
+        by = _str(d, "by")
+        if not by.strip():
+            raise RecordError("by: an approval must name who approved")
+        return {"type": "approve", "action_id": _str(d, "action_id"), "by": by, "at": _time(d, "at")}
+    raise RecordError(f"type: expected 'approve' (got {kind!r})")
+
+
+def _object(payload: bytes) -> dict:
+    try:
+        d = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise RecordError(f"invalid JSON: {exc}") from None
+    if type(d) is not dict:
+        raise RecordError("expected a JSON object")
+    return d
+
+
 # --- aiops.deadletter ------------------------------------------------------------------------
 
 def dead_letter(reason: str, topic: str, partition: int, offset: int, payload: bytes,

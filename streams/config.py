@@ -26,7 +26,12 @@ class TopicSettings(Frozen):
     actions: str = "aiops.actions"
     tickets: str = "aiops.tickets"
     deadletter: str = "aiops.deadletter"
+    control: str = "aiops.control"  # approvals from operators (and, later, silences)
     partitions: int = Field(default=1, ge=1)
+
+    def all(self) -> list[str]:
+        return [self.metrics, self.logs, self.alerts, self.incidents, self.actions, self.tickets, self.deadletter,
+                self.control]
 
 
 class IngestSettings(Frozen):

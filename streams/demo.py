@@ -192,7 +192,7 @@ def run_demo(topology: Topology, topology_path: Path, *, speed: float = 60.0, bo
             bootstrap = broker.bootstrap
         _print(f"broker at {bootstrap}")
         t = topology.topics
-        ensure_topics(bootstrap, [t.metrics, t.logs, t.alerts, t.incidents, t.actions, t.tickets, t.deadletter],
+        ensure_topics(bootstrap, t.all(),
                       partitions=t.partitions)
         log_path = Path(tempfile.gettempdir()) / "aiops-demo-worker.log"
         log_file = stack.enter_context(open(log_path, "wb"))

@@ -20,10 +20,10 @@ import networkx as nx
 from correlators.correlate import Correlator
 from correlators.records import Incident
 from detectors.engine import DetectionEngine
-from detectors.logs import LogRateCounter
+from detectors.logs import LogTemplateDetector
 from detectors.normalize import Normalizer
 from detectors.records import Alert, AlertEvent, Heartbeat
-from remediators.dispatch import DispatchState, dispatch
+from remediators.dispatch import DispatchState, approve, dispatch, expire_and_verify, record_result
 from remediators.records import Action, TicketEvent
 from streams.config import Topology
 from streams.ingest import DecodeError, decode_logs, decode_metrics
@@ -56,7 +56,7 @@ class DetectStage:
         self.topology = topology
         self._known = frozenset(topology.services)
         self._normalizer = Normalizer()
-        self._log_rates = LogRateCounter()
+        self._logs = LogTemplateDetector(topology.detectors)
         self.engine = DetectionEngine(topology.detectors)
         self._keep = frozenset(topology.ingest.keep_labels)
         self.watermark = 0.0
@@ -72,14 +72,16 @@ class DetectStage:
         return self._score(points, latest, decoded.rejects, len(decoded.samples))
 
     def process_logs(self, payload: bytes) -> DetectResult:
-        """OTLP/JSON logs: error and record rates per service, scored like any series."""
+        """OTLP/JSON logs: error and record rates per service, scored like any series, and
+        per-template rates whose alerts (new or rising error templates) carry the template and a
+        sample line as evidence."""
         records, rejects = decode_logs(payload, known_services=self._known)
-        points = self._log_rates.add(records)
+        batch = self._logs.add(records)
         latest = max((r.t for r in records), default=0.0)
-        return self._score(points, latest, rejects, len(records))
+        return self._score(batch.points, latest, rejects, len(records), extra=batch.alerts)
 
-    def _score(self, points, latest: float, rejects: list[str], samples: int) -> DetectResult:
-        alerts = self.engine.process(points)
+    def _score(self, points, latest: float, rejects: list[str], samples: int, extra=()) -> DetectResult:
+        alerts = self.engine.process(points) + list(extra)
         events: list[AlertEvent] = list(alerts)
         if latest > self.watermark:
             self.watermark = latest
@@ -114,7 +116,32 @@ class CorrelateStage:
             self._dispatch, actions, tickets = dispatch(self._dispatch, inc, topology=self.topology)
             out.actions += actions
             out.tickets += tickets
+        self._guards(out)
         return out
+
+    def approve(self, action_id: str, by: str, at: float) -> CorrelateResult:
+        """An operator approved a risky step (from ``aiops.control``).
+
+        The approval takes effect at the pipeline's event time, not at the wall-clock ``at`` it
+        carries: expiry is measured on the same clock as the incident, which keeps a replay
+        of old telemetry (or a lagging consumer) from expiring every approval."""
+        out = CorrelateResult()
+        now = max(self.correlator.now, 0.0) or at
+        self._dispatch, out.actions = approve(self._dispatch, action_id, by, now, self.topology)
+        return out
+
+    def action_result(self, result: Action) -> None:
+        """The executor's outcome of a step (from ``aiops.actions``): feeds the guard rails."""
+        self._dispatch = record_result(self._dispatch, result, self.topology)
+
+    def _guards(self, out: CorrelateResult) -> None:
+        st = self._dispatch
+        if not st.awaiting and not st.verify:
+            return
+        current = {iid: inc for _, iid in st.verify.values() if (inc := self.correlator.current(iid)) is not None}
+        self._dispatch, actions, tickets = expire_and_verify(st, self.correlator.now, current, self.topology)
+        out.actions += actions
+        out.tickets += tickets
 
     def flush(self, at: float) -> CorrelateResult:
         """Advance event time to ``at`` (end of input) and emit what became due."""

@@ -90,10 +90,10 @@ incidents = st.builds(
 actions = st.builds(
     Action, id=ids, incident_id=ids, incident_version=versions, policy=text, step=st.integers(0, 1000),
     kind=st.sampled_from(["exec", "http", "kubernetes", "kafka"]), target=text, params=pairs,
-    mode=st.sampled_from(["dry_run", "execute"]), decision=st.sampled_from(["planned", "awaiting_approval", "skipped"]),
+    mode=st.sampled_from(["dry_run", "execute"]), decision=st.sampled_from(["planned", "awaiting_approval", "approved", "expired", "skipped", "executed", "failed", "unknown"]),
     reason=text, at=times, approved_by=st.none() | text, result=st.none() | text)
 tickets = st.builds(
-    TicketEvent, ticket_key=ids, event=st.sampled_from(["create", "update", "resolve"]), incident_id=ids,
+    TicketEvent, ticket_key=ids, event=st.sampled_from(["create", "update", "escalate", "resolve"]), incident_id=ids,
     incident_version=versions, sink=text, team=text, assignee=st.none() | text, priority=priorities, title=text,
     description=st.text(max_size=400), tags=st.lists(text, max_size=8).map(tuple), at=times,
     runbooks=st.lists(text, max_size=3).map(tuple))
@@ -219,7 +219,7 @@ BAD = [  # (schema, JSON pointer-ish path as keys, new value or DELETE)
     ("incident", ("root_causes", 0, "path"), "orders-db -> orders"),
     ("incident", ("root_causes", 0, "extra"), True),
     ("action", ("mode",), "live"),
-    ("action", ("decision",), "executed"),
+    ("action", ("decision",), "done"),
     ("action", ("step",), 1.5),
     ("action", ("params",), {"replicas": 3}),
     ("action", ("approved_by",), "DELETE"),

@@ -29,7 +29,7 @@ def private_topology(tmp_path: Path, base: Path = REPO / "topology.yaml", **over
     doc["topics"] = {k: f"{prefix}.{v}" for k, v in {
         "metrics": "telemetry.metrics", "logs": "telemetry.logs", "alerts": "aiops.alerts",
         "incidents": "aiops.incidents", "actions": "aiops.actions", "tickets": "aiops.tickets",
-        "deadletter": "aiops.deadletter"}.items()}
+        "deadletter": "aiops.deadletter", "control": "aiops.control"}.items()}
     for key, value in overrides.items():
         doc[key] = value
     path = tmp_path / f"{prefix}-topology.yaml"
@@ -46,7 +46,7 @@ def worker_process(topology_path: Path, bootstrap: str, log_dir: Path):
     # Create the topics before anything produces: a producer's auto-create would pick the
     # broker's default partition count, and the worker's ordering guarantees are per partition.
     t = load_topology(topology_path).topics
-    ensure_topics(bootstrap, [t.metrics, t.logs, t.alerts, t.incidents, t.actions, t.tickets, t.deadletter],
+    ensure_topics(bootstrap, t.all(),
                   partitions=t.partitions)
     log_path = log_dir / f"worker-{topology_path.stem}.log"
     with open(log_path, "wb") as log:
