@@ -6,6 +6,7 @@ from typing import Literal
 from pydantic import Field
 
 from detectors.config import Duration, Frozen, parse_duration
+from remediators.executor_config import ExecutorSettings
 
 Priority = Literal["P1", "P2", "P3", "P4"]
 ActionKind = Literal["exec", "http", "kubernetes", "kafka"]
@@ -54,6 +55,7 @@ class RemediationSettings(Frozen):
     dry_run: bool = True  # nothing runs for real unless an operator turns this off
     policies: list[Policy] = Field(default_factory=list)
     guards: GuardSettings = Field(default_factory=GuardSettings)
+    executors: ExecutorSettings = Field(default_factory=ExecutorSettings)
 
 
 class TeamSpec(Frozen):

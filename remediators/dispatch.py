@@ -16,6 +16,7 @@ from correlators.records import Incident, RootCause
 from detectors.records import rfc3339, stable_hash
 from remediators.config import Policy
 from remediators.records import Action, TicketEvent
+from remediators.runbooks import RunbookIndex, runbook_refs
 
 if TYPE_CHECKING:  # streams.config imports remediators.config; avoid the cycle at run time
     from streams.config import Topology
@@ -251,8 +252,8 @@ def _description(inc: Incident, actions: list[Action]) -> str:
     return "\n".join(lines)
 
 
-def ticket_events(state: DispatchState, inc: Incident, topology: Topology,
-                  actions: list[Action]) -> tuple[DispatchState, list[TicketEvent]]:
+def ticket_events(state: DispatchState, inc: Incident, topology: Topology, actions: list[Action],
+                  runbooks: RunbookIndex | None = None) -> tuple[DispatchState, list[TicketEvent]]:
     cfg = topology.tickets
     seen = state.tickets.get(inc.id)
     if seen is not None and inc.version <= seen[0]:
@@ -270,16 +271,17 @@ def ticket_events(state: DispatchState, inc: Incident, topology: Topology,
         ticket_key=inc.id, event=event, incident_id=inc.id, incident_version=inc.version,
         sink=(spec.sink if spec and spec.sink else cfg.sink), team=team, assignee=spec.assignee if spec else None,
         priority=inc.priority, title=f"[{inc.priority}] {inc.title}", description=_description(inc, actions),
-        tags=tags, at=inc.updated_at if inc.resolved_at is None else inc.resolved_at)
+        tags=tags, at=inc.updated_at if inc.resolved_at is None else inc.resolved_at,
+        runbooks=runbook_refs(runbooks, inc))
     tickets = {**state.tickets, inc.id: (inc.version, event)}
     return replace(state, tickets=tickets), [tk]
 
 
-def dispatch(state: DispatchState, inc: Incident, *, topology: Topology
+def dispatch(state: DispatchState, inc: Incident, *, topology: Topology, runbooks: RunbookIndex | None = None
              ) -> tuple[DispatchState, list[Action], list[TicketEvent]]:
-    """Plan actions and ticket events for one incident update."""
+    """Plan actions and ticket events for one incident update; tickets carry the best runbooks."""
     state, actions = plan_actions(state, inc, topology)
-    state, tickets = ticket_events(state, inc, topology, actions)
+    state, tickets = ticket_events(state, inc, topology, actions, runbooks)
     return state, actions, tickets
 
 

@@ -12,13 +12,14 @@ from streams import codec
 from streams import metrics as m
 from streams.config import Topology
 from streams.ingest import DecodeError
-from streams.pipeline import CorrelateStage, DetectStage, correlation_keys
+from streams.pipeline import load_runbook_index, CorrelateStage, DetectStage, correlation_keys
+from streams.recovery import Recovered
 
 log = logging.getLogger("aiops.worker")
 
 
 def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_dir: Path = Path(".aiops-data"),
-              app_id: str = "aiops") -> faust.App:
+              app_id: str = "aiops", recovered: Recovered | None = None) -> faust.App:
     """A Faust app wired to ``topology``. Each agent is decode -> one core call -> encode -> send."""
     topics = topology.topics
     app = faust.App(
@@ -50,8 +51,10 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
     deadletter = app.topic(topics.deadletter, **raw)
     control = app.topic(topics.control, **raw)
 
-    detect = DetectStage(topology)
-    correlate = CorrelateStage(topology)
+    recovered = recovered or Recovered(DetectStage(topology), CorrelateStage(topology, load_runbook_index(topology)))
+    detect = recovered.detect
+    correlate = recovered.correlate
+    applied = recovered.already_applied
     keys = correlation_keys(topology)
     all_keys = sorted(set(keys.values()))
     max_excerpt = topology.ingest.max_excerpt_bytes
@@ -63,6 +66,9 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
             reason, msg.topic, msg.partition, msg.offset, event.value or b"", max_excerpt, at=msg.timestamp))
 
     async def detect_and_route(event, process) -> None:
+        msg = event.message
+        if applied(msg.topic, msg.partition, msg.offset):
+            return  # redelivered after a restart; its effects were rebuilt at start-up
         m.MESSAGES_IN.labels(topic=event.message.topic).inc()
         try:
             res = process(event.value)
@@ -95,6 +101,9 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
     @app.agent(alerts)
     async def correlate_agent(stream):
         async for event in stream.events():
+            msg = event.message
+            if applied(msg.topic, msg.partition, msg.offset):
+                continue
             try:
                 ev = codec.decode_alert_event(event.value)
             except codec.RecordError as exc:
@@ -120,6 +129,8 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
     async def control_agent(stream):
         """Operators' approvals (``aiops approve``); who approved is recorded on the action."""
         async for event in stream.events():
+            if applied(event.message.topic, event.message.partition, event.message.offset):
+                continue
             try:
                 msg = codec.decode_control(event.value)
             except codec.RecordError as exc:
@@ -139,6 +150,13 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
             if act.decision in ("executed", "failed", "dry_run_ok", "refused", "unknown"):
                 correlate.action_result(act)
 
+    @app.task
+    async def send_what_the_last_process_did_not():
+        by_topic = {t: app.topic(t, **raw) for t in {topic for topic, _, _ in recovered.missing}}
+        for topic, key, value in recovered.missing:
+            await by_topic[topic].send(key=key, value=value)
+        recovered.missing.clear()
+
     @app.page("/metrics")
     async def metrics_page(web, request):
         return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
@@ -154,9 +172,13 @@ def run_worker(topology: Topology, *, bootstrap: str, web_port: int, data_dir: P
     from streams.broker import ensure_topics
 
     t = topology.topics
-    ensure_topics(bootstrap, t.all(),
-                  partitions=t.partitions)
-    app = build_app(topology, bootstrap=bootstrap, web_port=web_port, data_dir=data_dir)
+    ensure_topics(bootstrap, t.all(), partitions=t.partitions)
+    import asyncio
+
+    from streams.recovery import recover
+
+    recovered = asyncio.run(recover(topology, bootstrap))
+    app = build_app(topology, bootstrap=bootstrap, web_port=web_port, data_dir=data_dir, recovered=recovered)
     worker = faust.Worker(app, loglevel="INFO" if verbose else "WARNING", quiet=not verbose)
     worker.execute_from_commandline()
     return 0

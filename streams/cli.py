@@ -102,6 +102,14 @@ def cmd_approve(args) -> int:
     return 0
 
 
+def cmd_executor(args) -> int:
+    from streams.executors import run_executor
+
+    topo = _load(args.topology)
+    bootstrap = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
+    return run_executor(topo, bootstrap=bootstrap, ledger_path=args.ledger, verbose=args.verbose)
+
+
 def cmd_broker(args) -> int:
     from streams.broker import run_broker_forever
 
@@ -181,6 +189,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--by", help="who approves (default: $AIOPS_OPERATOR or the login name)")
     p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)")
     p.set_defaults(func=cmd_approve)
+
+    p = sub.add_parser("executor", help="run planned actions from aiops.actions, at most once each",
+                       description="Consume aiops.actions and run each step the dispatcher planned or an operator "
+                                   "approved, within remediation.executors' allowlists. A ledger makes every action "
+                                   "id run at most once, across redeliveries and restarts; results go back to "
+                                   "aiops.actions under the same id. See docs/actions.md.")
+    _topology_arg(p)
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)")
+    p.add_argument("--ledger", type=Path, help="the execution ledger (default: remediation.executors.ledger_path)")
+    p.add_argument("--verbose", "-v", action="store_true")
+    p.set_defaults(func=cmd_executor)
+
+    from streams.knowledge_cli import add_subcommands as add_knowledge_subcommands
+
+    add_knowledge_subcommands(sub)
 
     p = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (tansu) for local use")
     p.add_argument("--port", type=int, default=9092)

@@ -89,7 +89,9 @@ async def _watch(bootstrap: str, topology: Topology, state: dict) -> None:
         await consumer.stop()
 
 
-async def _feed(bootstrap: str, topic: str, requests: list[dict], speed: float, state: dict) -> None:
+async def _feed(bootstrap: str, topic: str, requests: list[dict], speed: float, state: dict,
+                logs_topic: str | None = None, logs: list[dict] = ()) -> None:
+    """Metrics to ``topic`` and logs to ``logs_topic``, interleaved by event time (metrics first on a tie)."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
@@ -97,8 +99,11 @@ async def _feed(bootstrap: str, topic: str, requests: list[dict], speed: float, 
     try:
         t0_event = None
         t0_wall = time.monotonic()
-        for req in requests:
-            t_event = _request_time(req)
+        timed = [(_request_time(r), 0, k, topic, r) for k, r in enumerate(requests)]
+        if logs_topic is not None:
+            timed += [(_request_time(r), 1, k, logs_topic, r) for k, r in enumerate(logs)]
+            timed.sort(key=lambda x: x[:3])
+        for t_event, _, _, topic, req in timed:
             if t0_event is None:
                 t0_event = t_event
             delay = (t_event - t0_event) / speed - (time.monotonic() - t0_wall)
@@ -114,6 +119,10 @@ async def _feed(bootstrap: str, topic: str, requests: list[dict], speed: float, 
 
 
 def _request_time(req: dict) -> float:
+    if "resourceLogs" in req:  # the latest record: when the collector would export the batch
+        return max((int(lr.get("timeUnixNano") or lr.get("observedTimeUnixNano") or 0) / 1e9
+                    for rl in req["resourceLogs"] for sl in rl.get("scopeLogs", []) for lr in sl.get("logRecords", [])),
+                   default=0.0)
     for rm in req.get("resourceMetrics", []):
         for sm in rm.get("scopeMetrics", []):
             for metric in sm.get("metrics", []):
@@ -125,7 +134,7 @@ def _request_time(req: dict) -> float:
 
 
 def _service_of(req: dict) -> str:
-    for rm in req.get("resourceMetrics", []):
+    for rm in req.get("resourceMetrics", req.get("resourceLogs", [])):
         for attr in rm.get("resource", {}).get("attributes", []):
             if attr.get("key") == "service.name":
                 return attr["value"].get("stringValue", "")
@@ -133,11 +142,12 @@ def _service_of(req: dict) -> str:
 
 
 async def _run(bootstrap: str, topology: Topology, requests: list[dict], truth: list[dict], speed: float,
-               worker: subprocess.Popen, idle_exit: float) -> dict:
+               worker: subprocess.Popen, idle_exit: float, logs: list[dict] = ()) -> dict:
     state = {"incidents": {}, "actions": 0, "tickets": 0, "fed": 0, "event_time": 0.0,
              "last_output": time.monotonic()}
     watcher = asyncio.create_task(_watch(bootstrap, topology, state))
-    feeder = asyncio.create_task(_feed(bootstrap, topology.topics.metrics, requests, speed, state))
+    feeder = asyncio.create_task(_feed(bootstrap, topology.topics.metrics, requests, speed, state,
+                                       topology.topics.logs, logs))
     started = time.monotonic()
     last_progress = 0.0
     while True:
@@ -149,8 +159,8 @@ async def _run(bootstrap: str, topology: Topology, requests: list[dict], truth: 
         now = time.monotonic()
         if not feeder.done() and now - last_progress > 15:
             last_progress = now
-            pct = 100.0 * state["fed"] / max(1, len(requests))
-            _print(f"{_DIM}  .. fed {state['fed']}/{len(requests)} telemetry batches ({pct:.0f}%), event time "
+            pct = 100.0 * state["fed"] / max(1, len(requests) + len(logs))
+            _print(f"{_DIM}  .. fed {state['fed']}/{len(requests) + len(logs)} telemetry batches ({pct:.0f}%), event time "
                    f"{rfc3339(state['event_time'])}, {now - started:.0f}s elapsed{_RESET}")
         if feeder.done():
             feeder.result()
@@ -207,7 +217,8 @@ def run_demo(topology: Topology, topology_path: Path, *, speed: float = 60.0, bo
                f"at {speed:g}x real time")
         for f in sim_result.truth:
             _print(f"  scenario {f['scenario']}: fault at {f['root_cause']} from {rfc3339(f['start'])}")
-        state = asyncio.run(_run(bootstrap, topology, sim_result.requests, sim_result.truth, speed, worker, idle_exit))
+        state = asyncio.run(_run(bootstrap, topology, sim_result.requests, sim_result.truth, speed, worker, idle_exit,
+                                 sim_result.logs))
         _print()
         n_open = sum(1 for i in state["incidents"].values() if i["status"] == "open")
         _print(f"{_BOLD}summary{_RESET}: {len(state['incidents'])} incidents ({n_open} still open), "

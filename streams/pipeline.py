@@ -25,6 +25,7 @@ from detectors.normalize import Normalizer
 from detectors.records import Alert, AlertEvent, Heartbeat
 from remediators.dispatch import DispatchState, approve, dispatch, expire_and_verify, record_result
 from remediators.records import Action, TicketEvent
+from remediators.runbooks import RunbookIndex
 from streams.config import Topology
 from streams.ingest import DecodeError, decode_logs, decode_metrics
 
@@ -101,11 +102,26 @@ class CorrelateResult:
     tickets: list[TicketEvent] = field(default_factory=list)
 
 
+def load_runbook_index(topology: Topology) -> RunbookIndex | None:
+    """The runbooks directory named by ``remediation.executors.runbooks_dir``, or ``None`` when
+    there is none. A directory with a broken runbook raises, naming the file: a ticket
+    should never silently lose its runbooks."""
+    from pathlib import Path
+
+    from remediators.runbooks import load_runbooks
+
+    directory = Path(topology.remediation.executors.runbooks_dir)
+    if not directory.is_dir():
+        return None
+    return load_runbooks(directory)
+
+
 class CorrelateStage:
     """Group alerts into incidents, rank root causes, and plan actions and tickets."""
 
-    def __init__(self, topology: Topology):
+    def __init__(self, topology: Topology, runbooks: RunbookIndex | None = None):
         self.topology = topology
+        self.runbooks = runbooks
         self.correlator = Correlator(topology.graph(), topology.correlation)
         self._dispatch = DispatchState(emitted_actions=frozenset(), tickets={})
 
@@ -113,7 +129,8 @@ class CorrelateStage:
         out = CorrelateResult()
         out.incidents = self.correlator.ingest(events)
         for inc in out.incidents:
-            self._dispatch, actions, tickets = dispatch(self._dispatch, inc, topology=self.topology)
+            self._dispatch, actions, tickets = dispatch(self._dispatch, inc, topology=self.topology,
+                                                        runbooks=self.runbooks)
             out.actions += actions
             out.tickets += tickets
         self._guards(out)

@@ -5,6 +5,7 @@ would publish, and the same input always gives byte-identical output.
 """
 from __future__ import annotations
 
+import heapq
 import sys
 import time
 from contextlib import ExitStack
@@ -12,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import orjson
+
 from streams import codec
 from streams.config import Topology
 from streams.ingest import DecodeError
-from streams.pipeline import CorrelateStage, CorrelateResult, DetectStage
+from streams.pipeline import load_runbook_index, CorrelateStage, CorrelateResult, DetectStage
 
 
 @dataclass
@@ -72,35 +75,46 @@ def replay(
     drain: bool = False,
     progress: IO[str] | None = sys.stderr,
     source_topic: str = "telemetry.metrics",
+    logs: Path | None = None,
 ) -> ReplaySummary:
-    """Run the pipeline over ``input_path`` (one message per line) and write the records."""
+    """Run the pipeline over ``input_path`` (one message per line) and write the records.
+
+    With ``logs`` (OTLP/JSON logs, one export request per line), metrics and logs are merged by
+    event time (a metrics message first on a tie) and logs go to ``process_logs``, as the
+    worker's logs agent does with ``telemetry.logs``.
+    """
     detect = DetectStage(topology)
-    correlate = CorrelateStage(topology)
+    correlate = CorrelateStage(topology, load_runbook_index(topology))
     summary = ReplaySummary()
     started = time.monotonic()
     last_report = started
-    total_bytes = max(1, input_path.stat().st_size)
+    total_bytes = max(1, input_path.stat().st_size + (logs.stat().st_size if logs else 0))
     read_bytes = 0
+    logs_topic = topology.topics.logs
     with ExitStack() as stack:
         open_out = lambda p: stack.enter_context(open(p, "wb")) if p else None  # noqa: E731
         sinks = _Sinks(open_out(output), open_out(actions), open_out(tickets), open_out(deadletter))
         src = stack.enter_context(open(input_path, "rb"))
-        for offset, line in enumerate(src):
-            read_bytes += len(line)
-            line = line.strip()
+        streams = [_timed(src, 0, source_topic, logs is not None)]
+        if logs is not None:
+            streams.append(_timed(stack.enter_context(open(logs, "rb")), 1, logs_topic, True))
+        for _, kind, offset, topic, raw in heapq.merge(*streams):
+            read_bytes += len(raw)
+            line = raw.strip()
             if not line:
                 continue
             summary.lines += 1
+            process = detect.process_logs if kind == 1 else detect.process
             try:
-                res = detect.process(line)
+                res = process(line)
             except DecodeError as exc:
                 summary.dead_lettered += 1
                 if sinks.deadletter:
-                    sinks.deadletter.write(codec.dead_letter(str(exc), source_topic, 0, offset, line) + b"\n")
+                    sinks.deadletter.write(codec.dead_letter(str(exc), topic, 0, offset, line) + b"\n")
                 continue
             if res.rejects and sinks.deadletter:
                 reason = "; ".join(res.rejects[:5])
-                sinks.deadletter.write(codec.dead_letter(f"rejected points: {reason}", source_topic, 0, offset, line) + b"\n")
+                sinks.deadletter.write(codec.dead_letter(f"rejected points: {reason}", topic, 0, offset, line) + b"\n")
             summary.points += res.points
             # Through the wire codec, exactly as the worker's alerts topic carries them.
             events = [codec.decode_alert_event(codec.encode_alert_event(ev)) for ev in res.events]
@@ -123,3 +137,62 @@ def replay(
         progress.write("\r" + " " * 70 + "\r")
         progress.write(summary.render() + "\n")
     return summary
+
+
+def message_time(line: bytes) -> float | None:
+    """The event time of one input message, for merging files by time: the latest time in an
+    OTLP/JSON request (when the collector would have exported it), or the first time of a
+    native batch or Prometheus sample. ``None`` when there is none to read.
+
+    >>> message_time(b'{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"timeUnixNano":"2000000000"},{"timeUnixNano":"3000000000"}]}]}]}')
+    3.0
+    >>> message_time(b'garbage') is None
+    True
+    """
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if type(obj) is not dict:
+        return None
+    found: list[float] = []
+
+    def walk(x: object, depth: int) -> None:
+        if depth > 16:
+            return
+        if type(x) is dict:
+            for k, v in x.items():
+                if k in ("timeUnixNano", "observedTimeUnixNano") and type(v) in (str, int):
+                    try:
+                        ns = int(v)
+                    except ValueError:
+                        continue
+                    if ns > 0:
+                        found.append(ns / 1e9)
+                elif type(v) in (dict, list):
+                    walk(v, depth + 1)
+        elif type(x) is list:
+            for v in x:
+                walk(v, depth + 1)
+
+    if "resourceMetrics" in obj or "resourceLogs" in obj:
+        walk(obj, 0)
+        return max(found) if found else None
+    pts = obj.get("points")
+    if type(pts) is list and pts and type(pts[0]) is list and len(pts[0]) > 1 and type(pts[0][1]) in (int, float):
+        return float(pts[0][1])
+    for key in ("timestamp", "t", "time"):
+        if type(obj.get(key)) in (int, float):
+            return float(obj[key])
+    return None
+
+
+def _timed(src: IO[bytes], order: int, topic: str, timed: bool):
+    """``(time, order, offset, topic, line)`` per line; a line without a time keeps the time of
+    the line before it, so each file stays in its own order."""
+    last = float("-inf")
+    for offset, line in enumerate(src):
+        t = message_time(line) if timed and line.strip() else None
+        if t is not None and t > last:
+            last = t
+        yield (last, order, offset, topic, line)

@@ -139,6 +139,7 @@ class Simulation:
     requests: list[dict]  # OTLP/JSON ExportMetricsServiceRequest, in time order
     truth: list[dict]  # one record per scenario
     faults: tuple[Fault, ...] = ()  # every fault, with start in unix seconds
+    logs: list[dict] = field(default_factory=list)  # OTLP/JSON ExportLogsServiceRequest, in time order
 
 
 # --- scenario files ----------------------------------------------------------------------------
@@ -535,6 +536,115 @@ def _generate(topology: Topology, faults: list[Fault], duration: float, seed: in
     return requests, model
 
 
+# --- logs --------------------------------------------------------------------------------------
+# OTLP/JSON ExportLogsServiceRequest, one per observed service per step, from their own random
+# streams so the metrics above are the same with or without logs. INFO/WARN noise at a steady
+# rate, and ERROR lines for a share of the failing requests, worded by their cause: the service's
+# own usual failures, an injected fault on it, or the errors of a service it calls.
+
+LOG_SHARE = 0.25  # share of failing requests that log an ERROR line
+MAX_ERROR_LINES = 20.0  # mean ERROR lines per cause, instance and step, at most
+INFO_LINES, WARN_LINES = 1.2, 0.15  # mean lines per instance and step
+LOG_SCOPE = {"name": "aiops.simulate.logs", "version": "1"}
+_INFO = {
+    "service": ("request completed method=GET route=/api/{svc} status=200 duration_ms={n}",
+                "cache refreshed entries={n} took={n}ms"),
+    "gateway": ("request completed method=POST route=/v1/charges status=200 duration_ms={n}",
+                "connection pool to card-network healthy active={n} idle={n}"),
+    "datastore": ("checkpoint complete: wrote {n} buffers", "connection authorized user=app database={svc}"),
+    "queue": ("consumer group rebalanced members={n}",),
+    "host": ("logrotate rotated /var/log/app.log size={n}", "accepted publickey for deploy from {ip} port {n}"),
+}
+_WARN = "slow request route=/api/{svc} took {n}ms threshold=500ms"
+_OWN_ERROR = "internal error handling request id={uuid}: deadline exceeded"
+_FAULT_ERROR = {
+    "gateway": "upstream card-network connection reset by peer node={host} txn={hex}",
+    "datastore": "could not serialize access due to concurrent update xid={n}",
+}
+_FAULT_ERROR_DEFAULT = "unhandled exception in request handler: RuntimeError trace={hex}"
+
+
+def _callee_error(callee_kind: str) -> str:
+    return {"gateway": "charge failed: gateway 502 bad gateway from {callee} txn={hex}",
+            "datastore": "query on {callee} failed: timeout acquiring connection after {n}ms conn={hex}",
+            "external": "call to {callee} failed: connect timeout after {n}ms",
+            }.get(callee_kind, "call to {callee} failed: HTTP 503 request_id={hex}")
+
+
+def _error_parts(model: _Model, state: dict[str, _State], s: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A service's error share split by cause: its own beyond its usual share, (T, instances), and
+    per callee, (T,). Mirrors :func:`_expected`'s sums."""
+    t = model.t
+    seen = {}
+    for c, st in state.items():
+        p = model.svc[c]
+        pressure = np.clip((st.pool - 0.9) / 0.1, 0.0, 1.0) if p.kind == "datastore" else 0.0
+        full = np.clip((st.disk.max(axis=1) - 0.97) / 0.03, 0.0, 1.0) if p.kind == "host" else 0.0
+        seen[c] = np.clip(st.error.mean(axis=1) + st.down.mean(axis=1) + POOL_TIMEOUTS * pressure + full, 0.0, 1.0)
+    calls = {c: model.fanout[s, c] * PASS_ERRORS * np.interp(t - model.delay[s, c], t, seen[c])
+             for c in model.dag.successors(s)}
+    own = np.clip(state[s].error - model.svc[s].error - sum(calls.values(), np.zeros(len(t)))[:, None], 0.0, None)
+    return own, calls
+
+
+def _log_requests(model: _Model, state: dict[str, _State], start_ns: int, step_ns: int) -> list[dict]:
+    T = len(model.t)
+    per_step: list[list[dict]] = [[] for _ in range(T)]
+    for s, p in model.svc.items():
+        if not p.observed:
+            continue
+        own, calls = _error_parts(model, state, s)
+        share = 1.0 / len(p.instances)
+        lines_by_step: list[list[dict]] = [[] for _ in range(T)]
+        for i, host in enumerate(p.instances):
+            r = _rng(model.seed, s, str(host), "logs")
+            alive = state[s].down[:, i] < 0.5
+            n = state[s].load * share * model.step
+            lam = lambda x: np.minimum(LOG_SHARE * n * x, MAX_ERROR_LINES)  # noqa: E731
+            causes = [(r.poisson(INFO_LINES, T), 9, None), (r.poisson(WARN_LINES, T), 13, _WARN),
+                      (r.poisson(lam(p.error)) if p.kind != "host" else np.zeros(T, int), 17, _OWN_ERROR),
+                      (r.poisson(lam(own[:, i])), 17, _FAULT_ERROR.get(p.kind, _FAULT_ERROR_DEFAULT))]
+            causes += [(r.poisson(lam(calls[c])), 17, _callee_error(model.svc[c].kind).replace("{callee}", c))
+                       for c in sorted(calls)]
+            attrs = [_attr("service.name", s)] + ([_attr("host.name", host)] if host is not None else [])
+            for k in np.flatnonzero(alive):
+                recs = []
+                for counts, sev, text in causes:
+                    for _ in range(int(counts[k])):
+                        tpl = text or _INFO[p.kind][int(r.integers(len(_INFO[p.kind])))]
+                        recs.append((int(r.integers(step_ns)), sev, _fill(tpl, r, s, host)))
+                if not recs:
+                    continue
+                base = start_ns + (k - 1) * step_ns  # the step's lines fall in (now - step, now]
+                recs.sort()
+                log_records = [{"timeUnixNano": str(base + dt + 1), "observedTimeUnixNano": str(base + dt + 1),
+                                "severityNumber": sev, "severityText": _SEV_TEXT[sev], "body": {"stringValue": body}}
+                               for dt, sev, body in recs]
+                lines_by_step[k].append({"resource": {"attributes": attrs},
+                                         "scopeLogs": [{"scope": LOG_SCOPE, "logRecords": log_records}]})
+        for k, rls in enumerate(lines_by_step):
+            if rls:
+                per_step[k].append({"resourceLogs": rls})
+    return [req for reqs in per_step for req in reqs]
+
+
+_SEV_TEXT = {9: "INFO", 13: "WARN", 17: "ERROR"}
+
+
+def _fill(tpl: str, r: np.random.Generator, svc: str, host: str | None) -> str:
+    out = tpl.replace("{svc}", svc).replace("{host}", host or svc)
+    while "{n}" in out:
+        out = out.replace("{n}", str(int(r.integers(1, 5000))), 1)
+    if "{hex}" in out:
+        out = out.replace("{hex}", f"{int(r.integers(1 << 40)):010x}")
+    if "{uuid}" in out:
+        h = f"{int(r.integers(1 << 62)):016x}{int(r.integers(1 << 62)):016x}"
+        out = out.replace("{uuid}", f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:32]}")
+    if "{ip}" in out:
+        out = out.replace("{ip}", f"10.{int(r.integers(256))}.{int(r.integers(256))}.{int(r.integers(1, 255))}")
+    return out
+
+
 # --- layout and ground truth -------------------------------------------------------------------
 
 
@@ -622,14 +732,20 @@ def simulate(topology: Topology, scenarios: list[Scenario], *, seed: int = 7, st
             "faults": [{"service": f.service, "kind": f.kind, "start": f.start, "end": f.end,
                         "magnitude": f.magnitude, "labels": dict(f.labels)} for f in mine],
         })
-    return Simulation(requests, truth, tuple(replace(f, start=start + f.start) for f in faults))
+    abs_faults = [replace(f, start=start + f.start) for f in faults]
+    logs = _log_requests(model, _expected(model, abs_faults), int(round(start * 1e9)), int(round(step * 1e9)))
+    return Simulation(requests, truth, tuple(abs_faults), logs)
 
 
 def write(sim: Simulation, out_dir: str | Path) -> None:
-    """``out_dir/telemetry.jsonl`` (one request per line) and ``out_dir/truth.json``."""
+    """``out_dir/telemetry.jsonl`` (one request per line), ``out_dir/logs.jsonl`` (OTLP/JSON logs,
+    one request per line) and ``out_dir/truth.json``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "telemetry.jsonl", "wb") as fh:
         for req in sim.requests:
+            fh.write(orjson.dumps(req) + b"\n")
+    with open(out / "logs.jsonl", "wb") as fh:
+        for req in sim.logs:
             fh.write(orjson.dumps(req) + b"\n")
     (out / "truth.json").write_bytes(orjson.dumps(sim.truth, option=orjson.OPT_INDENT_2) + b"\n")

@@ -1,0 +1,212 @@
+"""``aiops runbook search``, ``aiops report`` and ``aiops topology show``.
+
+The shell around :mod:`remediators.runbooks` and :mod:`remediators.report`: it reads files
+and prints; the core does the rest. ``streams.cli`` adds these with :func:`add_subcommands`.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import sys
+from pathlib import Path
+
+import orjson
+
+RUNBOOK_DIR = Path("runbooks")
+
+RUNBOOK_HELP = """\
+Runbooks are Markdown files with YAML front matter, one per failure mode:
+
+  ---
+  title: Database connection pool exhausted
+  tags: [database, connection-pool]
+  services: ["*db*"]                    # globs on the root-cause service
+  metrics: ["db.client.connections.*"]  # globs on the evidence metrics
+  causes: [saturation]                  # saturation|errors|latency|resource|traffic|unobserved
+  ---
+  ## Symptoms / ## Checks / ## Remediation / ## Verification / ## Escalation
+
+Search ranks them with BM25 over title, tags and text, and boosts runbooks whose tags or
+causes are words of the query.
+
+examples:
+  aiops runbook search "pod CrashLoopBackOff"
+  aiops runbook search "no space left on device" -n 3
+  aiops runbook search "connection pool exhausted" --dir /etc/aiops/runbooks
+"""
+
+REPORT_HELP = """\
+Render the post-incident report of one incident in Markdown: summary, impact, timeline,
+root cause with evidence, a Mermaid propagation graph, actions and their results, matching
+runbooks and follow-ups. The input files are what `aiops replay` writes (or a dump of the
+aiops.incidents, aiops.actions and aiops.tickets topics): one JSON record per line; every
+version of the incident is used, records of other incidents are ignored.
+
+examples:
+  aiops simulate --out sim/
+  aiops replay -i sim/telemetry.jsonl -o incidents.jsonl --actions actions.jsonl --tickets tickets.jsonl --drain
+  aiops report inc-79ad8ff5ba74 --incidents incidents.jsonl --actions actions.jsonl \\
+      --tickets tickets.jsonl --out report.md
+"""
+
+TOPOLOGY_HELP = """\
+Print the service graph of topology.yaml as a Mermaid flowchart. Edges point from caller to
+callee; datastores are cylinders, external services hexagons, entry points rounded.
+
+examples:
+  aiops topology show                        raw Mermaid, for mermaid-cli (mmdc) or mermaid.live
+  aiops topology show --format markdown      fenced, to paste into a README, issue or wiki
+"""
+
+
+class _InputError(Exception):
+    pass
+
+
+def _topology_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--topology", "-t", type=Path, default=Path(os.environ.get("AIOPS_TOPOLOGY", "topology.yaml")),
+                   help="the operator's topology file (default: $AIOPS_TOPOLOGY or ./topology.yaml)")
+
+
+def _load_topology(path: Path):
+    from streams.config import ConfigError, load_topology
+
+    try:
+        return load_topology(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _load_runbooks(directory: Path):
+    from remediators.runbooks import RunbookError, load_runbooks
+
+    try:
+        return load_runbooks(directory)
+    except RunbookError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSONL file; a bad line is an error naming the file and line."""
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise _InputError(f"{path}: cannot read the file: {exc.strerror}") from None
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise _InputError(f"{path}:{n}: invalid JSON: {exc}") from None
+        if not isinstance(rec, dict):
+            raise _InputError(f"{path}:{n}: expected a JSON object per line")
+        out.append(rec)
+    return out
+
+
+def cmd_runbook_search(args) -> int:
+    index = _load_runbooks(args.dir)
+    hits = index.search(args.query, args.n)
+    if not hits:
+        print(f"no runbook in {args.dir} matches {args.query!r}", file=sys.stderr)
+        return 1
+    for rank, h in enumerate(hits, 1):
+        why = f"  [{', '.join(h.why)}]" if h.why else ""
+        print(f"{rank}. {h.score:6.3f}  {h.runbook.title}  {h.runbook.path}{why}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from remediators.report import render_report
+
+    try:
+        incidents = read_jsonl(args.incidents)
+        actions = read_jsonl(args.actions) if args.actions else []
+        tickets = read_jsonl(args.tickets) if args.tickets else []
+    except _InputError as exc:
+        print(f"aiops report: {exc}", file=sys.stderr)
+        return 2
+    records = [r for r in incidents if r.get("id") == args.incident_id]
+    if not records:
+        known = sorted({str(r.get("id")) for r in incidents})
+        close = difflib.get_close_matches(args.incident_id, known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else (f"; it holds {', '.join(known[:10])}" if known else "")
+        print(f"aiops report: no incident '{args.incident_id}' in {args.incidents}{hint}", file=sys.stderr)
+        return 2
+    if args.no_runbooks:
+        index = None
+    elif args.runbooks is None:  # the default directory is optional, an explicit one is not
+        index = _load_runbooks(RUNBOOK_DIR) if RUNBOOK_DIR.is_dir() else None
+    else:
+        index = _load_runbooks(args.runbooks)
+    topology = _load_topology(args.topology)
+    text = render_report(records, actions, tickets, index, topology)
+    if args.out:
+        args.out.write_text(text)
+        print(f"wrote the report of {args.incident_id} to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_topology_show(args) -> int:
+    from remediators.report import render_mermaid
+
+    topology = _load_topology(args.topology)
+    text = render_mermaid(topology.graph())
+    print(f"```mermaid\n{text}\n```" if args.format == "markdown" else text)
+    return 0
+
+
+def _group_help(parser: argparse.ArgumentParser):
+    def show(_args) -> int:
+        parser.print_help()
+        return 2
+    return show
+
+
+def add_subcommands(subparsers) -> None:
+    """Add ``runbook``, ``report`` and ``topology`` to the ``aiops`` parser's subparsers."""
+    raw = argparse.RawDescriptionHelpFormatter
+
+    p = subparsers.add_parser("runbook", help="search the runbooks", description=RUNBOOK_HELP, formatter_class=raw)
+    sub = p.add_subparsers(dest="runbook_command", metavar="COMMAND")
+    p.set_defaults(func=_group_help(p))
+    s = sub.add_parser("search", help="rank runbooks for a free-text query", description=RUNBOOK_HELP,
+                       formatter_class=raw)
+    s.add_argument("query", metavar="QUERY", help='what you see, in words: "pod CrashLoopBackOff", "disk full"')
+    s.add_argument("--dir", type=Path, default=RUNBOOK_DIR, help="the runbook directory (default: ./runbooks)")
+    s.add_argument("-n", type=int, default=5, help="how many results to show (default 5)")
+    s.set_defaults(func=cmd_runbook_search)
+
+    p = subparsers.add_parser("report", help="write the post-incident report of one incident (Markdown)",
+                              description=REPORT_HELP, formatter_class=raw)
+    _topology_arg(p)
+    p.add_argument("incident_id", metavar="INCIDENT_ID", help="the incident's id, e.g. inc-79ad8ff5ba74")
+    p.add_argument("--incidents", type=Path, required=True,
+                   help="incident records, one per line (aiops replay --output)")
+    p.add_argument("--actions", type=Path, help="action records (aiops replay --actions)")
+    p.add_argument("--tickets", type=Path, help="ticket events (aiops replay --tickets)")
+    p.add_argument("--runbooks", type=Path, help="runbook directory to suggest from (default: ./runbooks if present)")
+    p.add_argument("--no-runbooks", action="store_true", help="leave the runbook section out")
+    p.add_argument("--out", "-o", type=Path, help="write the report here (default: standard output)")
+    p.set_defaults(func=cmd_report)
+
+    p = subparsers.add_parser("topology", help="show the service graph", description=TOPOLOGY_HELP,
+                              formatter_class=raw)
+    sub = p.add_subparsers(dest="topology_command", metavar="COMMAND")
+    p.set_defaults(func=_group_help(p))
+    s = sub.add_parser("show", help="print the service graph as a Mermaid flowchart", description=TOPOLOGY_HELP,
+                       formatter_class=raw)
+    _topology_arg(s)
+    s.add_argument("--format", choices=["mermaid", "markdown"], default="mermaid",
+                   help="mermaid: raw flowchart (default); markdown: inside a ```mermaid fence")
+    s.set_defaults(func=cmd_topology_show)
+
+
+__all__ = ["add_subcommands", "read_jsonl"]
