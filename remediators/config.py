@@ -7,6 +7,7 @@ from pydantic import Field
 
 from detectors.config import Duration, Frozen, parse_duration
 from remediators.executor_config import ExecutorSettings
+from remediators.sink_config import DeliverySettings
 
 Priority = Literal["P1", "P2", "P3", "P4"]
 ActionKind = Literal["exec", "http", "kubernetes", "kafka"]
@@ -69,3 +70,4 @@ class TicketSettings(Frozen):
     teams: dict[str, TeamSpec] = Field(default_factory=dict)
     # Tickets open for incidents at or above this priority.
     min_priority: Priority = "P4"
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)  # per-sink settings (docs/tickets.md)

@@ -110,6 +110,13 @@ def cmd_executor(args) -> int:
     return run_executor(topo, bootstrap=bootstrap, ledger_path=args.ledger, verbose=args.verbose)
 
 
+def cmd_tickets_deliver(args) -> int:
+    from streams.delivery import run_ticket_delivery
+
+    topo = _load(args.topology)
+    return run_ticket_delivery(topo, args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"))
+
+
 def cmd_broker(args) -> int:
     from streams.broker import run_broker_forever
 
@@ -200,6 +207,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ledger", type=Path, help="the execution ledger (default: remediation.executors.ledger_path)")
     p.add_argument("--verbose", "-v", action="store_true")
     p.set_defaults(func=cmd_executor)
+
+    p = sub.add_parser("tickets", help="ticket delivery to ClickUp, Jira, PagerDuty or a webhook")
+    tsub = p.add_subparsers(dest="tickets_command", metavar="COMMAND")
+    d = tsub.add_parser("deliver", help="deliver aiops.tickets to the configured trackers, exactly one ticket per incident",
+                        description="Consume aiops.tickets and create, update, escalate and resolve one ticket per "
+                                    "incident in the sink tickets.sink (or the team's) names, with tickets.delivery's "
+                                    "settings. Tokens come from the environment (env:VAR in topology.yaml). 429s "
+                                    "and 5xx are retried with backoff; what still fails goes to aiops.deadletter. "
+                                    "A ledger (a compacted topic) and search-before-create keep it to one ticket "
+                                    "across restarts. See docs/tickets.md.")
+    _topology_arg(d)
+    d.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)")
+    d.set_defaults(func=cmd_tickets_deliver)
+    p.set_defaults(func=lambda args, _p=p: (_p.print_help(), 2)[1])
 
     from streams.knowledge_cli import add_subcommands as add_knowledge_subcommands
 

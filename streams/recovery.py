@@ -50,12 +50,16 @@ class Recovered:
 
 
 def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
-    """The consumer group's committed offsets: what a previous worker had finished applying."""
+    """The consumer group's committed offsets: what a previous worker had finished applying.
+
+    kafka-python's admin client, because aiokafka's OffsetFetch request version is one the
+    embedded broker (tansu) does not answer.
+    """
     from kafka.admin import KafkaAdminClient
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="aiops-recovery")
     try:
-        offsets = admin.list_consumer_group_offsets(group)
+        offsets = admin.list_group_offsets({group: None}).get(group, {})
     finally:
         admin.close()
     return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
