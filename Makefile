@@ -28,5 +28,8 @@ nab: install
 	$(VENV)/bin/aiops nab --data $(SHARED)/nab/data --out out/nab
 	$(PY) $(SHARED)/nab/nab_score.py --data $(SHARED)/nab/data --labels $(SHARED)/nab/combined_windows.json --results out/nab
 
+eval: install
+	$(PY) -m evaluation.run --out out/eval
+
 clean:
 	rm -rf $(VENV) out .pytest_cache .hypothesis

@@ -13,7 +13,7 @@ runtimes, so both see exactly the same (ms-rounded) values.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import networkx as nx
 
@@ -100,6 +100,7 @@ class CorrelateResult:
     incidents: list[Incident] = field(default_factory=list)
     actions: list[Action] = field(default_factory=list)
     tickets: list[TicketEvent] = field(default_factory=list)
+    reports: list[tuple[str, str]] = field(default_factory=list)  # (incident id, Markdown) on resolve
 
 
 def load_runbook_index(topology: Topology) -> RunbookIndex | None:
@@ -123,6 +124,9 @@ class CorrelateStage:
         self.topology = topology
         self.runbooks = runbooks
         self.correlator = Correlator(topology.graph(), topology.correlation)
+        # Each open incident's records so far, in wire form: the report on resolve is built from
+        # exactly what consumers saw. Dropped once the report is written.
+        self._history: dict[str, dict[str, list[dict]]] = {}
         self._dispatch = DispatchState(emitted_actions=frozenset(), tickets={})
 
     def process(self, events: list[AlertEvent]) -> CorrelateResult:
@@ -134,7 +138,40 @@ class CorrelateStage:
             out.actions += actions
             out.tickets += tickets
         self._guards(out)
+        self._report(out)
         return out
+
+    def _report(self, out: CorrelateResult) -> None:
+        """On resolve, the RCA report: attached to the resolving ticket event, and returned."""
+        import orjson
+
+        from remediators.report import render_report
+        from streams import codec
+
+        for inc in out.incidents:
+            self._history.setdefault(inc.id, {"incidents": [], "actions": [], "tickets": []})["incidents"].append(
+                codec.incident_dict(inc))
+        for act in out.actions:
+            if act.incident_id in self._history:
+                self._history[act.incident_id]["actions"].append(orjson.loads(codec.encode_action(act)))
+        pending = {tk.incident_id for tk in out.tickets}
+        for i, tk in enumerate(out.tickets):
+            hist = self._history.get(tk.incident_id)
+            if hist is None:
+                continue
+            if tk.event == "resolve":
+                report = render_report(hist["incidents"], hist["actions"], hist["tickets"], self.runbooks,
+                                       self.topology)
+                out.tickets[i] = tk = replace(tk, description=report)
+            hist["tickets"].append(orjson.loads(codec.encode_ticket(tk)))
+        for inc in out.incidents:
+            if inc.status == "resolved" and inc.id in self._history:
+                hist = self._history.pop(inc.id)
+                resolve = next((tk for tk in out.tickets if tk.incident_id == inc.id and tk.event == "resolve"), None)
+                report = resolve.description if resolve is not None else render_report(
+                    hist["incidents"], hist["actions"], hist["tickets"], self.runbooks, self.topology)
+                out.reports.append((inc.id, report))
+        del pending
 
     def approve(self, action_id: str, by: str, at: float) -> CorrelateResult:
         """An operator approved a risky step (from ``aiops.control``).

@@ -1,0 +1,1 @@
+"""Fault-injection evaluation of the production core (``make eval``): see ``evaluation.run``."""
