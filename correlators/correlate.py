@@ -27,6 +27,9 @@ class _Group:
     created_at: float  # event time of the alert that opened the group (group_wait counts from here)
     opened_at: float  # earliest anomaly onset
     alerts: dict[str, Alert] = field(default_factory=dict)  # fingerprint -> latest state
+    # fingerprint -> the strongest firing state seen: the RCA judges a series by its worst, not by
+    # the calm reading it resolved at, so the ranking does not flip once the fault is over.
+    peaks: dict[str, Alert] = field(default_factory=dict)
     services: set[str] = field(default_factory=set)
     status: str = "pending"  # pending -> open -> resolved
     version: int = 0
@@ -149,6 +152,7 @@ class Correlator:
             return  # stale resolution overtaken by a newer firing
         grp.alerts[alert.fingerprint] = alert
         self._by_fingerprint[alert.fingerprint] = grp.id
+        _keep_peak(grp, alert)
         if alert.status == "firing":
             grp.services.add(alert.service)
             grp.last_alert_at = max(grp.last_alert_at, alert.at)
@@ -175,6 +179,7 @@ class Correlator:
         grp.resolved_at = None
         grp.all_resolved_at = None
         grp.alerts[alert.fingerprint] = alert
+        _keep_peak(grp, alert)
         grp.services.add(alert.service)
         grp.last_alert_at = alert.at
         grp.last_sent_at = -1e18  # send the reopen at once: it is news
@@ -209,6 +214,8 @@ class Correlator:
         for fp, a in other.alerts.items():
             into.alerts[fp] = a
             self._by_fingerprint[fp] = into.id
+        for a in other.peaks.values():
+            _keep_peak(into, a)
         into.services |= other.services
         into.opened_at = min(into.opened_at, other.opened_at)
         into.last_alert_at = max(into.last_alert_at, other.last_alert_at)
@@ -234,7 +241,8 @@ class Correlator:
         grp.last_sent_at = self.now
         grp.pending_reason = None
         alerts = sorted(grp.alerts.values(), key=lambda a: (a.starts_at, a.fingerprint))
-        root_causes = rank_root_causes(self._graph, alerts, observed=self._observed,
+        evidence = sorted(grp.peaks.values(), key=lambda a: (a.starts_at, a.fingerprint))
+        root_causes = rank_root_causes(self._graph, evidence, observed=self._observed,
                                        max_results=self._cfg.max_root_causes)
         severity = max((a.severity for a in alerts), key=lambda s: _SEVERITY_RANK.get(s, 1), default="warning")
         services = tuple(sorted(grp.services))
@@ -274,6 +282,14 @@ class Correlator:
                 if self._by_fingerprint.get(fp) == gid:
                     del self._by_fingerprint[fp]
             del self._groups[gid]
+
+
+def _keep_peak(grp: _Group, alert: Alert) -> None:
+    if alert.status != "firing":
+        return
+    prev = grp.peaks.get(alert.fingerprint)
+    if prev is None or alert.score > prev.score or (alert.score == prev.score and alert.starts_at < prev.starts_at):
+        grp.peaks[alert.fingerprint] = alert
 
 
 def _title(root_causes: tuple[RootCause, ...], services: tuple[str, ...]) -> str:

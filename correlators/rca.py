@@ -21,6 +21,8 @@ from detectors.records import Alert
 _KIND_PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
     # CPU and memory first: their utilization rises with any load, so it is a resource signal,
     # while a full pool, disk or queue is saturation proper.
+    # A service that went silent (detectors.absence): down, the strongest cause there is.
+    ("unobserved", re.compile(r"telemetry\.absent", re.I)),
     ("resource", re.compile(r"(cpu|memory|mem\b|heap|gc|threads|fd)", re.I)),
     ("saturation", re.compile(r"(utili[sz]ation|pool|connections|filesystem|disk|queue|saturat|inodes)", re.I)),
     ("errors", re.compile(r"(error|fail|5xx|exception|crash|restart)", re.I)),
@@ -28,7 +30,7 @@ _KIND_PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
     ("traffic", re.compile(r"(requests|throughput|rps|lod|rate)", re.I)),
 )
 # A cause explains symptoms; symptoms rarely explain causes.
-_KIND_WEIGHT = {"saturation": 1.2, "resource": 1.1, "errors": 1.0, "latency": 0.95, "traffic": 0.9, "anomaly": 0.9}
+_KIND_WEIGHT = {"unobserved": 1.3, "saturation": 1.2, "resource": 1.1, "errors": 1.0, "latency": 0.95, "traffic": 0.9, "anomaly": 0.9}
 _INSTANCE_LABELS = ("host.name", "k8s.pod.name", "service.instance.id", "instance", "k8s.node.name")
 # Onset is measured against the incident's first anomaly; a minute late costs 10%.
 _ONSET_SCALE_S = 60.0
@@ -70,6 +72,10 @@ def _summarise(alerts: Iterable[Alert]) -> dict[str, _ServiceAnomaly]:
         kind = max(kinds, key=lambda k: (_KIND_WEIGHT[k], -kinds.index(k)))
         out[svc] = _ServiceAnomaly(svc, min(a.starts_at for a in items), max(a.score for a in items), kind, tuple(items))
     return out
+
+
+def _instance_local(anomaly: _ServiceAnomaly) -> bool:
+    return any(k in _INSTANCE_LABELS for al in anomaly.alerts for k, _ in al.labels)
 
 
 def _evidence(alerts: Iterable[Alert], limit: int = 5, detail: str | None = None) -> tuple[Evidence, ...]:
@@ -174,6 +180,11 @@ def rank_root_causes(
             kind = "unobserved"
             onset = min(a.onset for a in caller_anoms)
             weight = _UNOBSERVED_WEIGHT * max(a.score for a in caller_anoms)
+            # Callers that only fail (errors, latency) on every node, with nothing of their own
+            # running out, point past themselves: a silent dependency explains them better than
+            # they explain themselves. A failure on some nodes only stays the caller's.
+            if all(a.kind in _SYMPTOMS and not _instance_local(a) for a in caller_anoms):
+                weight = 1.05 * max(_KIND_WEIGHT[a.kind] * (0.5 + 0.5 * a.score) for a in caller_anoms)
             evidence = _evidence((al for a in caller_anoms for al in a.alerts),
                                  detail=f"caller of {cand} degraded; {cand} emits no telemetry")
             reason = f"emits no telemetry; all {len(callers)} callers degraded"

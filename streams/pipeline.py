@@ -19,6 +19,7 @@ import networkx as nx
 
 from correlators.correlate import Correlator
 from correlators.records import Incident
+from detectors.absence import AbsenceDetector
 from detectors.engine import DetectionEngine
 from detectors.logs import LogTemplateDetector
 from detectors.normalize import Normalizer
@@ -58,6 +59,7 @@ class DetectStage:
         self._known = frozenset(topology.services)
         self._normalizer = Normalizer()
         self._logs = LogTemplateDetector(topology.detectors)
+        self._absence = AbsenceDetector(warmup_reports=topology.detectors.warmup_points)
         self.engine = DetectionEngine(topology.detectors)
         self._keep = frozenset(topology.ingest.keep_labels)
         self.watermark = 0.0
@@ -70,7 +72,12 @@ class DetectStage:
                                  keep_labels=self._keep)
         points = self._normalizer.normalize(decoded.samples)
         latest = max((s.t for s in decoded.samples), default=0.0)
-        return self._score(points, latest, decoded.rejects, len(decoded.samples))
+        by_service: dict[str, float] = {}
+        for smp in decoded.samples:
+            if smp.t > by_service.get(smp.series.service, 0.0):
+                by_service[smp.series.service] = smp.t
+        absent = self._absence.observe(by_service, max(self.watermark, latest))
+        return self._score(points, latest, decoded.rejects, len(decoded.samples), extra=absent)
 
     def process_logs(self, payload: bytes) -> DetectResult:
         """OTLP/JSON logs: error and record rates per service, scored like any series, and

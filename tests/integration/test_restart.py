@@ -45,9 +45,13 @@ def test_kill_9_mid_stream_then_restart(kafka_bootstrap, tmp_path):
         actions = consume_until(kafka_bootstrap, topo.topics.actions, lambda recs: True, timeout=10)
 
     assert essence(final_state(got)) == essence(want)
-    # Every incident version the consumer sees is the one replay computes: nothing invented.
-    replayed = {(r["id"], r["version"]): r for r in map(orjson.loads, expected.read_bytes().splitlines())}
-    assert all(replayed[(r["id"], r["version"])] == r for r in got)
+    # A version is never published with two different contents: consumers keep the highest
+    # version, so a conflicting copy would be a silent corruption. (Versions may differ from
+    # replay's in between: alerts the killed worker never got out are re-sent after it.)
+    contents: dict[tuple[str, int], set[bytes]] = {}
+    for r in got:
+        contents.setdefault((r["id"], r["version"]), set()).add(orjson.dumps(r))
+    assert all(len(v) == 1 for v in contents.values())
     # Exactly one ticket per incident (a redelivered record is byte-identical, so sinks dedupe it by key)...
     creates = Counter(r["incident_id"] for r in {orjson.dumps(t): t for t in tickets}.values() if r["event"] == "create")
     assert creates and set(creates.values()) == {1}

@@ -83,3 +83,24 @@ def test_a_traffic_surge_does_not_blame_every_busy_dependency():
     rcs = rank_root_causes(SHOP, surge + busy + failing)
     assert services(rcs)[0] == "orders-db"
     assert rcs[0].path == ("orders-db", "orders", "checkout", "frontend")
+
+
+def test_a_silent_dependency_outranks_a_caller_that_only_fails_on_every_node():
+    rcs = rank_root_causes(SHOP, [alert("payment-gateway", "http.server.errors.rate", 0),
+                                  alert("payments", "http.server.errors.rate", 20)])
+    assert services(rcs)[0] == "card-network"
+    assert rcs[0].path == ("card-network", "payment-gateway", "payments")
+
+
+def test_a_failure_on_one_node_stays_with_the_caller():
+    node = (("host.name", "gw-2"),)
+    rcs = rank_root_causes(SHOP, [alert("payment-gateway", "http.server.errors.rate", 0, labels=node),
+                                  alert("payments", "http.server.errors.rate", 20)])
+    assert services(rcs)[0] == "payment-gateway"
+
+
+def test_a_busy_caller_does_not_make_its_silent_dependency_the_cause():
+    # the caller's own resource signal explains it; the silent dependency is not first
+    rcs = rank_root_causes(SHOP, [alert("payment-gateway", "process.cpu.utilization", 0),
+                                  alert("payment-gateway", "http.server.errors.rate", 5)])
+    assert services(rcs)[0] == "payment-gateway"
