@@ -145,8 +145,9 @@ class Correlator:
 
     def _update_alert(self, grp: _Group, alert: Alert) -> None:
         prev = grp.alerts.get(alert.fingerprint)
-        if prev is not None and prev.status == alert.status and prev.starts_at == alert.starts_at:
-            self.stats["duplicates"] += 1
+        if prev is not None and prev.status == alert.status and prev.starts_at == alert.starts_at \
+                and (alert.at <= prev.at or alert.status == "resolved"):
+            self.stats["duplicates"] += 1  # a redelivery (a later firing copy is the alert getting worse)
             return
         if prev is not None and prev.status == "firing" and alert.status == "resolved" and alert.at < prev.at:
             return  # stale resolution overtaken by a newer firing

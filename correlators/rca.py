@@ -36,6 +36,7 @@ _INSTANCE_LABELS = ("host.name", "k8s.pod.name", "service.instance.id", "instanc
 _ONSET_SCALE_S = 60.0
 _UNOBSERVED_WEIGHT = 0.85
 _SYMPTOMS = ("errors", "latency")
+_SURGE_WEIGHT = 0.6
 
 
 def classify_metric(metric: str) -> str:
@@ -72,6 +73,24 @@ def _summarise(alerts: Iterable[Alert]) -> dict[str, _ServiceAnomaly]:
         kind = max(kinds, key=lambda k: (_KIND_WEIGHT[k], -kinds.index(k)))
         out[svc] = _ServiceAnomaly(svc, min(a.starts_at for a in items), max(a.score for a in items), kind, tuple(items))
     return out
+
+
+def _surge(g: nx.DiGraph, cand: str, own: _ServiceAnomaly | None, first_onset: float) -> Alert | None:
+    """The traffic alert that makes ``cand`` an entry point under a surge, if it is one."""
+    if own is None or cand not in g or not g.nodes[cand].get("entrypoint"):
+        return None
+    ups = [a for a in own.alerts if classify_metric(a.metric) == "traffic" and a.value > 1.3 * a.expected > 0
+           and a.starts_at <= first_onset + _ONSET_SCALE_S]
+    return max(ups, key=lambda a: (a.score, -a.starts_at), default=None)
+
+
+def _fullness(alerts: Iterable[Alert]) -> float:
+    """How close to full a saturating resource got: a pool at 100 % is a cause; one at 60 %
+    is a busy pool. Only utilizations (0..1) say so; other saturation signals count in full."""
+    levels = [a.value for a in alerts if "utili" in a.metric and 0.0 <= a.value <= 1.5 and a.value > a.expected]
+    if not levels:
+        return 1.0
+    return 0.8 + 0.2 * min(max((max(levels) - 0.5) / 0.45, 0.0), 1.0)
 
 
 def _instance_local(anomaly: _ServiceAnomaly) -> bool:
@@ -167,6 +186,8 @@ def rank_root_causes(
             kind = own.kind
             onset = own.onset
             weight = _KIND_WEIGHT[kind] * (0.5 + 0.5 * own.score)
+            if kind == "saturation":
+                weight *= _fullness(own.alerts)
             # A fault seen on some instances of a service only is local to that service.
             if any(k in _INSTANCE_LABELS for al in own.alerts for k, _ in al.labels):
                 weight *= 1.05
@@ -191,6 +212,20 @@ def rank_root_causes(
         lateness = max(0.0, onset - first_onset) / _ONSET_SCALE_S
         raw = coverage * weight / (1.0 + 0.1 * lateness)
         path = propagation_path(g, cand, affected)
+        surge = _surge(g, cand, anomalies.get(cand), first_onset)
+        if surge is not None:
+            # A surge of requests at an entry point travels down the calls, the opposite way of a
+            # fault: it explains the failing services it calls. It ranks behind a resource that
+            # ran out under it (that is what the fix targets), but ahead of busy bystanders.
+            below = nx.descendants(g, cand) | {cand}
+            down = sum(a.score for svc, a in symptomatic.items() if svc in below) / total_weight
+            surge_raw = _SURGE_WEIGHT * (0.5 + 0.5 * surge.score) * down
+            if surge_raw > raw:
+                raw, kind = surge_raw, "traffic"
+                evidence = _evidence([surge] + [a for a in anomalies[cand].alerts if a is not surge])
+                reason = (f"requests at {surge.value:.4g}/s against {surge.expected:.4g}/s expected; the surge "
+                          f"reaches {len([s for s in symptomatic if s in below])} failing services below it")
+                path = (cand,)
         ranked.append((raw, cand, RootCause(service=cand, score=0.0, kind=kind, path=path,
                                             evidence=evidence, reason=reason)))
 

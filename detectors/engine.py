@@ -114,6 +114,7 @@ class DetectionEngine:
         self._firing = grown("_firing", np.bool_, False)
         self._starts = grown("_starts", np.float64, 0.0)
         self._peak = grown("_peak", np.float32, 0.0)
+        self._dev = grown("_dev", np.float32, 0.0)  # |value - expected| when the alert last went out
         self._cap = cap
 
     def _register(self, key: SeriesKey) -> int:
@@ -144,7 +145,7 @@ class DetectionEngine:
     def nbytes(self) -> int:
         """Bytes held by per-series state arrays (the engine's and every model's)."""
         own = sum(a.nbytes for a in (self._slot, self._local, self._thr, self._last_t, self._n, self._hi,
-                                     self._lo, self._firing, self._starts, self._peak))
+                                     self._lo, self._firing, self._starts, self._peak, self._dev))
         return int(own + sum(m.nbytes for m in self._models))
 
     # --- scoring --------------------------------------------------------------------------
@@ -194,13 +195,19 @@ class DetectionEngine:
             scores[pos], expected[pos], evaluation[pos] = s, e, v
             self._last_t[gi] = tt
             self._n[gi] += 1
-            fired += self._transition(pos, gi, tt, s)
+            fired += self._transition(pos, gi, tt, s, np.abs(xx - e))
         alerts = [self._alert(status, gidx[j], t[j], x[j], scores[j], expected[j], starts, peak)
                   for j, status, starts, peak in sorted(fired)]
         return alerts, Scored(scores, expected, evaluation)
 
-    def _transition(self, pos: np.ndarray, gi: np.ndarray, t: np.ndarray, s: np.ndarray) -> list[tuple[int, str, float, float]]:
-        """Advance the fire/resolve state machine of series ``gi`` by one point each."""
+    def _transition(self, pos: np.ndarray, gi: np.ndarray, t: np.ndarray, s: np.ndarray,
+                    dev: np.ndarray) -> list[tuple[int, str, float, float]]:
+        """Advance the fire/resolve state machine of series ``gi`` by one point each.
+
+        A firing alert goes out again (same ``starts_at``, later ``at``) when its deviation has
+        doubled since it last went out: the incident learns that a pool went from 60 % to
+        100 % without a new alert per point, and a flapping series that is not getting worse
+        stays quiet."""
         cfg = self.settings
         anom = (s >= self._thr[gi]) & (self._n[gi] > cfg.warmup_points)
         firing = self._firing[gi]
@@ -215,8 +222,11 @@ class DetectionEngine:
         lo = np.where(resolve | fire, 0, lo)
         self._hi[gi], self._lo[gi], self._starts[gi], self._peak[gi] = hi, lo, starts, peak
         self._firing[gi] = (firing | fire) & ~resolve
+        worse = firing & ~resolve & anom & (dev >= 2.0 * self._dev[gi]) & (self._dev[gi] > 0)
+        self._dev[gi] = np.where(fire | worse, dev, self._dev[gi])
         # starts_at and peak are captured now: a later round of this batch may start a new run.
-        out = [(int(j), "firing", float(a), float(b)) for j, a, b in zip(pos[fire], starts[fire], s[fire])]
+        out = [(int(j), "firing", float(a), float(b)) for j, a, b in zip(pos[fire | worse], starts[fire | worse],
+                                                                           s[fire | worse])]
         out += [(int(j), "resolved", float(a), float(b)) for j, a, b in zip(pos[resolve], starts[resolve], peak[resolve])]
         return out
 

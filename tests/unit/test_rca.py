@@ -104,3 +104,27 @@ def test_a_busy_caller_does_not_make_its_silent_dependency_the_cause():
     rcs = rank_root_causes(SHOP, [alert("payment-gateway", "process.cpu.utilization", 0),
                                   alert("payment-gateway", "http.server.errors.rate", 5)])
     assert services(rcs)[0] == "payment-gateway"
+
+
+def surge_alert(service, t, value=300.0, expected=100.0):
+    return Alert("fp-surge-" + service, "firing", service, "http.server.requests.rate",
+                 f"{service}/http.server.requests.rate", (), 0.99, value, expected, t, t)
+
+
+def test_a_surge_at_the_entry_point_is_named_when_nothing_ran_out():
+    # load slows every service below the entry point at once
+    rcs = rank_root_causes(SHOP, [surge_alert("frontend", 0)] + [
+        alert(svc, "http.server.request.duration.p95", 30)
+        for svc in ("checkout", "orders", "orders-db", "payments")])
+    assert services(rcs)[0] == "frontend" and rcs[0].kind == "traffic"
+
+
+def test_a_resource_that_ran_out_under_a_surge_stays_first_and_the_surge_is_a_candidate():
+    full = Alert("fp-pool", "firing", "orders-db", "db.client.connections.utilization",
+                 "orders-db/db.client.connections.utilization", (), 0.99, 1.0, 0.3, 10, 10)
+    rcs = rank_root_causes(SHOP, [surge_alert("frontend", 0), full,
+                                  alert("orders", "http.server.errors.rate", 30),
+                                  alert("checkout", "http.server.errors.rate", 40),
+                                  alert("frontend", "http.server.errors.rate", 50)])
+    assert services(rcs)[0] == "orders-db"
+    assert next(rc for rc in rcs if rc.service == "frontend").kind == "traffic"  # listed as the trigger
