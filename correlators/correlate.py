@@ -71,7 +71,7 @@ class Correlator:
         self._groups: dict[str, _Group] = {}
         self._by_fingerprint: dict[str, str] = {}  # fingerprint -> group id (active or recently resolved)
         self.now: float = 0.0
-        self.stats = {"alerts": 0, "duplicates": 0, "incidents": 0, "updates": 0}
+        self.stats = {"alerts": 0, "duplicates": 0, "incidents": 0, "updates": 0, "transient": 0}
 
     # -- public API -------------------------------------------------------------------------
 
@@ -94,7 +94,14 @@ class Correlator:
         for gid in sorted(self._groups, key=lambda k: (self._groups[k].created_at, k)):
             grp = self._groups[gid]
             if grp.status == "pending":
-                if self.now >= grp.created_at + cfg.group_wait.total_seconds():
+                # Strictly after: alerts stamped at the deadline itself (a blip's resolution) count.
+                if self.now > grp.created_at + cfg.group_wait.total_seconds():
+                    if not grp.firing():
+                        # Every alert came and went within group_wait: a blip, not an incident.
+                        # It is counted, and its alerts stay on aiops.alerts for the record.
+                        del self._groups[gid]
+                        self.stats["transient"] += 1
+                        continue
                     grp.status = "open"
                     out.append(self._emit(grp, grp.pending_reason or "opened"))
                 continue

@@ -36,7 +36,7 @@ _INSTANCE_LABELS = ("host.name", "k8s.pod.name", "service.instance.id", "instanc
 _ONSET_SCALE_S = 60.0
 _UNOBSERVED_WEIGHT = 0.85
 _SYMPTOMS = ("errors", "latency")
-_SURGE_WEIGHT = 0.6
+_SURGE_WEIGHT = 0.45
 
 
 def classify_metric(metric: str) -> str:
@@ -90,7 +90,7 @@ def _fullness(alerts: Iterable[Alert]) -> float:
     levels = [a.value for a in alerts if "utili" in a.metric and 0.0 <= a.value <= 1.5 and a.value > a.expected]
     if not levels:
         return 1.0
-    return 0.8 + 0.2 * min(max((max(levels) - 0.5) / 0.45, 0.0), 1.0)
+    return 0.8 + 0.2 * min(max((max(levels) - 0.4) / 0.3, 0.0), 1.0)
 
 
 def _instance_local(anomaly: _ServiceAnomaly) -> bool:
@@ -179,7 +179,7 @@ def rank_root_causes(
     for cand in candidates:
         explained = [a for svc, a in symptomatic.items() if cand in reach_cache[svc]]
         coverage = sum(a.score for a in explained) / total_weight
-        if coverage <= 0.0:
+        if coverage <= 0.0 and _surge(g, cand, anomalies.get(cand), first_onset) is None:
             continue  # explains none of the failures
         if cand in anomalies:
             own = anomalies[cand]

