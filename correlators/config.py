@@ -32,6 +32,8 @@ class CorrelationSettings(Frozen):
     repeat_interval: Duration = parse_duration("4h")
     # Alerts on services within this many hops (either direction) join one incident.
     max_hops: int = Field(default=2, ge=0)
+    # A change (deploy, config, scaling) this long before a service's anomaly counts as a candidate cause.
+    change_window: Duration = parse_duration("1h")
     # An alert joins an open incident only if it starts within this window of the incident's last alert.
     window: Duration = parse_duration("15m")
     # Quiet period: an incident resolves this long after its last alert resolved.

@@ -13,7 +13,7 @@ import networkx as nx
 
 from correlators.config import CorrelationSettings
 from correlators.rca import classify_metric, rank_root_causes
-from correlators.records import Incident, RootCause
+from correlators.records import Change, Incident, RootCause
 from detectors.records import Alert, AlertEvent, Heartbeat, rfc3339, stable_hash
 
 _SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
@@ -71,7 +71,8 @@ class Correlator:
         self._groups: dict[str, _Group] = {}
         self._by_fingerprint: dict[str, str] = {}  # fingerprint -> group id (active or recently resolved)
         self.now: float = 0.0
-        self.stats = {"alerts": 0, "duplicates": 0, "incidents": 0, "updates": 0, "transient": 0}
+        self.stats = {"alerts": 0, "duplicates": 0, "incidents": 0, "updates": 0, "transient": 0, "changes": 0}
+        self._changes: dict[str, Change] = {}  # change id -> change (a redelivered change is the same)
 
     # -- public API -------------------------------------------------------------------------
 
@@ -116,6 +117,16 @@ class Correlator:
                     out.append(self._emit(grp, "repeat"))
         self._forget_old()
         return out
+
+    def note_change(self, change: Change) -> None:
+        """A deploy, config change or scaling: a candidate cause for incidents that follow it.
+        It does not move event time (a change may be stamped by another clock)."""
+        if change.id not in self._changes:
+            self.stats["changes"] += 1
+        self._changes[change.id] = change
+        horizon = self.now - 2 * self._cfg.change_window.total_seconds()
+        if len(self._changes) > 1000:
+            self._changes = {k: c for k, c in self._changes.items() if c.at >= horizon}
 
     def current(self, incident_id: str) -> Incident | None:
         """The last record sent for an incident, while the correlator still remembers it."""
@@ -250,7 +261,10 @@ class Correlator:
         grp.pending_reason = None
         alerts = sorted(grp.alerts.values(), key=lambda a: (a.starts_at, a.fingerprint))
         evidence = sorted(grp.peaks.values(), key=lambda a: (a.starts_at, a.fingerprint))
-        root_causes = rank_root_causes(self._graph, evidence, observed=self._observed,
+        window = self._cfg.change_window.total_seconds()
+        changes = [c for c in self._changes.values() if grp.opened_at - window <= c.at <= self.now]
+        root_causes = rank_root_causes(self._graph, evidence, observed=self._observed, changes=changes,
+                                       change_window=window,
                                        max_results=self._cfg.max_root_causes)
         severity = max((a.severity for a in alerts), key=lambda s: _SEVERITY_RANK.get(s, 1), default="warning")
         services = tuple(sorted(grp.services))

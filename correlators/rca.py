@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from correlators.records import Evidence, RootCause
+from correlators.records import Change, Evidence, RootCause
 from detectors.records import Alert
 
 # Order matters: the first matching pattern names the kind.
@@ -37,6 +37,8 @@ _ONSET_SCALE_S = 60.0
 _UNOBSERVED_WEIGHT = 0.85
 _SYMPTOMS = ("errors", "latency")
 _SURGE_WEIGHT = 0.45
+_CHANGE_BOOST = 2.2  # a service changed shortly before its anomaly: changes cause most incidents
+_CHANGE_ONLY_WEIGHT = 0.8  # a changed dependency with no anomaly of its own
 
 
 def classify_metric(metric: str) -> str:
@@ -130,6 +132,8 @@ def rank_root_causes(
     *,
     observed: set[str] | None = None,
     max_results: int = 5,
+    changes: Iterable[Change] = (),
+    change_window: float = 3600.0,
 ) -> tuple[RootCause, ...]:
     """Rank the likely root causes of the anomalies in ``alerts``, best first.
 
@@ -140,6 +144,9 @@ def rank_root_causes(
     observed : services known to emit telemetry. A silent dependency that is not observed (or is
         declared ``kind: external``) can still be named when its callers degrade.
     max_results : how many candidates to return.
+    changes : recent deploys, config changes and scalings. A change to a service shortly (up to
+        ``change_window`` seconds) before its anomaly makes it a likelier cause; a changed
+        dependency of failing services becomes a candidate even when it looks healthy.
 
     Returns
     -------
@@ -160,12 +167,14 @@ def rank_root_causes(
 
     # Candidates: anomalous services, plus silent services that anomalous services call.
     candidates: set[str] = set(affected)
+    silent_deps: set[str] = set()
     for svc in affected:
         if svc in g:
             for dep in nx.descendants(g, svc):
                 silent = (observed is not None and dep not in observed) or g.nodes[dep].get("kind") == "external"
                 if dep not in affected and silent:
                     candidates.add(dep)
+                    silent_deps.add(dep)
 
     # What a root cause must explain: the services that fail (errors, latency). Traffic and load
     # anomalies flow the other way (a surge at the entry point reaches every callee), so they
@@ -173,6 +182,12 @@ def rank_root_causes(
     symptomatic = {svc: a for svc, a in anomalies.items()
                    if any(classify_metric(al.metric) in _SYMPTOMS for al in a.alerts)} or anomalies
     reach_cache = {svc: (nx.descendants(g, svc) | {svc}) if svc in g else {svc} for svc in symptomatic}
+    changed: dict[str, list[Change]] = {}
+    for ch in changes:
+        changed.setdefault(ch.service, []).append(ch)
+    for svc in changed:
+        if svc not in candidates and any(svc in reach for reach in reach_cache.values()):
+            candidates.add(svc)  # a changed dependency of failing services, healthy-looking or silent
     total_weight = sum(a.score for a in symptomatic.values())
 
     ranked: list[tuple[float, str, RootCause]] = []
@@ -181,6 +196,9 @@ def rank_root_causes(
         coverage = sum(a.score for a in explained) / total_weight
         if coverage <= 0.0 and _surge(g, cand, anomalies.get(cand), first_onset) is None:
             continue  # explains none of the failures
+        recent = [ch for ch in changed.get(cand, ())
+                  if first_onset - change_window <= ch.at <= (anomalies[cand].onset if cand in anomalies
+                                                               else first_onset) + _ONSET_SCALE_S]
         if cand in anomalies:
             own = anomalies[cand]
             kind = own.kind
@@ -193,6 +211,12 @@ def rank_root_causes(
                 weight *= 1.05
             evidence = _evidence(own.alerts)
             reason = f"{len(own.alerts)} anomalous series; explains {len(explained)} of {len(anomalies)} affected services"
+        elif cand not in silent_deps:  # a changed dependency that shows nothing itself
+            kind = "change"
+            onset = min(ch.at for ch in recent)
+            weight = _CHANGE_ONLY_WEIGHT
+            evidence = ()
+            reason = "changed shortly before the failures it can explain"
         else:
             callers = [c for c in g.predecessors(cand)]
             caller_anoms = [anomalies[c] for c in callers if c in anomalies]
@@ -209,6 +233,13 @@ def rank_root_causes(
             evidence = _evidence((al for a in caller_anoms for al in a.alerts),
                                  detail=f"caller of {cand} degraded; {cand} emits no telemetry")
             reason = f"emits no telemetry; all {len(callers)} callers degraded"
+        if recent:
+            weight *= _CHANGE_BOOST
+            latest = max(recent, key=lambda ch: (ch.at, ch.id))
+            evidence = (Evidence(series=f"{cand}/change.{latest.kind}", metric=f"change.{latest.kind}", score=1.0,
+                                 value=float("nan"), expected=float("nan"), at=latest.at,
+                                 detail=f"{latest.kind} {latest.id}: {latest.description}".strip()),) + evidence
+            reason = f"{latest.kind} {latest.id} shortly before; " + reason
         lateness = max(0.0, onset - first_onset) / _ONSET_SCALE_S
         raw = coverage * weight / (1.0 + 0.1 * lateness)
         path = propagation_path(g, cand, affected)

@@ -56,3 +56,20 @@ class Incident:
     root_causes: tuple[RootCause, ...] = ()
     owner: str | None = None
     labels: tuple[tuple[str, str], ...] = field(default=())
+
+
+CHANGE_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A deploy, config change, scaling or rollback of a service (``telemetry.changes``).
+
+    Changes are the most common cause of incidents; one shortly before a service's anomaly
+    makes that service a likely root cause, and a rollback policy can key on it."""
+
+    id: str
+    service: str
+    kind: str  # "deploy" | "config" | "scale" | "rollback" | other
+    at: float
+    description: str = ""

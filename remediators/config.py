@@ -21,6 +21,8 @@ class PolicyMatch(Frozen):
     metric: str = "*"  # any evidence metric of the root cause
     labels: dict[str, str] = Field(default_factory=dict)  # on any evidence series
     priority: list[Priority] = Field(default_factory=lambda: ["P1", "P2", "P3", "P4"])
+    # Only when the root cause changed (deploy, config, scaling) this recently: e.g. roll back.
+    changed_within: Duration | None = None
 
 
 class Step(Frozen):

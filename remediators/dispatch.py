@@ -67,6 +67,10 @@ def _matches(policy: Policy, inc: Incident, rc: RootCause) -> bool:
         return False
     if m.metric != "*" and not any(fnmatch.fnmatchcase(e.metric, m.metric) for e in rc.evidence):
         return False
+    if m.changed_within is not None:
+        horizon = inc.updated_at - m.changed_within.total_seconds()
+        if not any(e.metric.startswith("change.") and e.at >= horizon for e in rc.evidence):
+            return False
     if m.labels:
         def ok(labels: dict[str, str]) -> bool:
             return all(k in labels and fnmatch.fnmatchcase(labels[k], v) for k, v in m.labels.items())

@@ -50,6 +50,7 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
     tickets = app.topic(topics.tickets, **raw)
     deadletter = app.topic(topics.deadletter, **raw)
     control = app.topic(topics.control, **raw)
+    changes = app.topic(topics.changes, **raw)
 
     recovered = recovered or Recovered(DetectStage(topology), CorrelateStage(topology, load_runbook_index(topology)))
     detect = recovered.detect
@@ -137,6 +138,17 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
                 await dead_letter(str(exc), event)
                 continue
             await publish(correlate.approve(msg["action_id"], msg["by"], msg["at"]))
+
+    @app.agent(changes)
+    async def change_agent(stream):
+        """Deploys, config changes and scalings: candidate causes for the incidents that follow."""
+        async for event in stream.events():
+            if applied(event.message.topic, event.message.partition, event.message.offset):
+                continue
+            try:
+                correlate.change(codec.decode_change(event.value))
+            except codec.RecordError as exc:
+                await dead_letter(str(exc), event)
 
     @app.agent(actions)
     async def action_results(stream):

@@ -53,9 +53,16 @@ def cmd_replay(args) -> int:
     if args.logs is not None and not args.logs.exists():
         print(f"aiops replay: logs file {args.logs} does not exist", file=sys.stderr)
         return 2
-    replay(topo, args.input, args.output, actions=args.actions, tickets=args.tickets,
-           deadletter=args.deadletter, drain=args.drain, progress=None if args.quiet else sys.stderr,
-           logs=args.logs)
+    if args.changes is not None and not args.changes.exists():
+        print(f"aiops replay: changes file {args.changes} does not exist", file=sys.stderr)
+        return 2
+    try:
+        replay(topo, args.input, args.output, actions=args.actions, tickets=args.tickets,
+               deadletter=args.deadletter, drain=args.drain, progress=None if args.quiet else sys.stderr,
+               logs=args.logs, changes=args.changes)
+    except ValueError as exc:  # a bad changes file, named with its line
+        print(f"aiops replay: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -155,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
                                    "byte-identical output.")
     _topology_arg(p)
     p.add_argument("--input", "-i", type=Path, required=True, help="telemetry, one JSON message per line")
+    p.add_argument("--changes", type=Path,
+                   help="change events (deploys, config changes, scalings), one JSON record per line "
+                        "(streams/schemas/change.schema.json): candidate causes")
     p.add_argument("--logs", type=Path,
                    help="OTLP/JSON logs, one export request per line, merged with --input by event time")
     p.add_argument("--output", "-o", type=Path, required=True, help="incident records, one per line")

@@ -13,7 +13,7 @@ from datetime import datetime
 
 import orjson
 
-from correlators.records import INCIDENT_SCHEMA_VERSION, Evidence, Incident, RootCause
+from correlators.records import CHANGE_SCHEMA_VERSION, INCIDENT_SCHEMA_VERSION, Change, Evidence, Incident, RootCause
 from detectors.records import ALERT_SCHEMA_VERSION, Alert, AlertEvent, Heartbeat, parse_rfc3339, rfc3339
 from remediators.records import ACTION_SCHEMA_VERSION, TICKET_SCHEMA_VERSION, Action, TicketEvent
 
@@ -181,6 +181,34 @@ def decode_action(payload: bytes) -> Action:
         params=tuple(sorted((str(k), str(v)) for k, v in params.items())), mode=_str(d, "mode"),
         decision=_str(d, "decision"), reason=_str(d, "reason", ""), at=_time(d, "at"),
         approved_by=approved_by if type(approved_by) is str else None, result=result if type(result) is str else None)
+
+
+# --- telemetry.changes -----------------------------------------------------------------------
+
+CHANGE_KINDS = ("deploy", "config", "scale", "rollback", "restart", "other")
+
+
+def encode_change(ch: Change) -> bytes:
+    return orjson.dumps({"schema_version": CHANGE_SCHEMA_VERSION, "id": ch.id, "service": ch.service,
+                         "kind": ch.kind, "at": rfc3339(ch.at), "description": ch.description})
+
+
+def decode_change(payload: bytes) -> Change:
+    """A change event (deploy, config change, scaling...). Raises :class:`RecordError`.
+
+    >>> decode_change(b'{"schema_version":1,"id":"d-1","service":"api","kind":"deploy","at":"2026-01-01T00:00:00Z"}').kind
+    'deploy'
+    """
+    d = _object(payload)
+    if type(d.get("schema_version")) is not int or d["schema_version"] != CHANGE_SCHEMA_VERSION:
+        raise RecordError(f"schema_version: expected {CHANGE_SCHEMA_VERSION} (got {d.get('schema_version')!r})")
+    kind = _str(d, "kind")
+    if kind not in CHANGE_KINDS:
+        raise RecordError(f"kind: expected one of {', '.join(CHANGE_KINDS)} (got {kind[:40]!r})")
+    ident, service = _str(d, "id"), _str(d, "service")
+    if not ident or not service:
+        raise RecordError("id and service: expected non-empty strings")
+    return Change(id=ident, service=service, kind=kind, at=_time(d, "at"), description=_str(d, "description", "")[:500])
 
 
 # --- aiops.control ---------------------------------------------------------------------------

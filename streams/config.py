@@ -27,11 +27,12 @@ class TopicSettings(Frozen):
     tickets: str = "aiops.tickets"
     deadletter: str = "aiops.deadletter"
     control: str = "aiops.control"  # approvals from operators (and, later, silences)
+    changes: str = "telemetry.changes"  # deploys, config changes, scaling: candidate causes
     partitions: int = Field(default=1, ge=1)
 
     def all(self) -> list[str]:
         return [self.metrics, self.logs, self.alerts, self.incidents, self.actions, self.tickets, self.deadletter,
-                self.control]
+                self.control, self.changes]
 
 
 class IngestSettings(Frozen):

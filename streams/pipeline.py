@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import networkx as nx
 
 from correlators.correlate import Correlator
-from correlators.records import Incident
+from correlators.records import Change, Incident
 from detectors.absence import AbsenceDetector
 from detectors.engine import DetectionEngine
 from detectors.logs import LogTemplateDetector
@@ -179,6 +179,10 @@ class CorrelateStage:
                     hist["incidents"], hist["actions"], hist["tickets"], self.runbooks, self.topology)
                 out.reports.append((inc.id, report))
         del pending
+
+    def change(self, change: Change) -> None:
+        """A deploy, config change or scaling from ``telemetry.changes``: a candidate cause."""
+        self.correlator.note_change(change)
 
     def approve(self, action_id: str, by: str, at: float) -> CorrelateResult:
         """An operator approved a risky step (from ``aiops.control``).

@@ -113,7 +113,7 @@ async def recover(topology: Topology, bootstrap: str, group: str = "aiops") -> R
     started = time.monotonic()
     t = topology.topics
     committed = await asyncio.get_running_loop().run_in_executor(None, committed_offsets, bootstrap, group)
-    inputs = [t.metrics, t.logs, t.control]
+    inputs = [t.metrics, t.logs, t.control, t.changes]
     outputs_ = [t.alerts, t.incidents, t.actions, t.tickets]  # read whole: compared with the rebuild's outputs
     read = [_read_all(bootstrap, n, committed) for n in inputs] + [_read_all(bootstrap, n) for n in outputs_]
     contents = dict(zip(inputs + outputs_, await asyncio.gather(*read)))
@@ -145,6 +145,12 @@ async def recover(topology: Topology, bootstrap: str, group: str = "aiops") -> R
         rec.missing.append((t.alerts, keys.get(alert.service, alert.service).encode(), payload))
 
     # Correlate: rebuild incidents, dispatch state and approvals; re-send what never got out.
+    for partition, offset, _, value in contents[t.changes]:
+        rec.applied[(t.changes, partition)] = offset + 1
+        try:
+            rec.correlate.change(codec.decode_change(value))
+        except codec.RecordError:
+            continue
     outputs: list[tuple[str, bytes, bytes]] = []
     for partition, offset, _, value in alerts_applied:
         rec.applied[(t.alerts, partition)] = offset + 1

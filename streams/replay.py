@@ -76,6 +76,7 @@ def replay(
     progress: IO[str] | None = sys.stderr,
     source_topic: str = "telemetry.metrics",
     logs: Path | None = None,
+    changes: Path | None = None,
 ) -> ReplaySummary:
     """Run the pipeline over ``input_path`` (one message per line) and write the records.
 
@@ -86,6 +87,14 @@ def replay(
     detect = DetectStage(topology)
     correlate = CorrelateStage(topology, load_runbook_index(topology))
     summary = ReplaySummary()
+    if changes is not None:
+        # Changes only matter by their own time stamps, so all of them are known up front.
+        for n, raw in enumerate(changes.read_bytes().splitlines()):
+            if raw.strip():
+                try:
+                    correlate.change(codec.decode_change(raw))
+                except codec.RecordError as exc:
+                    raise ValueError(f"{changes}:{n + 1}: {exc}") from None
     started = time.monotonic()
     last_report = started
     total_bytes = max(1, input_path.stat().st_size + (logs.stat().st_size if logs else 0))

@@ -29,7 +29,7 @@ def private_topology(tmp_path: Path, base: Path = REPO / "topology.yaml", **over
     doc["topics"] = {k: f"{prefix}.{v}" for k, v in {
         "metrics": "telemetry.metrics", "logs": "telemetry.logs", "alerts": "aiops.alerts",
         "incidents": "aiops.incidents", "actions": "aiops.actions", "tickets": "aiops.tickets",
-        "deadletter": "aiops.deadletter", "control": "aiops.control"}.items()}
+        "deadletter": "aiops.deadletter", "control": "aiops.control", "changes": "telemetry.changes"}.items()}
     for key, value in overrides.items():
         doc[key] = value
     path = tmp_path / f"{prefix}-topology.yaml"

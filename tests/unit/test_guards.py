@@ -129,3 +129,21 @@ def test_cooldown_is_per_subject_not_per_shared_topic():
     gw1 = rc("payment-gateway", "errors", ev("http.server.requests.errors.rate", **{"host.name": "gw-1"}))
     _, actions, _ = run(topo, incident(GW, id="inc-1", priority="P1"), incident(gw1, id="inc-2", priority="P1", at=T0 + MIN))
     assert [a.decision for a in actions] == ["planned"] * 4  # gw-2 then gw-1: both drained and rerouted
+
+
+def test_crash_loop_after_a_deploy_rolls_back_with_approval_otherwise_restarts():
+    from correlators.records import Evidence
+    from streams.config import load_topology
+
+    topo = load_topology("topology.yaml")
+    restarts = Evidence(series="checkout/k8s.container.restarts.rate", metric="k8s.container.restarts.rate",
+                        score=0.99, value=0.2, expected=0.0, at=T0)
+    deploy = Evidence(series="checkout/change.deploy", metric="change.deploy", score=1.0, value=float("nan"),
+                      expected=float("nan"), at=T0 - 5 * MIN, detail="deploy d-9: checkout v2.3.1")
+    _, (after_deploy,), _ = run(topo, incident(rc("checkout", "errors", deploy, restarts)))
+    assert after_deploy.policy == "rollback-crashlooping-deploy" and dict(after_deploy.params)["operation"] == "undo"
+    _, (no_change,), _ = run(topo, incident(rc("checkout", "errors", restarts), id="inc-2"))
+    assert no_change.policy == "restart-crashlooping-pod" and dict(no_change.params)["operation"] == "restart"
+    old = replace(deploy, at=T0 - 3 * 3600)
+    _, (stale,), _ = run(topo, incident(rc("checkout", "errors", old, restarts), id="inc-3"))
+    assert stale.policy == "restart-crashlooping-pod"

@@ -131,3 +131,32 @@ def test_a_resource_that_ran_out_under_a_surge_stays_first_and_the_surge_is_a_ca
                                   alert("frontend", "http.server.errors.rate", 50)])
     assert services(rcs)[0] == "orders-db"
     assert next(rc for rc in rcs if rc.service == "frontend").kind == "traffic"  # listed as the trigger
+
+
+def test_a_recent_change_makes_a_service_the_likely_cause_and_is_its_evidence():
+    from correlators.records import Change
+
+    failing = [alert("checkout", "http.server.errors.rate", 100), alert("orders", "http.server.errors.rate", 100)]
+    without = rank_root_causes(SHOP, failing)
+    assert services(without)[0] == "orders"
+    deploy = Change("deploy-42", "checkout", "deploy", 40.0, "checkout v2.3.1")
+    rcs = rank_root_causes(SHOP, failing, changes=[deploy])
+    assert services(rcs)[0] == "checkout"
+    assert rcs[0].evidence[0].metric == "change.deploy" and "v2.3.1" in rcs[0].evidence[0].detail
+
+
+def test_a_change_long_before_is_not_evidence():
+    from correlators.records import Change
+
+    failing = [alert("checkout", "http.server.errors.rate", 10_000), alert("orders", "http.server.errors.rate", 10_000)]
+    rcs = rank_root_causes(SHOP, failing, changes=[Change("d1", "checkout", "deploy", 0.0)], change_window=3600)
+    assert services(rcs)[0] == "orders"
+
+
+def test_a_changed_dependency_that_looks_healthy_is_a_candidate():
+    from correlators.records import Change
+
+    rcs = rank_root_causes(SHOP, [alert("orders", "http.server.errors.rate", 100)],
+                           changes=[Change("cfg-7", "orders-db", "config", 90.0, "max_connections 100 -> 20")])
+    cand = next(rc for rc in rcs if rc.service == "orders-db")
+    assert cand.kind == "change" and cand.evidence[0].detail.startswith("config cfg-7")
