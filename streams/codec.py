@@ -90,12 +90,7 @@ def _pairs(d: dict, key: str) -> tuple[tuple[str, str], ...]:
 
 def decode_alert_event(payload: bytes) -> AlertEvent:
     """Raises :class:`RecordError` for anything that is not a valid alert record."""
-    try:
-        d = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise RecordError(f"invalid JSON: {exc}") from None
-    if type(d) is not dict:
-        raise RecordError("expected a JSON object")
+    d = _object(payload)
     if type(d.get("schema_version")) is not int or d["schema_version"] != ALERT_SCHEMA_VERSION:  # true == 1
         raise RecordError(f"schema_version: expected {ALERT_SCHEMA_VERSION} (got {d.get('schema_version')!r})")
     kind = d.get("type")
@@ -166,21 +161,22 @@ def encode_ticket(t: TicketEvent) -> bytes:
 
 
 def decode_action(payload: bytes) -> Action:
-    """An ``aiops.actions`` record back into an :class:`Action` (the executor's results)."""
+    """An ``aiops.actions`` record back into an :class:`Action` (the executor reads decisions,
+    the worker reads results). Raises :class:`RecordError`."""
     d = _object(payload)
-    params = d.get("params") or {}
-    if type(params) is not dict:
-        raise RecordError("params: expected an object")
-    step, version = d.get("step"), d.get("incident_version")
-    if type(step) is not int or type(version) is not int:
-        raise RecordError("step and incident_version: expected integers")
-    approved_by, result = d.get("approved_by"), d.get("result")
-    return Action(
-        id=_str(d, "id"), incident_id=_str(d, "incident_id"), incident_version=version, policy=_str(d, "policy"),
-        step=step, kind=_str(d, "kind"), target=_str(d, "target"),
-        params=tuple(sorted((str(k), str(v)) for k, v in params.items())), mode=_str(d, "mode"),
-        decision=_str(d, "decision"), reason=_str(d, "reason", ""), at=_time(d, "at"),
-        approved_by=approved_by if type(approved_by) is str else None, result=result if type(result) is str else None)
+    if type(d.get("schema_version")) is not int or d["schema_version"] != ACTION_SCHEMA_VERSION:
+        raise RecordError(f"schema_version: expected {ACTION_SCHEMA_VERSION} (got {d.get('schema_version')!r})")
+    for key in ("incident_version", "step"):
+        if type(d.get(key)) is not int:
+            raise RecordError(f"{key}: expected an integer")
+    for key in ("approved_by", "result"):
+        if d.get(key) is not None and type(d[key]) is not str:
+            raise RecordError(f"{key}: expected a string or null")
+    return Action(id=_str(d, "id"), incident_id=_str(d, "incident_id"), incident_version=d["incident_version"],
+                  policy=_str(d, "policy"), step=d["step"], kind=_str(d, "kind"), target=_str(d, "target"),
+                  params=_pairs(d, "params"), mode=_str(d, "mode"), decision=_str(d, "decision"),
+                  reason=_str(d, "reason", ""), at=_time(d, "at"), approved_by=d.get("approved_by"),
+                  result=d.get("result"))
 
 
 # --- telemetry.changes -----------------------------------------------------------------------

@@ -39,7 +39,7 @@ import orjson
 from detectors.records import parse_rfc3339, rfc3339
 from remediators.executor_config import ExecutorSettings
 from remediators.records import ACTION_SCHEMA_VERSION, Action
-from streams.codec import RecordError, _pairs, _str, _time, dead_letter, encode_action
+from streams.codec import RecordError, dead_letter, decode_action, encode_action
 
 log = logging.getLogger("aiops.executor")
 
@@ -599,29 +599,6 @@ class Executor:
 
 
 # --- the wire -------------------------------------------------------------------------------
-
-def decode_action(payload: bytes) -> Action:
-    """An ``aiops.actions`` record. Raises :class:`RecordError`."""
-    try:
-        d = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise RecordError(f"invalid JSON: {exc}") from None
-    if type(d) is not dict:
-        raise RecordError("expected a JSON object")
-    if type(d.get("schema_version")) is not int or d["schema_version"] != ACTION_SCHEMA_VERSION:
-        raise RecordError(f"schema_version: expected {ACTION_SCHEMA_VERSION} (got {d.get('schema_version')!r})")
-    for key in ("incident_version", "step"):
-        if type(d.get(key)) is not int:
-            raise RecordError(f"{key}: expected an integer")
-    for key in ("approved_by", "result"):
-        if d.get(key) is not None and type(d[key]) is not str:
-            raise RecordError(f"{key}: expected a string or null")
-    return Action(id=_str(d, "id"), incident_id=_str(d, "incident_id"), incident_version=d["incident_version"],
-                  policy=_str(d, "policy"), step=d["step"], kind=_str(d, "kind"), target=_str(d, "target"),
-                  params=_pairs(d, "params"), mode=_str(d, "mode"), decision=_str(d, "decision"),
-                  reason=_str(d, "reason", ""), at=_time(d, "at"), approved_by=d.get("approved_by"),
-                  result=d.get("result"))
-
 
 def _decode_result(d: dict[str, Any]) -> Action:
     return decode_action(orjson.dumps(d))

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import orjson
 
+from streams.cli import _load as _load_topology, _topology_arg  # one definition for every command
+
 RUNBOOK_DIR = Path("runbooks")
 
 RUNBOOK_HELP = """\
@@ -63,20 +65,6 @@ examples:
 class _InputError(Exception):
     pass
 
-
-def _topology_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--topology", "-t", type=Path, default=Path(os.environ.get("AIOPS_TOPOLOGY", "topology.yaml")),
-                   help="the operator's topology file (default: $AIOPS_TOPOLOGY or ./topology.yaml)")
-
-
-def _load_topology(path: Path):
-    from streams.config import ConfigError, load_topology
-
-    try:
-        return load_topology(path)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 def _load_runbooks(directory: Path):
