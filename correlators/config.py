@@ -1,6 +1,8 @@
 """The dependency topology and the ``correlation:`` section of topology.yaml."""
 from __future__ import annotations
 
+import fnmatch
+from datetime import datetime
 from typing import Literal
 
 import networkx as nx
@@ -22,6 +24,26 @@ class ServiceSpec(Frozen):
     description: str = ""
 
 
+class Silence(Frozen):
+    """Alerts matching every given glob, between ``starts_at`` and ``ends_at``, open no incident
+    and join none (a maintenance window). They are counted and stay on ``aiops.alerts``; an
+    incident already open still updates and resolves."""
+
+    id: str
+    service: str = "*"
+    metric: str = "*"
+    labels: dict[str, str] = Field(default_factory=dict)
+    starts_at: datetime
+    ends_at: datetime
+    created_by: str
+    comment: str = ""
+
+    def matches(self, service: str, metric: str, labels: dict[str, str], at: float) -> bool:
+        return (self.starts_at.timestamp() <= at < self.ends_at.timestamp()
+                and fnmatch.fnmatchcase(service, self.service) and fnmatch.fnmatchcase(metric, self.metric)
+                and all(k in labels and fnmatch.fnmatchcase(labels[k], v) for k, v in self.labels.items()))
+
+
 class CorrelationSettings(Frozen):
     # Wait this long after an incident's first alert before the first notification, so the
     # alerts of one failure arrive together and the root cause is ranked on all of them.
@@ -32,6 +54,11 @@ class CorrelationSettings(Frozen):
     repeat_interval: Duration = parse_duration("4h")
     # Alerts on services within this many hops (either direction) join one incident.
     max_hops: int = Field(default=2, ge=0)
+    # Alertmanager's group_by: alerts whose values for these labels differ never share an incident
+    # (e.g. [env] keeps staging out of production's incidents). Empty: the topology alone decides.
+    group_by: list[str] = Field(default_factory=list)
+    # Maintenance windows; more arrive at run time on aiops.control (`aiops silence`).
+    silences: list[Silence] = Field(default_factory=list)
     # A change (deploy, config, scaling) this long before a service's anomaly counts as a candidate cause.
     change_window: Duration = parse_duration("1h")
     # An alert joins an open incident only if it starts within this window of the incident's last alert.

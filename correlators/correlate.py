@@ -8,10 +8,11 @@ period). Replay and the Kafka worker feed it the same events and get the same in
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 
 import networkx as nx
 
-from correlators.config import CorrelationSettings
+from correlators.config import CorrelationSettings, Silence
 from correlators.rca import classify_metric, rank_root_causes
 from correlators.records import Change, Incident, RootCause
 from detectors.records import Alert, AlertEvent, Heartbeat, rfc3339, stable_hash
@@ -39,6 +40,7 @@ class _Group:
     resolved_at: float | None = None
     pending_reason: str | None = None
     last_incident: Incident | None = None
+    key: tuple[str, ...] = ()  # the values of correlation.group_by
 
     def firing(self) -> list[Alert]:
         return [a for a in self.alerts.values() if a.status == "firing"]
@@ -71,8 +73,11 @@ class Correlator:
         self._groups: dict[str, _Group] = {}
         self._by_fingerprint: dict[str, str] = {}  # fingerprint -> group id (active or recently resolved)
         self.now: float = 0.0
-        self.stats = {"alerts": 0, "duplicates": 0, "incidents": 0, "updates": 0, "transient": 0, "changes": 0}
+        self.stats = {"alerts": 0, "duplicates": 0, "incidents": 0, "updates": 0, "transient": 0, "changes": 0,
+                      "silenced": 0, "inhibited": 0}
         self._changes: dict[str, Change] = {}  # change id -> change (a redelivered change is the same)
+        self._silences: dict[str, Silence] = {s.id: s for s in settings.silences}
+        self._below: dict[str, frozenset[str]] = {}  # service -> every service it calls, directly or not
 
     # -- public API -------------------------------------------------------------------------
 
@@ -118,6 +123,20 @@ class Correlator:
         self._forget_old()
         return out
 
+    def add_silence(self, silence: Silence) -> None:
+        """A maintenance window from ``aiops.control`` (or an update of one, by id)."""
+        self._silences[silence.id] = silence
+
+    def expire_silence(self, silence_id: str, at: float) -> None:
+        s = self._silences.get(silence_id)
+        if s is not None and at < s.ends_at.timestamp():
+            self._silences[silence_id] = s.model_copy(update={"ends_at": datetime.fromtimestamp(at, timezone.utc)})
+
+    def silenced_by(self, alert: Alert) -> Silence | None:
+        labels = dict(alert.labels)
+        return next((s for s in self._silences.values()
+                     if s.matches(alert.service, alert.metric, labels, alert.at)), None)
+
     def note_change(self, change: Change) -> None:
         """A deploy, config change or scaling: a candidate cause for incidents that follow it.
         It does not move event time (a change may be stamped by another clock)."""
@@ -150,13 +169,16 @@ class Correlator:
         if grp is not None and self._may_reopen(grp, alert):
             self._reopen(grp, alert)
             return
+        if self.silenced_by(alert) is not None:
+            self.stats["silenced"] += 1  # recorded (the alert stays on aiops.alerts), not paged
+            return
         grp = self._find_group(alert)
         if grp is None:
             gid = "inc-" + stable_hash(alert.fingerprint, rfc3339(alert.starts_at), length=12)
             if gid in self._groups:  # the same alert redelivered after its incident was forgotten
                 self.stats["duplicates"] += 1
                 return
-            grp = _Group(id=gid, created_at=alert.at, opened_at=alert.starts_at)
+            grp = _Group(id=gid, created_at=alert.at, opened_at=alert.starts_at, key=self._key(alert))
             self._groups[gid] = grp
             self.stats["incidents"] += 1
         self._update_alert(grp, alert)
@@ -214,13 +236,22 @@ class Correlator:
         already sent stays separate: its id is known downstream and must not vanish.
         """
         window = self._cfg.window.total_seconds()
+        key = self._key(alert)
         matches = []
         for grp in self._groups.values():
-            if grp.status == "resolved" or alert.at - grp.last_alert_at > window:
+            if grp.status == "resolved" or alert.at - grp.last_alert_at > window or grp.key != key:
                 continue
             if any(self._near(alert.service, svc) for svc in grp.services):
                 matches.append(grp)
         if not matches:
+            # Inhibition: a caller's symptom joins the open incident of a service it depends on,
+            # however far below, instead of paging on its own.
+            below = self._calls(alert.service)
+            inhibit = [g for g in self._groups.values() if g.status == "open" and g.key == key
+                       and alert.at - g.last_alert_at <= window and g.services & below]
+            if inhibit:
+                self.stats["inhibited"] += 1
+                return min(inhibit, key=lambda g: (g.created_at, g.id))
             return None
         matches.sort(key=lambda g: (g.created_at, g.id))
         best = matches[0]
@@ -228,6 +259,19 @@ class Correlator:
             if other.status == "pending":
                 self._merge(best, other)
         return best
+
+    def _key(self, alert: Alert) -> tuple[str, ...]:
+        if not self._cfg.group_by:
+            return ()
+        labels = dict(alert.labels)
+        return tuple(labels.get(k, "") for k in self._cfg.group_by)
+
+    def _calls(self, service: str) -> frozenset[str]:
+        below = self._below.get(service)
+        if below is None:
+            below = frozenset(nx.descendants(self._graph, service)) if service in self._graph else frozenset()
+            self._below[service] = below
+        return below
 
     def _merge(self, into: _Group, other: _Group) -> None:
         for fp, a in other.alerts.items():

@@ -527,8 +527,31 @@ def _ms(seconds: float) -> str:
     return f"{max(1, round(seconds * 1000))}ms"
 
 
-def am_config(settings: Settings, webhook_url: str) -> dict:
+def tie_break(sl: Slice, settings: Settings) -> float:
+    """Event seconds added to ``group_wait`` and ``group_interval`` so no group timer expires on an evaluation.
+
+    Both timers are whole multiples of Prometheus' evaluation interval, and a group's timer starts
+    when an evaluation's alerts arrive, so a flush and the next evaluations' sends fall on the
+    same instants: which Alertmanager sees first is a matter of milliseconds, on loopback as in
+    production. Lengthening both timers by a fraction of the interval makes every such tie go to
+    the alert (the flush sees the evaluation's resolution or new alert), deterministically; the
+    offset grows by this much per interval, so it is kept small enough never to reach the next
+    evaluation within the slice. Ties going to the alert can only merge or drop Alertmanager
+    notifications, so the comparison stays conservative.
+
+    >>> round(tie_break(Slice("s", 0.0, 1000.0, ()), Settings()), 3)
+    0.526
+    >>> round(tie_break(Slice("s", 0.0, 2400.0, ()), Settings()), 3)
+    0.238
+    """
+    intervals = math.ceil((sl.end - sl.start) / settings.group_interval)
+    return min(settings.eval_interval / 2, settings.eval_interval / (intervals + 2))
+
+
+def am_config(settings: Settings, webhook_url: str, nudge: float = 0.0) -> dict:
     """The Alertmanager configuration, every duration divided by the speedup (JSON is valid YAML).
+
+    ``nudge``: event seconds added to the group timers (:func:`tie_break`).
 
     >>> am_config(Settings(speedup=10), "http://127.0.0.1:1/x")["route"]
     ... # doctest: +NORMALIZE_WHITESPACE
@@ -538,8 +561,9 @@ def am_config(settings: Settings, webhook_url: str) -> dict:
     k = settings.speedup
     return {
         "global": {"resolve_timeout": _ms(settings.resolve_timeout / k)},
-        "route": {"receiver": "webhook", "group_by": ["service"], "group_wait": _ms(settings.group_wait / k),
-                  "group_interval": _ms(settings.group_interval / k), "repeat_interval": _ms(settings.repeat_interval / k)},
+        "route": {"receiver": "webhook", "group_by": ["service"], "group_wait": _ms((settings.group_wait + nudge) / k),
+                  "group_interval": _ms((settings.group_interval + nudge) / k),
+                  "repeat_interval": _ms(settings.repeat_interval / k)},
         "receivers": [{"name": "webhook", "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}],
     }
 
@@ -551,6 +575,7 @@ class SliceRun:
     posts: int = 0  # POSTs to /api/v2/alerts
     alerts_posted: int = 0
     late: float = 0.0  # the largest lag of a send behind its scheduled wall time, seconds
+    nudge: float = 0.0  # event seconds added to the group timers (tie_break)
     error: str | None = None
 
 
@@ -568,7 +593,8 @@ def run_slice(binary: str, sl: Slice, settings: Settings, receiver_url: str, wor
     d = workdir / re.sub(r"[^A-Za-z0-9_.-]", "_", sl.name)
     (d / "data").mkdir(parents=True)
     cfg = d / "alertmanager.yml"
-    cfg.write_text(json.dumps(am_config(settings, f"{receiver_url}/{sl.name}")))
+    out.nudge = tie_break(sl, settings)
+    cfg.write_text(json.dumps(am_config(settings, f"{receiver_url}/{sl.name}", out.nudge)))
     base = f"http://127.0.0.1:{port}"
     log = open(d / "alertmanager.log", "wb")
     proc = subprocess.Popen(
@@ -792,7 +818,7 @@ def main(argv: list[str] | None = None) -> int:
                                for r in res["false_ours"]],
         "slices": [{"name": r.slice.name, "start": rfc3339(r.slice.start), "end": rfc3339(r.slice.end),
                     "alerts": len(r.slice.alerts), "posts": r.posts, "alerts_posted": r.alerts_posted,
-                    "late_s": round(r.late, 3), "error": r.error} for r in res["slices"]],
+                    "late_s": round(r.late, 3), "timer_nudge_s": round(r.nudge, 3), "error": r.error} for r in res["slices"]],
         "notifications": [asdict(n) for n in res["notifications"]],
         "errors": errors, "seconds": round(elapsed, 1),
     }

@@ -137,7 +137,7 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
             except codec.RecordError as exc:
                 await dead_letter(str(exc), event)
                 continue
-            await publish(correlate.approve(msg["action_id"], msg["by"], msg["at"]))
+            await publish(correlate.control(msg))
 
     @app.agent(changes)
     async def change_agent(stream):

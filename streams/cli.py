@@ -109,6 +109,60 @@ def cmd_approve(args) -> int:
     return 0
 
 
+def cmd_silence(args) -> int:
+    import getpass
+    import time
+
+    from kafka import KafkaProducer
+
+    from detectors.config import parse_duration
+    from detectors.records import rfc3339, stable_hash
+    from streams import codec
+
+    topo = _load(args.topology)
+    by = args.by or os.environ.get("AIOPS_OPERATOR") or getpass.getuser()
+    now = time.time()
+    try:
+        ends = now + parse_duration(args.duration).total_seconds()
+    except ValueError as exc:
+        print(f"aiops silence: --duration: {exc}", file=sys.stderr)
+        return 2
+    labels = {}
+    for item in args.label or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"aiops silence: --label {item!r}: expected KEY=GLOB", file=sys.stderr)
+            return 2
+        labels[key] = value
+    silence_id = args.id or "sil-" + stable_hash(by, args.service, args.metric, str(sorted(labels.items())), str(now),
+                                                 length=10)
+    if args.expire:
+        payload = orjson_dumps({"schema_version": 1, "type": "expire_silence", "id": args.expire, "by": by,
+                                "at": rfc3339(now)})
+        silence_id = args.expire
+    else:
+        payload = codec.encode_silence(silence_id, by, now, starts_at=now, ends_at=ends, service=args.service,
+                                       metric=args.metric, labels=labels, comment=args.comment)
+    bootstrap = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        producer.send(topo.topics.control, payload, key=silence_id.encode()).get(timeout=30)
+    finally:
+        producer.close(5)
+    if args.expire:
+        print(f"silence {silence_id} ends now")
+    else:
+        print(f"silence {silence_id} by {by} until {rfc3339(ends)}: service={args.service} metric={args.metric} "
+              f"labels={labels}; matching alerts are recorded but open no incident")
+    return 0
+
+
+def orjson_dumps(obj) -> bytes:
+    import orjson
+
+    return orjson.dumps(obj)
+
+
 def cmd_executor(args) -> int:
     from streams.executors import run_executor
 
@@ -206,6 +260,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--by", help="who approves (default: $AIOPS_OPERATOR or the login name)")
     p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)")
     p.set_defaults(func=cmd_approve)
+
+    p = sub.add_parser("silence", help="start (or end) a maintenance window: matching alerts page no one",
+                       description="Send a silence to the control topic. Alerts whose service, metric and labels "
+                                   "match the globs open and join no incident until it ends; they stay on "
+                                   "aiops.alerts and are counted. Open incidents still update and resolve. "
+                                   "Windows known in advance go in topology.yaml under correlation.silences.")
+    _topology_arg(p)
+    p.add_argument("--service", default="*", help="service glob (default *)")
+    p.add_argument("--metric", default="*", help="metric glob (default *)")
+    p.add_argument("--label", action="append", metavar="KEY=GLOB", help="label matcher, repeatable")
+    p.add_argument("--duration", default="2h", help="how long, e.g. 30m, 2h (default 2h)")
+    p.add_argument("--comment", default="", help="why (kept with the silence)")
+    p.add_argument("--by", help="who (default: $AIOPS_OPERATOR or the login name)")
+    p.add_argument("--id", help="the silence id (default: derived); reuse one to replace a silence")
+    p.add_argument("--expire", metavar="ID", help="end silence ID now instead of starting one")
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)")
+    p.set_defaults(func=cmd_silence)
 
     p = sub.add_parser("executor", help="run planned actions from aiops.actions, at most once each",
                        description="Consume aiops.actions and run each step the dispatcher planned or an operator "

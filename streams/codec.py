@@ -223,12 +223,33 @@ def decode_control(payload: bytes) -> dict:
     if d.get("schema_version") != CONTROL_SCHEMA_VERSION or type(d.get("schema_version")) is not int:
         raise RecordError(f"schema_version: expected {CONTROL_SCHEMA_VERSION}")
     kind = d.get("type")
+    by = _str(d, "by")
+    if not by.strip():
+        raise RecordError("by: a control message must name who sent it")
     if kind == "approve":
-        by = _str(d, "by")
-        if not by.strip():
-            raise RecordError("by: an approval must name who approved")
         return {"type": "approve", "action_id": _str(d, "action_id"), "by": by, "at": _time(d, "at")}
-    raise RecordError(f"type: expected 'approve' (got {kind!r})")
+    if kind == "silence":
+        from pydantic import ValidationError
+
+        from correlators.config import Silence
+
+        try:
+            silence = Silence.model_validate({k: d.get(k) for k in ("id", "service", "metric", "labels", "starts_at",
+                                                                    "ends_at", "comment") if d.get(k) is not None}
+                                             | {"created_by": by})
+        except ValidationError as exc:
+            raise RecordError(f"silence: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+        return {"type": "silence", "silence": silence, "by": by, "at": _time(d, "at")}
+    if kind == "expire_silence":
+        return {"type": "expire_silence", "id": _str(d, "id"), "by": by, "at": _time(d, "at")}
+    raise RecordError(f"type: expected 'approve', 'silence' or 'expire_silence' (got {kind!r})")
+
+
+def encode_silence(silence_id: str, by: str, at: float, *, starts_at: float, ends_at: float, service: str = "*",
+                   metric: str = "*", labels: dict[str, str] | None = None, comment: str = "") -> bytes:
+    return orjson.dumps({"schema_version": CONTROL_SCHEMA_VERSION, "type": "silence", "id": silence_id, "by": by,
+                         "at": rfc3339(at), "service": service, "metric": metric, "labels": labels or {},
+                         "starts_at": rfc3339(starts_at), "ends_at": rfc3339(ends_at), "comment": comment})
 
 
 def _object(payload: bytes) -> dict:

@@ -180,6 +180,16 @@ class CorrelateStage:
                 out.reports.append((inc.id, report))
         del pending
 
+    def control(self, msg: dict) -> CorrelateResult:
+        """A decoded ``aiops.control`` message: an approval, a silence or its early end."""
+        if msg["type"] == "approve":
+            return self.approve(msg["action_id"], msg["by"], msg["at"])
+        if msg["type"] == "silence":
+            self.correlator.add_silence(msg["silence"])
+        elif msg["type"] == "expire_silence":
+            self.correlator.expire_silence(msg["id"], max(self.correlator.now, msg["at"]))
+        return CorrelateResult()
+
     def change(self, change: Change) -> None:
         """A deploy, config change or scaling from ``telemetry.changes``: a candidate cause."""
         self.correlator.note_change(change)

@@ -165,7 +165,7 @@ async def recover(topology: Topology, bootstrap: str, group: str = "aiops") -> R
             msg = codec.decode_control(value)
         except codec.RecordError:
             continue
-        outputs += _encode(topology, rec.correlate.approve(msg["action_id"], msg["by"], msg["at"]))
+        outputs += _encode(topology, rec.correlate.control(msg))
     for _, _, _, value in contents[t.actions]:
         try:
             act = codec.decode_action(value)

@@ -1,4 +1,6 @@
 """The correlator as timelines: push alerts at t, expect incident updates at t'."""
+from dataclasses import replace
+
 import networkx as nx
 import pytest
 
@@ -123,7 +125,44 @@ def test_groups_started_together_merge_before_anyone_is_notified():
 
 
 def test_a_notified_incident_is_never_merged_away():
-    _, out = run([alert("orders-db", 100), Heartbeat(131), alert("frontend", 140), Heartbeat(171),
-                  alert("checkout", 180), Heartbeat(300)])
-    ids = {i.id for i in out}
-    assert len(ids) == 2  # both were sent; checkout joins the older one
+    # web calls both a and c; a's and c's incidents are both sent before web's alert arrives
+    g = nx.DiGraph([("web", "a"), ("web", "c"), ("a", "a-db"), ("c", "c-db")])
+    c = Correlator(g, CFG)
+    out = []
+    for ev in [alert("a-db", 100), alert("c-db", 100), Heartbeat(131), alert("web", 140), Heartbeat(300)]:
+        out += c.ingest([ev])
+    assert len({i.id for i in out}) == 2  # web joins the older one; neither vanishes
+
+
+def test_a_downstream_symptom_joins_its_dependency_incident_instead_of_paging():
+    # frontend is 3 hops above orders-db (beyond max_hops) but calls it: inhibited into its incident
+    c, out = run([alert("orders-db", 100), Heartbeat(131), alert("frontend", 140), Heartbeat(300)])
+    assert len({i.id for i in out}) == 1 and "frontend" in out[-1].services
+    assert c.stats["inhibited"] == 1
+
+
+def test_group_by_labels_keep_environments_apart():
+    cfg = CFG.model_copy(update={"group_by": ["env"]})
+    prod = replace(alert("orders-db", 100), labels=(("env", "prod"),))
+    staging = replace(alert("orders", 101), fingerprint="fp-staging", labels=(("env", "staging"),))
+    _, out = run([prod, staging, Heartbeat(200)], cfg=cfg)
+    assert len({i.id for i in out}) == 2
+
+
+def test_a_silenced_alert_opens_nothing_is_counted_and_an_open_incident_still_resolves():
+    from datetime import datetime, timezone
+
+    from correlators.config import Silence
+
+    window = Silence(id="maint-1", service="orders*", starts_at=datetime.fromtimestamp(150, timezone.utc),
+                     ends_at=datetime.fromtimestamp(2000, timezone.utc), created_by="alice", comment="db upgrade")
+    cfg = CFG.model_copy(update={"silences": [window]})
+    opened = alert("orders-db", 100)
+    c, out = run([opened, Heartbeat(131), alert("orders", 200), replace(opened, status="resolved", at=300),
+                  Heartbeat(700)], cfg=cfg)
+    assert [i.status for i in out][-1] == "resolved"  # the window does not hold a resolution back
+    assert all("orders" not in i.services for i in out)  # the silenced alert joined nothing
+    assert c.stats["silenced"] == 1
+    # after the window, the same kind of alert pages again
+    c2, out2 = run([replace(alert("orders", 2100), fingerprint="fp-late")], cfg=cfg)
+    assert c2.stats["silenced"] == 0
