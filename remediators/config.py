@@ -52,6 +52,10 @@ class GuardSettings(Frozen):
     breaker_failures: int = Field(default=3, ge=1)  # consecutive failures of a policy that open its circuit ...
     breaker_open_for: Duration = parse_duration("1h")  # ... for this long
     verify_after: Duration = parse_duration("10m")  # an executed fix whose incident is still open after this escalates
+    # Plan only when the top root cause leads the runner-up by this factor; otherwise wait for the
+    # next update (the ranking early in a cascade can still change, and a fix aimed at the wrong
+    # service is worse than a fix a minute later).
+    min_lead: float = Field(default=1.2, ge=1.0)
 
 
 class RemediationSettings(Frozen):

@@ -94,6 +94,8 @@ def plan_actions(state: DispatchState, inc: Incident, topology: Topology) -> tup
         return state, []
     rc = inc.root_causes[0]
     rem = topology.remediation
+    if len(inc.root_causes) > 1 and rc.score < rem.guards.min_lead * inc.root_causes[1].score:
+        return state, []  # not sure yet which service to fix; a later update decides
     for policy in rem.policies:
         if not _matches(policy, inc, rc):
             continue

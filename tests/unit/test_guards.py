@@ -147,3 +147,14 @@ def test_crash_loop_after_a_deploy_rolls_back_with_approval_otherwise_restarts()
     old = replace(deploy, at=T0 - 3 * 3600)
     _, (stale,), _ = run(topo, incident(rc("checkout", "errors", old, restarts), id="inc-3"))
     assert stale.policy == "restart-crashlooping-pod"
+
+
+def test_no_action_while_the_ranking_is_a_toss_up():
+    topo = topology()
+    close = incident(replace(DB, score=0.40), rc("catalog-db", "saturation", ev("db.client.connections.utilization")))
+    close = replace(close, root_causes=(replace(DB, score=0.40), replace(close.root_causes[1], score=0.38)))
+    state, actions, _ = run(topo, close)
+    assert actions == []
+    clear = replace(close, version=2, root_causes=(replace(DB, score=0.6), replace(close.root_causes[1], score=0.2)))
+    _, actions, _ = run(topo, clear, state=state)
+    assert [a.target for a in actions] == ["deployment/orders-db-pooler"]
