@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 SHARED ?= ../shared
 
-.PHONY: install run test bench nab eval clean
+.PHONY: install run test bench nab eval eval-alertmanager clean
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ nab: install
 
 eval: install
 	$(PY) -m evaluation.run --out out/eval
+
+# Needs Debian's Alertmanager: apt-get install -y prometheus-alertmanager (skips, saying so, without it).
+eval-alertmanager: install
+	$(PY) -m evaluation.alertmanager --out out/alertmanager
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .hypothesis
