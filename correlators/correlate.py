@@ -74,7 +74,7 @@ class Correlator:
         self._by_fingerprint: dict[str, str] = {}  # fingerprint -> group id (active or recently resolved)
         self.now: float = 0.0
         self.stats = {"alerts": 0, "duplicates": 0, "incidents": 0, "updates": 0, "transient": 0, "changes": 0,
-                      "silenced": 0, "inhibited": 0}
+                      "silenced": 0, "inhibited": 0, "quiet_updates": 0}
         self._changes: dict[str, Change] = {}  # change id -> change (a redelivered change is the same)
         self._silences: dict[str, Silence] = {s.id: s for s in settings.silences}
         self._below: dict[str, frozenset[str]] = {}  # service -> every service it calls, directly or not
@@ -117,7 +117,9 @@ class Correlator:
                     grp.resolved_at = grp.all_resolved_at + cfg.resolve_after.total_seconds()
                     out.append(self._emit(grp, "resolved"))
                 elif grp.pending_reason and self.now >= grp.last_sent_at + cfg.group_interval.total_seconds():
-                    out.append(self._emit(grp, grp.pending_reason))
+                    inc = self._emit(grp, grp.pending_reason, only_if_material=True)
+                    if inc is not None:
+                        out.append(inc)
                 elif self.now >= grp.last_sent_at + cfg.repeat_interval.total_seconds():
                     out.append(self._emit(grp, "repeat"))
         self._forget_old()
@@ -299,9 +301,11 @@ class Correlator:
         except nx.NetworkXNoPath:
             return False
 
-    def _emit(self, grp: _Group, reason: str) -> Incident:
-        grp.version += 1
-        grp.last_sent_at = self.now
+    def _emit(self, grp: _Group, reason: str, *, only_if_material: bool = False) -> Incident | None:
+        """The incident's next record. With ``only_if_material``, ``None`` unless something a
+        responder acts on changed (services, priority, severity, the top root cause, whether
+        anything still fires): more alerts of the same failure are not news, and every record
+        here is a notification downstream."""
         grp.pending_reason = None
         alerts = sorted(grp.alerts.values(), key=lambda a: (a.starts_at, a.fingerprint))
         evidence = sorted(grp.peaks.values(), key=lambda a: (a.starts_at, a.fingerprint))
@@ -314,7 +318,7 @@ class Correlator:
         services = tuple(sorted(grp.services))
         inc = Incident(
             id=grp.id,
-            version=grp.version,
+            version=grp.version + 1,
             status="resolved" if grp.status == "resolved" else "open",
             reason=reason,
             opened_at=grp.opened_at,
@@ -330,6 +334,12 @@ class Correlator:
             root_causes=root_causes,
             owner=self._owner(root_causes, services),
         )
+        prev = grp.last_incident
+        if only_if_material and prev is not None and _same_story(prev, inc):
+            self.stats["quiet_updates"] += 1
+            return None
+        grp.version += 1
+        grp.last_sent_at = self.now
         grp.last_incident = inc
         self.stats["updates"] += 1
         return inc
@@ -348,6 +358,12 @@ class Correlator:
                 if self._by_fingerprint.get(fp) == gid:
                     del self._by_fingerprint[fp]
             del self._groups[gid]
+
+
+def _same_story(a: Incident, b: Incident) -> bool:
+    top = lambda i: (i.root_causes[0].service, i.root_causes[0].kind) if i.root_causes else None  # noqa: E731
+    return (a.services == b.services and a.priority == b.priority and a.severity == b.severity
+            and top(a) == top(b) and (a.firing_count > 0) == (b.firing_count > 0))
 
 
 def _keep_peak(grp: _Group, alert: Alert) -> None:
