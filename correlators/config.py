@@ -48,6 +48,10 @@ class CorrelationSettings(Frozen):
     # Wait this long after an incident's first alert before the first notification, so the
     # alerts of one failure arrive together and the root cause is ranked on all of them.
     group_wait: Duration = parse_duration("30s")
+    # When the two best root causes are within 10 % of each other at group_wait, wait up to this
+    # much longer for the ranking to settle: a page that names the wrong service costs more than
+    # half a minute. 0 disables.
+    settle_wait: Duration = parse_duration("30s")
     # Minimum time between updates of one incident for added alerts.
     group_interval: Duration = parse_duration("1m")
     # An unchanged open incident is re-sent this often.

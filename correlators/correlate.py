@@ -18,6 +18,7 @@ from correlators.records import Change, Incident, RootCause
 from detectors.records import Alert, AlertEvent, Heartbeat, rfc3339, stable_hash
 
 _SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+_SETTLED_LEAD = 1.1  # the top root cause's lead over the runner-up that counts as a clear ranking
 
 
 @dataclass(slots=True)
@@ -108,6 +109,9 @@ class Correlator:
                         del self._groups[gid]
                         self.stats["transient"] += 1
                         continue
+                    if self.now <= grp.created_at + (cfg.group_wait + cfg.settle_wait).total_seconds() \
+                            and self._toss_up(grp):
+                        continue  # the ranking may still settle: hold the first page a little
                     grp.status = "open"
                     out.append(self._emit(grp, grp.pending_reason or "opened"))
                 continue
@@ -301,6 +305,19 @@ class Correlator:
         except nx.NetworkXNoPath:
             return False
 
+    def _toss_up(self, grp: _Group) -> bool:
+        if self._cfg.settle_wait.total_seconds() <= 0:
+            return False
+        rcs = self._rank(grp)
+        return len(rcs) > 1 and rcs[0].score < _SETTLED_LEAD * rcs[1].score
+
+    def _rank(self, grp: _Group) -> tuple[RootCause, ...]:
+        evidence = sorted(grp.peaks.values(), key=lambda a: (a.starts_at, a.fingerprint))
+        window = self._cfg.change_window.total_seconds()
+        changes = [c for c in self._changes.values() if grp.opened_at - window <= c.at <= self.now]
+        return rank_root_causes(self._graph, evidence, observed=self._observed, changes=changes,
+                                change_window=window, max_results=self._cfg.max_root_causes)
+
     def _emit(self, grp: _Group, reason: str, *, only_if_material: bool = False) -> Incident | None:
         """The incident's next record. With ``only_if_material``, ``None`` unless something a
         responder acts on changed (services, priority, severity, the top root cause, whether
@@ -308,12 +325,7 @@ class Correlator:
         here is a notification downstream."""
         grp.pending_reason = None
         alerts = sorted(grp.alerts.values(), key=lambda a: (a.starts_at, a.fingerprint))
-        evidence = sorted(grp.peaks.values(), key=lambda a: (a.starts_at, a.fingerprint))
-        window = self._cfg.change_window.total_seconds()
-        changes = [c for c in self._changes.values() if grp.opened_at - window <= c.at <= self.now]
-        root_causes = rank_root_causes(self._graph, evidence, observed=self._observed, changes=changes,
-                                       change_window=window,
-                                       max_results=self._cfg.max_root_causes)
+        root_causes = self._rank(grp)
         severity = max((a.severity for a in alerts), key=lambda s: _SEVERITY_RANK.get(s, 1), default="warning")
         services = tuple(sorted(grp.services))
         inc = Incident(
@@ -370,7 +382,8 @@ def _keep_peak(grp: _Group, alert: Alert) -> None:
     if alert.status != "firing":
         return
     prev = grp.peaks.get(alert.fingerprint)
-    if prev is None or alert.score > prev.score or (alert.score == prev.score and alert.starts_at < prev.starts_at):
+    # Scores saturate near 1 for a severe anomaly, so on a tie the larger deviation is the worse reading.
+    if prev is None or (alert.score, abs(alert.value - alert.expected)) > (prev.score, abs(prev.value - prev.expected)):
         grp.peaks[alert.fingerprint] = alert
 
 

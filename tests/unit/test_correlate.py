@@ -169,3 +169,20 @@ def test_a_silenced_alert_opens_nothing_is_counted_and_an_open_incident_still_re
     # after the window, the same kind of alert pages again
     c2, out2 = run([replace(alert("orders", 2100), fingerprint="fp-late")], cfg=cfg)
     assert c2.stats["silenced"] == 0
+
+def test_the_first_page_waits_a_little_while_two_causes_are_neck_and_neck():
+    # two datastores under one caller, equally anomalous at group_wait: hold the page up to
+    # settle_wait; the pool that keeps getting worse breaks the tie
+    g = nx.DiGraph([("web", "db-a"), ("web", "db-b")])
+    pool = "db.client.connections.utilization"
+    a = replace(alert("db-a", 100, metric=pool), value=0.55)
+    b = replace(alert("db-b", 100, metric=pool), value=0.55)
+    worse = replace(a, at=140, value=0.95)
+    c = Correlator(g, CFG)
+    out = []
+    for ev in [a, b, alert("web", 105), Heartbeat(131), worse, Heartbeat(150), Heartbeat(170)]:
+        out += c.ingest([ev])
+    assert [(i.version, i.updated_at) for i in out] == [(1, 140)]  # not at 131: when the tie breaks
+    # without a tie, the page goes out at group_wait as usual
+    _, plain = run([alert("orders-db", 100, metric=pool), Heartbeat(131)])
+    assert [i.updated_at for i in plain] == [131]
