@@ -18,6 +18,7 @@ from correlators.records import Change, Incident, RootCause
 from detectors.records import Alert, AlertEvent, Heartbeat, rfc3339, stable_hash
 
 _SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+_LOGS_LEAD = 20.0  # seconds logs may run ahead of metrics in event time
 _SETTLED_LEAD = 1.1  # the top root cause's lead over the runner-up that counts as a clear ranking
 
 
@@ -79,6 +80,7 @@ class Correlator:
         self._changes: dict[str, Change] = {}  # change id -> change (a redelivered change is the same)
         self._silences: dict[str, Silence] = {s.id: s for s in settings.silences}
         self._below: dict[str, frozenset[str]] = {}  # service -> every service it calls, directly or not
+        self._metrics_mark = 0.0  # the latest event time from metrics (see _clock)
 
     # -- public API -------------------------------------------------------------------------
 
@@ -86,12 +88,25 @@ class Correlator:
         """Take alerts and heartbeats in order; return the incident updates that became due."""
         out: list[Incident] = []
         for ev in events:
-            if ev.at > self.now:
-                out += self.advance(ev.at)
+            t = self._clock(ev)
+            if t > self.now:
+                out += self.advance(t)
             if isinstance(ev, Alert):
                 self._take(ev)
         out += self.advance(self.now)
         return out
+
+    def _clock(self, ev: AlertEvent) -> float:
+        """Event time as ``ev`` may move it. Logs arrive on their own topic and can run ahead
+        of the metrics; they may not push time more than ``_LOGS_LEAD`` past the metrics (which
+        would open incidents before the metric alerts of the same moment arrived), unless no
+        metrics come at all."""
+        if ev.source != "logs":
+            self._metrics_mark = max(self._metrics_mark, ev.at)
+            return ev.at
+        if self._metrics_mark == 0.0:
+            return ev.at
+        return min(ev.at, self._metrics_mark + _LOGS_LEAD)
 
     def advance(self, now: float) -> list[Incident]:
         """Move event time to ``now`` (never backwards) and emit every update that is due."""

@@ -62,7 +62,8 @@ class DetectStage:
         self._absence = AbsenceDetector(warmup_reports=topology.detectors.warmup_points)
         self.engine = DetectionEngine(topology.detectors)
         self._keep = frozenset(topology.ingest.keep_labels)
-        self.watermark = 0.0
+        self.watermark = 0.0  # the latest event time seen, any source
+        self._marks: dict[str, float] = {}  # per source
         self.stats = {"messages": 0, "samples": 0, "points": 0, "anomalous_points": 0, "alerts": 0, "rejected_points": 0}
 
     def process(self, payload: bytes) -> DetectResult:
@@ -86,14 +87,22 @@ class DetectStage:
         records, rejects = decode_logs(payload, known_services=self._known)
         batch = self._logs.add(records)
         latest = max((r.t for r in records), default=0.0)
-        return self._score(batch.points, latest, rejects, len(records), extra=batch.alerts)
+        return self._score(batch.points, latest, rejects, len(records), extra=batch.alerts, source="logs")
 
-    def _score(self, points, latest: float, rejects: list[str], samples: int, extra=()) -> DetectResult:
-        alerts = self.engine.process(points) + list(extra)
+    def _score(self, points, latest: float, rejects: list[str], samples: int, extra=(),
+               source: str = "detector") -> DetectResult:
+        """``source`` names the clock the alerts and the heartbeat belong to: metrics
+        ("detector") or "logs". The correlator lets the slower of the two set event time, so
+        the result does not depend on which topic the worker happens to read first."""
+        alerts = self.engine.process(points)
+        if source != "detector":
+            alerts = [replace(a, source=source) for a in alerts]
+        alerts += list(extra)
         events: list[AlertEvent] = list(alerts)
-        if latest > self.watermark:
-            self.watermark = latest
-            events.append(Heartbeat(at=latest))
+        if latest > self._marks.get(source, 0.0):
+            self._marks[source] = latest
+            self.watermark = max(self.watermark, latest)
+            events.append(Heartbeat(at=latest, source=source))
         self.stats["messages"] += 1
         self.stats["samples"] += samples
         self.stats["points"] += len(points)
