@@ -20,6 +20,6 @@ def observe_compression(detect_stats: dict, correlate_stats: dict) -> None:
     incidents = correlate_stats.get("incidents", 0)
     if alerts and incidents:
         COMPRESSION.labels(stage="alerts_per_incident").set(alerts / incidents)
-    points = detect_stats.get("points", 0)
-    if points and alerts:
-        COMPRESSION.labels(stage="points_per_alert").set(points / alerts)
+    anomalous = detect_stats.get("anomalous_points", 0)
+    if anomalous and alerts:
+        COMPRESSION.labels(stage="anomalous_points_per_alert").set(anomalous / alerts)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import networkx as nx
+import numpy as np
 
 from correlators.correlate import Correlator
 from correlators.records import Change, Incident
@@ -49,6 +50,7 @@ class DetectResult:
     rejects: list[str] = field(default_factory=list)
     points: int = 0
     samples: int = 0
+    anomalous_points: int = 0  # scored at or above the alert threshold (before fire/resolve hysteresis)
 
 
 class DetectStage:
@@ -94,7 +96,8 @@ class DetectStage:
         """``source`` names the clock the alerts and the heartbeat belong to: metrics
         ("detector") or "logs". The correlator lets the slower of the two set event time, so
         the result does not depend on which topic the worker happens to read first."""
-        alerts = self.engine.process(points)
+        alerts, scored = self.engine.process_scored(points)
+        anomalous = int(np.count_nonzero(scored.scores >= self.topology.detectors.threshold))
         if source != "detector":
             alerts = [replace(a, source=source) for a in alerts]
         alerts += list(extra)
@@ -106,9 +109,11 @@ class DetectStage:
         self.stats["messages"] += 1
         self.stats["samples"] += samples
         self.stats["points"] += len(points)
+        self.stats["anomalous_points"] += anomalous
         self.stats["alerts"] += sum(1 for a in alerts if a.status == "firing")
         self.stats["rejected_points"] += len(rejects)
-        return DetectResult(events=events, rejects=rejects, points=len(points), samples=samples)
+        return DetectResult(events=events, rejects=rejects, points=len(points), samples=samples,
+                            anomalous_points=anomalous)
 
 
 @dataclass

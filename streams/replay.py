@@ -26,6 +26,7 @@ class ReplaySummary:
     lines: int = 0
     dead_lettered: int = 0
     points: int = 0
+    anomalous_points: int = 0
     anomalous_series_alerts: int = 0
     incidents: int = 0
     updates: int = 0
@@ -37,8 +38,8 @@ class ReplaySummary:
         ratio = self.anomalous_series_alerts / self.incidents if self.incidents else 0.0
         return (
             f"replayed {self.lines} messages ({self.points} points) in {self.seconds:.1f}s: "
-            f"{self.anomalous_series_alerts} alerts -> {self.incidents} incidents "
-            f"({ratio:.1f} alerts per incident), {self.updates} incident records, "
+            f"{self.anomalous_points} anomalous points -> {self.anomalous_series_alerts} alerts -> "
+            f"{self.incidents} incidents ({ratio:.1f} alerts per incident), {self.updates} incident records, "
             f"{self.actions} actions, {self.tickets} ticket events, {self.dead_lettered} dead-lettered"
         )
 
@@ -125,6 +126,7 @@ def replay(
                 reason = "; ".join(res.rejects[:5])
                 sinks.deadletter.write(codec.dead_letter(f"rejected points: {reason}", topic, 0, offset, line) + b"\n")
             summary.points += res.points
+            summary.anomalous_points += res.anomalous_points
             # Through the wire codec, exactly as the worker's alerts topic carries them.
             events = [codec.decode_alert_event(codec.encode_alert_event(ev)) for ev in res.events]
             summary.anomalous_series_alerts += sum(1 for ev in res.events if getattr(ev, "status", "") == "firing")
