@@ -58,13 +58,11 @@ from pathlib import Path
 
 import orjson
 
-from detectors.records import Alert, Heartbeat, rfc3339
-from evaluation.core import CoreRun
+from detectors.records import Alert, rfc3339
+from evaluation.core import CoreRun, run_core
 from evaluation.metrics import MATCH_BEFORE, FaultTruth, final_versions, first_notified, match, quantile
 from streams import codec
 from streams.config import Topology
-from streams.ingest import DecodeError
-from streams.pipeline import CorrelateStage, DetectStage
 
 SKIPPED = "skipped: alertmanager not installed"
 BINARIES = ("alertmanager", "prometheus-alertmanager")
@@ -427,35 +425,9 @@ def summarize(rows: Sequence[FaultCount]) -> dict:
 # --- the shell: alerts from the core, Alertmanager processes, the receiver ------------------------
 
 def core_with_alerts(topology: Topology, messages: Iterable[dict | bytes]) -> tuple[CoreRun, list[Alert]]:
-    """:func:`evaluation.core.run_core`, also keeping every alert event after the wire codec.
-
-    The same loop as ``run_core`` (``tests/eval`` checks the incidents are identical); kept here
-    so the evaluation's core stays untouched.
-    """
-    detect, correlate = DetectStage(topology), CorrelateStage(topology)
-    out = CoreRun(incidents=[])
+    """:func:`evaluation.core.run_core`, also keeping every alert event after the wire codec."""
     alerts: list[Alert] = []
-
-    def take(res) -> None:
-        for inc in res.incidents:
-            out.incidents.append(orjson.loads(codec.encode_incident(inc)))
-
-    for msg in messages:
-        line = msg if isinstance(msg, bytes) else orjson.dumps(msg)
-        out.messages += 1
-        try:
-            res = detect.process(line)
-        except DecodeError:
-            out.dead_lettered += 1
-            continue
-        events = [codec.decode_alert_event(codec.encode_alert_event(ev)) for ev in res.events]
-        alerts += [ev for ev in events if not isinstance(ev, Heartbeat)]
-        out.alerts += sum(1 for ev in res.events if getattr(ev, "status", "") == "firing")
-        take(correlate.process(events))
-    c = topology.correlation
-    horizon = max(c.group_wait, c.resolve_after, c.group_interval).total_seconds()
-    take(correlate.flush(correlate.correlator.now + horizon + 1.0))
-    return out, alerts
+    return run_core(topology, messages, alerts=alerts), alerts
 
 
 @dataclass(frozen=True)

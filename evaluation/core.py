@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from detectors.records import Heartbeat
 from streams import codec
 from streams.config import Topology
 from streams.ingest import DecodeError
@@ -29,8 +30,10 @@ class CoreRun:
     alerts: int = 0  # firing alert events
 
 
-def run_core(topology: Topology, messages: Iterable[dict | bytes]) -> CoreRun:
-    """Push OTLP/JSON messages (dicts or their bytes) through DetectStage -> codec -> CorrelateStage."""
+def run_core(topology: Topology, messages: Iterable[dict | bytes], *, alerts: list | None = None) -> CoreRun:
+    """Push OTLP/JSON messages (dicts or their bytes) through DetectStage -> codec -> CorrelateStage.
+
+    ``alerts``, when given, receives every alert event as the correlator saw it (after the codec)."""
     detect, correlate = DetectStage(topology), CorrelateStage(topology)
     out = CoreRun(incidents=[])
 
@@ -47,6 +50,8 @@ def run_core(topology: Topology, messages: Iterable[dict | bytes]) -> CoreRun:
             out.dead_lettered += 1
             continue
         events = [codec.decode_alert_event(codec.encode_alert_event(ev)) for ev in res.events]
+        if alerts is not None:
+            alerts += [ev for ev in events if not isinstance(ev, Heartbeat)]
         out.alerts += sum(1 for ev in res.events if getattr(ev, "status", "") == "firing")
         take(correlate.process(events))
     c = topology.correlation
