@@ -12,7 +12,7 @@ from streams import codec
 from streams import metrics as m
 from streams.config import Topology
 from streams.ingest import DecodeError
-from streams.pipeline import load_runbook_index, CorrelateStage, DetectStage, correlation_keys
+from streams.pipeline import CorrelateStage, DetectStage, correlation_keys, load_runbook_index
 from streams.recovery import Recovered
 
 log = logging.getLogger("aiops.worker")

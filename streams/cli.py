@@ -78,50 +78,62 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def _bootstrap(args) -> str:
+    return args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
+
+
+def _operator(args) -> str:
+    import getpass
+
+    return args.by or os.environ.get("AIOPS_OPERATOR") or getpass.getuser()
+
+
+def _send_control(args, topo, key: str, payload: bytes) -> None:
+    """One message to the control topic, acknowledged by the broker before we say it was sent."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=_bootstrap(args), acks="all")
+    try:
+        producer.send(topo.topics.control, payload, key=key.encode()).get(timeout=30)
+    finally:
+        producer.close(5)
+
+
 def cmd_worker(args) -> int:
     from streams.app import run_worker
 
     topo = _load(args.topology)
-    bootstrap = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
-    return run_worker(topo, bootstrap=bootstrap, web_port=args.web_port, data_dir=args.data_dir,
+    return run_worker(topo, bootstrap=_bootstrap(args), web_port=args.web_port, data_dir=args.data_dir,
                       verbose=args.verbose)
 
 
 def cmd_approve(args) -> int:
-    import getpass
     import time
-
-    from kafka import KafkaProducer
 
     from streams import codec
 
     topo = _load(args.topology)
-    by = args.by or os.environ.get("AIOPS_OPERATOR") or getpass.getuser()
-    bootstrap = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    try:
-        producer.send(topo.topics.control, codec.encode_approval(args.action_id, by, time.time()),
-                      key=args.action_id.encode()).get(timeout=30)
-    finally:
-        producer.close(5)
+    by = _operator(args)
+    _send_control(args, topo, args.action_id, codec.encode_approval(args.action_id, by, time.time()))
     print(f"approval of {args.action_id} by {by} sent to {topo.topics.control}; the result appears on "
           f"{topo.topics.actions} (decision approved, or expired if it came too late)")
     return 0
 
 
 def cmd_silence(args) -> int:
-    import getpass
     import time
-
-    from kafka import KafkaProducer
 
     from detectors.config import parse_duration
     from detectors.records import rfc3339, stable_hash
     from streams import codec
 
     topo = _load(args.topology)
-    by = args.by or os.environ.get("AIOPS_OPERATOR") or getpass.getuser()
+    by = _operator(args)
     now = time.time()
+    if args.expire:
+        _send_control(args, topo, args.expire, codec.encode_expire_silence(args.expire, by, now))
+        print(f"silence {args.expire} ends now")
+        return 0
     try:
         ends = now + parse_duration(args.duration).total_seconds()
     except ValueError as exc:
@@ -136,46 +148,26 @@ def cmd_silence(args) -> int:
         labels[key] = value
     silence_id = args.id or "sil-" + stable_hash(by, args.service, args.metric, str(sorted(labels.items())), str(now),
                                                  length=10)
-    if args.expire:
-        payload = orjson_dumps({"schema_version": 1, "type": "expire_silence", "id": args.expire, "by": by,
-                                "at": rfc3339(now)})
-        silence_id = args.expire
-    else:
-        payload = codec.encode_silence(silence_id, by, now, starts_at=now, ends_at=ends, service=args.service,
-                                       metric=args.metric, labels=labels, comment=args.comment)
-    bootstrap = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    try:
-        producer.send(topo.topics.control, payload, key=silence_id.encode()).get(timeout=30)
-    finally:
-        producer.close(5)
-    if args.expire:
-        print(f"silence {silence_id} ends now")
-    else:
-        print(f"silence {silence_id} by {by} until {rfc3339(ends)}: service={args.service} metric={args.metric} "
-              f"labels={labels}; matching alerts are recorded but open no incident")
+    _send_control(args, topo, silence_id, codec.encode_silence(
+        silence_id, by, now, starts_at=now, ends_at=ends, service=args.service, metric=args.metric, labels=labels,
+        comment=args.comment))
+    print(f"silence {silence_id} by {by} until {rfc3339(ends)}: service={args.service} metric={args.metric} "
+          f"labels={labels}; matching alerts are recorded but open no incident")
     return 0
-
-
-def orjson_dumps(obj) -> bytes:
-    import orjson
-
-    return orjson.dumps(obj)
 
 
 def cmd_executor(args) -> int:
     from streams.executors import run_executor
 
     topo = _load(args.topology)
-    bootstrap = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
-    return run_executor(topo, bootstrap=bootstrap, ledger_path=args.ledger, verbose=args.verbose)
+    return run_executor(topo, bootstrap=_bootstrap(args), ledger_path=args.ledger, verbose=args.verbose)
 
 
 def cmd_tickets_deliver(args) -> int:
     from streams.delivery import run_ticket_delivery
 
     topo = _load(args.topology)
-    return run_ticket_delivery(topo, args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"))
+    return run_ticket_delivery(topo, _bootstrap(args))
 
 
 def cmd_broker(args) -> int:

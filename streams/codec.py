@@ -245,6 +245,11 @@ def decode_control(payload: bytes) -> dict:
     raise RecordError(f"type: expected 'approve', 'silence' or 'expire_silence' (got {kind!r})")
 
 
+def encode_expire_silence(silence_id: str, by: str, at: float) -> bytes:
+    return orjson.dumps({"schema_version": CONTROL_SCHEMA_VERSION, "type": "expire_silence", "id": silence_id,
+                         "by": by, "at": rfc3339(at)})
+
+
 def encode_silence(silence_id: str, by: str, at: float, *, starts_at: float, ends_at: float, service: str = "*",
                    metric: str = "*", labels: dict[str, str] | None = None, comment: str = "") -> bytes:
     return orjson.dumps({"schema_version": CONTROL_SCHEMA_VERSION, "type": "silence", "id": silence_id, "by": by,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 
 import networkx as nx
 import numpy as np
+import orjson
 
 from correlators.correlate import Correlator
 from correlators.records import Change, Incident
@@ -27,7 +28,9 @@ from detectors.normalize import Normalizer
 from detectors.records import Alert, AlertEvent, Heartbeat
 from remediators.dispatch import DispatchState, approve, dispatch, expire_and_verify, record_result
 from remediators.records import Action, TicketEvent
+from remediators.report import render_report
 from remediators.runbooks import RunbookIndex
+from streams import codec
 from streams.config import Topology
 from streams.ingest import DecodeError, decode_logs, decode_metrics
 
@@ -164,18 +167,12 @@ class CorrelateStage:
 
     def _report(self, out: CorrelateResult) -> None:
         """On resolve, the RCA report: attached to the resolving ticket event, and returned."""
-        import orjson
-
-        from remediators.report import render_report
-        from streams import codec
-
         for inc in out.incidents:
             self._history.setdefault(inc.id, {"incidents": [], "actions": [], "tickets": []})["incidents"].append(
                 codec.incident_dict(inc))
         for act in out.actions:
             if act.incident_id in self._history:
                 self._history[act.incident_id]["actions"].append(orjson.loads(codec.encode_action(act)))
-        pending = {tk.incident_id for tk in out.tickets}
         for i, tk in enumerate(out.tickets):
             hist = self._history.get(tk.incident_id)
             if hist is None:
@@ -192,7 +189,6 @@ class CorrelateStage:
                 report = resolve.description if resolve is not None else render_report(
                     hist["incidents"], hist["actions"], hist["tickets"], self.runbooks, self.topology)
                 out.reports.append((inc.id, report))
-        del pending
 
     def control(self, msg: dict) -> CorrelateResult:
         """A decoded ``aiops.control`` message: an approval, a silence or its early end."""

@@ -29,7 +29,7 @@ from detectors.records import Alert
 from streams import codec
 from streams.config import Topology
 from streams.ingest import DecodeError
-from streams.pipeline import load_runbook_index, CorrelateStage, DetectStage
+from streams.pipeline import CorrelateStage, DetectStage, correlation_keys, load_runbook_index
 
 log = logging.getLogger("aiops.recovery")
 
@@ -134,8 +134,6 @@ async def recover(topology: Topology, bootstrap: str, group: str = "aiops") -> R
             except DecodeError:
                 continue  # dead-lettered by the process that read it first
             produced += [codec.encode_alert_event(ev) for ev in res.events if isinstance(ev, Alert)]
-    from streams.pipeline import correlation_keys
-
     keys = correlation_keys(topology)
     for payload in produced:
         if on_topic[payload] > 0:

@@ -18,7 +18,7 @@ import orjson
 from streams import codec
 from streams.config import Topology
 from streams.ingest import DecodeError
-from streams.pipeline import load_runbook_index, CorrelateStage, CorrelateResult, DetectStage
+from streams.pipeline import CorrelateResult, CorrelateStage, DetectStage, load_runbook_index
 
 
 @dataclass
