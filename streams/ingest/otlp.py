@@ -258,6 +258,26 @@ def _point_key(dp: dict, name: str, service: str, res_attrs: dict, res_labels: t
     return SeriesKey(service, name, ctx.labels(attributes(attrs, path, dict(res_attrs))))
 
 
+def _point_time(dp: object, name: str, path: str, reject) -> float | None:
+    """A data point's ``timeUnixNano``; ``None`` (with a reason, except for OTLP's no-value
+    marker) when the point is to be skipped. A point that is not an object fails the message."""
+    if type(dp) is not dict:
+        raise PathError(path, f"expected an object (got {type_name(dp)})")
+    flags = dp.get("flags")
+    if type(flags) is int and flags & _FLAG_NO_RECORDED_VALUE:
+        return None
+    raw_t = dp.get("timeUnixNano")
+    if raw_t is None:
+        reject(f"{name}: missing timeUnixNano")
+        return None
+    ns = parse_int(raw_t, f"{path}.timeUnixNano")
+    problem = time_problem(raw_t, ns)
+    if problem is not None:
+        reject(f"{name}: {problem}")
+        return None
+    return ns
+
+
 def _number_points(data: dict, kind: str, name: str, service: str, res_attrs: dict, res_labels: tuple,
                    ctx: Context) -> None:
     monotonic = False
@@ -276,19 +296,8 @@ def _number_points(data: dict, kind: str, name: str, service: str, res_attrs: di
     points = ctx.samples
     reject = ctx.reject
     for j, dp in enumerate(expect_list(data.get("dataPoints"), f"{kind}.dataPoints")):
-        if type(dp) is not dict:
-            raise PathError(f"{kind}.dataPoints[{j}]", f"expected an object (got {type_name(dp)})")
-        flags = dp.get("flags")
-        if type(flags) is int and flags & _FLAG_NO_RECORDED_VALUE:
-            continue
-        raw_t = dp.get("timeUnixNano")
-        if raw_t is None:
-            reject(f"{name}: missing timeUnixNano")
-            continue
-        ns = parse_int(raw_t, f"{kind}.dataPoints[{j}].timeUnixNano")
-        problem = time_problem(raw_t, ns)
-        if problem is not None:
-            reject(f"{name}: {problem}")
+        ns = _point_time(dp, name, f"{kind}.dataPoints[{j}]", reject)
+        if ns is None:
             continue
         raw_v = dp.get("asDouble")
         if raw_v is not None:
@@ -325,19 +334,8 @@ def _histogram_points(data: dict, name: str, service: str, res_attrs: dict, res_
     reject = ctx.reject
     for j, dp in enumerate(expect_list(data.get("dataPoints"), "histogram.dataPoints")):
         path = f"histogram.dataPoints[{j}]"
-        if type(dp) is not dict:
-            raise PathError(path, f"expected an object (got {type_name(dp)})")
-        flags = dp.get("flags")
-        if type(flags) is int and flags & _FLAG_NO_RECORDED_VALUE:
-            continue
-        raw_t = dp.get("timeUnixNano")
-        if raw_t is None:
-            reject(f"{name}: missing timeUnixNano")
-            continue
-        ns = parse_int(raw_t, f"{path}.timeUnixNano")
-        problem = time_problem(raw_t, ns)
-        if problem is not None:
-            reject(f"{name}: {problem}")
+        ns = _point_time(dp, name, path, reject)
+        if ns is None:
             continue
         problem, count, total, bounds, buckets = _histogram_values(dp, path)
         if problem is not None:
