@@ -7,19 +7,11 @@ import math
 import orjson
 import pytest
 
+from evaluation.metrics import final_versions as final_state
 from streams import simulate as sim
 from streams.config import load_topology
 from streams.replay import replay
 from tests.integration.harness import consume_until, private_topology, produce, worker_process
-
-
-def final_state(records: list[dict]) -> dict[str, dict]:
-    """What a consumer keeps: per id, the highest version."""
-    out: dict[str, dict] = {}
-    for rec in records:
-        if rec["id"] not in out or rec["version"] > out[rec["id"]]["version"]:
-            out[rec["id"]] = rec
-    return out
 
 
 def essence(state: dict[str, dict]) -> dict:

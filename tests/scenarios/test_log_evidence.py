@@ -10,17 +10,10 @@ import orjson
 import pytest
 
 from detectors.records import parse_rfc3339
+from evaluation.metrics import final_versions as final
 from streams.cli import main as cli
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def final(records):
-    out = {}
-    for r in records:
-        if r["id"] not in out or r["version"] > out[r["id"]]["version"]:
-            out[r["id"]] = r
-    return out
 
 
 @pytest.fixture(scope="module")

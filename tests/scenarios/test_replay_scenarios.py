@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from detectors.records import parse_rfc3339
+from evaluation.metrics import final_versions as final
 from streams import simulate as sim
 from streams.cli import main as cli
 from streams.config import load_topology
@@ -34,14 +35,6 @@ def run(tmp_path_factory):
     load = lambda p: [orjson.loads(line) for line in p.read_bytes().splitlines()]  # noqa: E731
     return {"tmp": tmp, "outs": outs, "truth": truth, "incidents": load(outs[0]),
             "actions": load(tmp / "actions0.jsonl"), "tickets": load(tmp / "tickets0.jsonl")}
-
-
-def final(records):
-    out = {}
-    for r in records:
-        if r["id"] not in out or r["version"] > out[r["id"]]["version"]:
-            out[r["id"]] = r
-    return out
 
 
 def incidents_for(fault, incidents):
