@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import networkx as nx
-import numpy as np
 import orjson
 
 from correlators.correlate import Correlator
@@ -30,7 +29,7 @@ from remediators.dispatch import DispatchState, approve, dispatch, expire_and_ve
 from remediators.records import Action, TicketEvent
 from remediators.report import render_report
 from remediators.runbooks import RunbookIndex
-from streams import codec
+from streams import codec, metrics
 from streams.config import Topology
 from streams.ingest import DecodeError, decode_logs, decode_metrics
 
@@ -100,7 +99,9 @@ class DetectStage:
         ("detector") or "logs". The correlator lets the slower of the two set event time, so
         the result does not depend on which topic the worker happens to read first."""
         alerts, scored = self.engine.process_scored(points)
-        anomalous = int(np.count_nonzero(scored.scores >= self.topology.detectors.threshold))
+        # Metrics are a side effect of the stage, never an input to it: the results stay the same.
+        anomalous = metrics.observe_scores("metrics" if source == "detector" else source, scored.scores,
+                                           self.topology.detectors.threshold)
         if source != "detector":
             alerts = [replace(a, source=source) for a in alerts]
         alerts += list(extra)
