@@ -177,6 +177,11 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
     async def health(web, request):
         return web.json({"status": "ok"})
 
+    @app.timer(interval=2.0)
+    async def consumer_lag():
+        """aiops_consumer_lag per assigned partition: offsets the consumer already holds, no broker call."""
+        m.observe_consumer_lag(app.consumer)
+
     return app
 
 
