@@ -160,14 +160,15 @@ def cmd_executor(args) -> int:
     from streams.executors import run_executor
 
     topo = _load(args.topology)
-    return run_executor(topo, bootstrap=_bootstrap(args), ledger_path=args.ledger, verbose=args.verbose)
+    return run_executor(topo, bootstrap=_bootstrap(args), ledger_path=args.ledger, verbose=args.verbose,
+                        metrics_port=args.metrics_port)
 
 
 def cmd_tickets_deliver(args) -> int:
     from streams.delivery import run_ticket_delivery
 
     topo = _load(args.topology)
-    return run_ticket_delivery(topo, _bootstrap(args))
+    return run_ticket_delivery(topo, _bootstrap(args), metrics_port=args.metrics_port)
 
 
 def cmd_broker(args) -> int:
@@ -279,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)")
     p.add_argument("--ledger", type=Path, help="the execution ledger (default: remediation.executors.ledger_path)")
     p.add_argument("--verbose", "-v", action="store_true")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on http://HOST:PORT/metrics (default: off)")
     p.set_defaults(func=cmd_executor)
 
     p = sub.add_parser("tickets", help="ticket delivery to ClickUp, Jira, PagerDuty or a webhook")
@@ -292,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                                     "across restarts. See docs/tickets.md.")
     _topology_arg(d)
     d.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)")
+    d.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on http://HOST:PORT/metrics (default: off)")
     d.set_defaults(func=cmd_tickets_deliver)
     p.set_defaults(func=lambda args, _p=p: (_p.print_help(), 2)[1])
 

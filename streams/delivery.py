@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Protocol
 from remediators.records import TicketEvent
 from remediators.sink_config import DeliverySettings, RetrySettings, sink_problems
 from remediators.sinks import HttpRequest, HttpResponse, MissingSecret, Prepared, Sink, SinkError, build_sinks, prepare
+from streams import metrics
 
 if TYPE_CHECKING:
     from streams.config import Topology
@@ -297,6 +298,7 @@ class TicketDelivery:
         self.clock = clock
         self.rng = rng or random.Random(0)
         self.on_dead_letter = on_dead_letter
+        self._sink_name = ""  # the sink being delivered to, for aiops_ticket_delivery_failed_attempts_total
 
     # -- one event --
 
@@ -316,6 +318,7 @@ class TicketDelivery:
                 entry.version == ev.incident_version and ev.event != "escalate")):
             return Skipped(ev.ticket_key, ev.event,
                            f"already delivered up to version {entry.version} ({entry.event}) as {entry.ticket_id}")
+        self._sink_name = sink.name  # labels the failed attempts _send counts
         try:
             created = False
             ticket_id = entry.ticket_id if entry is not None else sink.known_id(ev)
@@ -330,6 +333,8 @@ class TicketDelivery:
             return Delivered(ev.ticket_key, ev.event, ticket_id, created)
         except _GiveUp as exc:
             return self._dead(ev, f"{sink.name} {ev.event} of {ev.ticket_key} v{ev.incident_version}: {exc}")
+        finally:
+            self._sink_name = ""
 
     def _dead(self, ev: TicketEvent, reason: str) -> DeadLettered:
         if self.on_dead_letter is not None:
@@ -406,6 +411,7 @@ class TicketDelivery:
                 if 200 <= resp.status < 300:
                     return resp
                 if resp.status not in _RETRYABLE:
+                    metrics.TICKET_FAILED_ATTEMPTS.labels(sink=self._sink_name or "unknown").inc()
                     raise _GiveUp(f"{req.describe()}: HTTP {resp.status}: {resp.excerpt()}")
                 failure = f"HTTP {resp.status}: {resp.excerpt(200)}"
                 told = retry_after(resp, self.clock())
@@ -413,6 +419,7 @@ class TicketDelivery:
                 wait = self._backoff(earlier + attempt) if told is None else min(told, cap)
                 # A 429 was refused before any work; a 5xx may have done the work.
                 ambiguous = resp.status != 429
+            metrics.TICKET_FAILED_ATTEMPTS.labels(sink=self._sink_name or "unknown").inc()
             if attempt == n:
                 raise _GiveUp(f"{req.describe()}: gave up after {n} attempts: {failure}")
             self.sleep(wait)
@@ -430,8 +437,11 @@ class TicketDelivery:
             reason = f"invalid ticket record: {exc}"
             if self.on_dead_letter is not None:
                 self.on_dead_letter(None, reason)
-            return DeadLettered("", "", reason)
-        return self.deliver(ev)
+            metrics.observe_ticket_delivery("", dead := DeadLettered("", "", reason))
+            return dead
+        outcome = self.deliver(ev)
+        metrics.observe_ticket_delivery(ev.sink, outcome)
+        return outcome
 
 
 def decode_ticket(payload: bytes) -> TicketEvent:
@@ -525,7 +535,7 @@ def check_delivery(topology: Topology, settings: DeliverySettings | None = None,
 def run_ticket_delivery(topology: Topology, bootstrap: str, *, settings: DeliverySettings | None = None,
                         ledger: TicketLedger | None = None, transport: Transport | None = None,
                         environ: Mapping[str, str] | None = None, stop: asyncio.Event | None = None,
-                        max_idle: float | None = None) -> int:
+                        max_idle: float | None = None, metrics_port: int | None = None) -> int:
     """``aiops tickets deliver``: consume ``aiops.tickets`` (group ``aiops-tickets``), deliver, commit.
 
     Each offset is committed only after its event was delivered, skipped as a duplicate, or
@@ -538,6 +548,7 @@ def run_ticket_delivery(topology: Topology, bootstrap: str, *, settings: Deliver
     if problems:
         print("aiops tickets deliver: cannot start:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2
+    metrics.serve(metrics_port)  # aiops_ticket_deliveries_total and friends on /metrics
     try:
         return asyncio.run(_consume(topology, bootstrap, settings, ledger, transport, environ, stop, max_idle))
     except KeyboardInterrupt:
@@ -588,6 +599,7 @@ async def _consume(topology: Topology, bootstrap: str, settings: DeliverySetting
                         await producer.send_and_wait(topics.deadletter, key=msg.key, value=codec.dead_letter(
                             outcome.reason, msg.topic, msg.partition, msg.offset, msg.value or b"",
                             topology.ingest.max_excerpt_bytes))
+                        metrics.DEADLETTER.labels(topic=msg.topic).inc()
                     print(f"aiops tickets: {type(outcome).__name__.lower()} {outcome.ticket_key} {outcome.event}"
                           f": {getattr(outcome, 'ticket_id', None) or getattr(outcome, 'reason', '')}",
                           file=sys.stderr)

@@ -39,6 +39,7 @@ import orjson
 from detectors.records import parse_rfc3339, rfc3339
 from remediators.executor_config import ExecutorSettings
 from remediators.records import ACTION_SCHEMA_VERSION, Action
+from streams import metrics
 from streams.codec import RecordError, dead_letter, decode_action, encode_action
 
 log = logging.getLogger("aiops.executor")
@@ -564,6 +565,11 @@ class Executor:
         return parse_rfc3339(rfc3339(self.clock()))
 
     def execute(self, action: Action) -> Action:
+        result = self._execute(action)
+        metrics.ACTION_RESULTS.labels(kind=action.kind, decision=result.decision).inc()
+        return result
+
+    def _execute(self, action: Action) -> Action:
         if action.decision not in EXECUTABLE:
             raise ValueError(f"action {action.id}: decision {action.decision!r} is not one of {EXECUTABLE}")
         seen = self.ledger.get(action.id)
@@ -658,6 +664,7 @@ async def run_action_executor(topology_or_settings: Any, bootstrap: str, *, ledg
                             if deadletter:
                                 await producer.send_and_wait(deadletter, dead_letter(
                                     str(exc), tp.topic, tp.partition, msg.offset, msg.value or b""))
+                                metrics.DEADLETTER.labels(topic=tp.topic).inc()
                             action = None
                         if action is not None and action.decision in EXECUTABLE:
                             result = await asyncio.to_thread(executor.execute, action)
@@ -674,10 +681,13 @@ async def run_action_executor(topology_or_settings: Any, bootstrap: str, *, ledg
     return executed
 
 
-def run_executor(topology: Any, *, bootstrap: str, ledger_path: Path | None = None, verbose: bool = False) -> int:
-    """``aiops executor``: run until SIGINT or SIGTERM. Returns the exit code."""
+def run_executor(topology: Any, *, bootstrap: str, ledger_path: Path | None = None, verbose: bool = False,
+                 metrics_port: int | None = None) -> int:
+    """``aiops executor``: run until SIGINT or SIGTERM. Returns the exit code. ``metrics_port``:
+    serve Prometheus' /metrics there (aiops_action_results_total, aiops_deadletter_total)."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    metrics.serve(metrics_port)
 
     async def main() -> None:
         stop = asyncio.Event()
