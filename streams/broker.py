@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from streams import kafka_security
+
 ENV_TANSU = "AIOPS_TANSU"
 
 
@@ -64,8 +66,10 @@ def wait_for_port(host: str, port: int, timeout: float = 20.0, proc: subprocess.
 class EmbeddedBroker:
     """A tansu process on a free loopback port, for the life of a ``with`` block."""
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None):
+    def __init__(self, port: int | None = None, log_path: Path | None = None, advertised_port: int | None = None):
         self.port = port or free_port()
+        # A proxy in front of the broker (TLS in tests) gives clients a different port to use.
+        self.advertised_port = advertised_port or self.port
         self.log_path = log_path or Path(tempfile.gettempdir()) / f"aiops-tansu-{self.port}.log"
         self.proc: subprocess.Popen | None = None
 
@@ -75,9 +79,10 @@ class EmbeddedBroker:
 
     def start(self) -> EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port}"
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [str(tansu_path()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            [str(tansu_path()), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
              "--storage-engine", "memory://tansu/"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
@@ -121,7 +126,8 @@ def ensure_topics(bootstrap: str, topics: list[str], *, partitions: int = 1, tim
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="aiops-admin", request_timeout_ms=10000)
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="aiops-admin", request_timeout_ms=10000,
+                                     **kafka_security.current().kafka_python_kwargs())
         except KafkaError as exc:  # broker not up yet
             last = exc
             time.sleep(0.5)

@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 
 from detectors.records import rfc3339
+from streams import kafka_security
 from streams.config import Topology
 
 _BOLD, _RED, _GREEN, _DIM, _RESET = ("\033[1m", "\033[31m", "\033[32m", "\033[2m", "\033[0m") \
@@ -51,7 +52,8 @@ async def _watch(bootstrap: str, topology: Topology, state: dict) -> None:
 
     t = topology.topics
     consumer = AIOKafkaConsumer(t.incidents, t.actions, t.tickets, bootstrap_servers=bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
+                                auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,
+                                **kafka_security.current().aiokafka_kwargs())
     await consumer.start()
     held: dict[tuple[str, int], list[str]] = {}
     try:
@@ -94,7 +96,7 @@ async def _feed(bootstrap: str, topic: str, requests: list[dict], speed: float, 
     """Metrics to ``topic`` and logs to ``logs_topic``, interleaved by event time (metrics first on a tie)."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, **kafka_security.current().aiokafka_kwargs())
     await producer.start()
     try:
         t0_event = None
