@@ -171,7 +171,8 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
 
     @app.page("/metrics")
     async def metrics_page(web, request):
-        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+        # In a header: aiohttp refuses a content_type argument carrying "; charset=utf-8".
+        return web.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/healthz")
     async def health(web, request):
