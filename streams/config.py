@@ -28,11 +28,20 @@ class TopicSettings(Frozen):
     deadletter: str = "aiops.deadletter"
     control: str = "aiops.control"  # approvals from operators (and, later, silences)
     changes: str = "telemetry.changes"  # deploys, config changes, scaling: candidate causes
+    # Webhook payloads of other alerting tools, exactly as they were POSTed (streams/ingest/external.py).
+    alerts_alertmanager: str = "alerts.alertmanager"
+    alerts_datadog: str = "alerts.datadog"
+    alerts_newrelic: str = "alerts.newrelic"
     partitions: int = Field(default=1, ge=1)
 
     def all(self) -> list[str]:
         return [self.metrics, self.logs, self.alerts, self.incidents, self.actions, self.tickets, self.deadletter,
-                self.control, self.changes]
+                self.control, self.changes, *self.external().values()]
+
+    def external(self) -> dict[str, str]:
+        """The topic of each external alert source, by source name."""
+        return {"alertmanager": self.alerts_alertmanager, "datadog": self.alerts_datadog,
+                "newrelic": self.alerts_newrelic}
 
 
 class IngestSettings(Frozen):
