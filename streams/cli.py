@@ -56,10 +56,13 @@ def cmd_replay(args) -> int:
     if args.changes is not None and not args.changes.exists():
         print(f"aiops replay: changes file {args.changes} does not exist", file=sys.stderr)
         return 2
+    if args.external is not None and not args.external.exists():
+        print(f"aiops replay: external alerts file {args.external} does not exist", file=sys.stderr)
+        return 2
     try:
         replay(topo, args.input, args.output, actions=args.actions, tickets=args.tickets,
                deadletter=args.deadletter, drain=args.drain, progress=None if args.quiet else sys.stderr,
-               logs=args.logs, changes=args.changes)
+               logs=args.logs, changes=args.changes, external=args.external)
     except ValueError as exc:  # a bad changes file, named with its line
         print(f"aiops replay: {exc}", file=sys.stderr)
         return 2
@@ -214,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(streams/schemas/change.schema.json): candidate causes")
     p.add_argument("--logs", type=Path,
                    help="OTLP/JSON logs, one export request per line, merged with --input by event time")
+    p.add_argument("--external", type=Path,
+                   help='webhook payloads of other alerting tools, one JSON line each: {"source": "alertmanager" '
+                        '| "datadog" | "newrelic", "payload": {...}}, merged with --input by event time')
     p.add_argument("--output", "-o", type=Path, required=True, help="incident records, one per line")
     p.add_argument("--actions", type=Path, help="also write action records here")
     p.add_argument("--tickets", type=Path, help="also write ticket events here")

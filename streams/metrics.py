@@ -22,6 +22,16 @@ CONSUMER_LAG = Gauge("aiops_consumer_lag", "Messages in a partition the worker h
 ANOMALOUS_POINTS = Counter("aiops_anomalous_points_total", "Points scored at or above the alert threshold",
                            ["source"])
 ALERTS = Counter("aiops_alerts_total", "Alert events emitted by the detectors", ["status"])
+EXTERNAL_ALERTS = Counter("aiops_external_alerts_total", "Alerts from other tools' webhooks forwarded to correlation",
+                          ["source", "status"])
+
+# --- the worker: HTTP endpoints that accept data or commands ------------------------------------
+HTTP_UNAUTHORIZED = Counter("aiops_http_unauthorized_total", "Requests refused for a missing or wrong token (401)",
+                            ["path"])
+HTTP_ACCEPTED = Counter("aiops_http_accepted_total", "Requests produced to their topic and acknowledged (202)",
+                        ["path"])
+HTTP_REJECTED = Counter("aiops_http_rejected_total", "Authenticated requests refused as invalid (400) or not "
+                        "produced (503)", ["path", "code"])
 
 # --- the worker: correlation and remediation ----------------------------------------------------
 INCIDENT_UPDATES = Counter("aiops_incident_updates_total", "Incident records published", ["status"])

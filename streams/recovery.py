@@ -5,6 +5,9 @@ running them again over what the topics already hold, from the beginning to the 
 seen at start-up:
 
 - the detect stage over ``telemetry.metrics`` and ``telemetry.logs``;
+- the webhook payloads of other alerting tools (``alerts.alertmanager``, ``alerts.datadog``,
+  ``alerts.newrelic``): stateless, but their alerts are compared with ``aiops.alerts`` like the
+  detectors', so a payload whose alerts the dead process never produced is not lost;
 - the correlate stage over ``aiops.alerts`` (and the approvals on ``aiops.control``).
 
 Outputs of the rebuild are compared with what the output topics already hold. Anything the
@@ -29,6 +32,7 @@ from detectors.records import Alert
 from streams import codec
 from streams.config import Topology
 from streams.ingest import DecodeError
+from streams.ingest.external import decode_external
 from streams.pipeline import CorrelateStage, DetectStage, correlation_keys, load_runbook_index
 
 log = logging.getLogger("aiops.recovery")
@@ -113,7 +117,8 @@ async def recover(topology: Topology, bootstrap: str, group: str = "aiops") -> R
     started = time.monotonic()
     t = topology.topics
     committed = await asyncio.get_running_loop().run_in_executor(None, committed_offsets, bootstrap, group)
-    inputs = [t.metrics, t.logs, t.control, t.changes]
+    external = t.external()
+    inputs = [t.metrics, t.logs, t.control, t.changes, *external.values()]
     outputs_ = [t.alerts, t.incidents, t.actions, t.tickets]  # read whole: compared with the rebuild's outputs
     read = [_read_all(bootstrap, n, committed) for n in inputs] + [_read_all(bootstrap, n) for n in outputs_]
     contents = dict(zip(inputs + outputs_, await asyncio.gather(*read)))
@@ -134,6 +139,16 @@ async def recover(topology: Topology, bootstrap: str, group: str = "aiops") -> R
             except DecodeError:
                 continue  # dead-lettered by the process that read it first
             produced += [codec.encode_alert_event(ev) for ev in res.events if isinstance(ev, Alert)]
+    known = frozenset(topology.services)
+    for source, topic in external.items():
+        for partition, offset, _, value in contents[topic]:
+            rec.applied[(topic, partition)] = offset + 1
+            try:
+                res = decode_external(source, value, known_services=known,
+                                      service_label=topology.ingest.prometheus_service_label)
+            except DecodeError:
+                continue  # dead-lettered by the process that read it first
+            produced += [codec.encode_alert_event(a) for a in res.alerts]
     keys = correlation_keys(topology)
     for payload in produced:
         if on_topic[payload] > 0:

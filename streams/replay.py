@@ -18,6 +18,7 @@ import orjson
 from streams import codec
 from streams.config import Topology
 from streams.ingest import DecodeError
+from streams.ingest.external import SOURCES, ExternalAlerts, decode_external
 from streams.pipeline import CorrelateResult, CorrelateStage, DetectStage, load_runbook_index
 
 
@@ -28,6 +29,7 @@ class ReplaySummary:
     points: int = 0
     anomalous_points: int = 0
     anomalous_series_alerts: int = 0
+    external_alerts: int = 0  # firing alerts from --external payloads
     incidents: int = 0
     updates: int = 0
     actions: int = 0
@@ -38,7 +40,8 @@ class ReplaySummary:
         ratio = self.anomalous_series_alerts / self.incidents if self.incidents else 0.0
         return (
             f"replayed {self.lines} messages ({self.points} points) in {self.seconds:.1f}s: "
-            f"{self.anomalous_points} anomalous points -> {self.anomalous_series_alerts} alerts -> "
+            f"{self.anomalous_points} anomalous points -> {self.anomalous_series_alerts} alerts"
+            + (f" (+{self.external_alerts} from other tools)" if self.external_alerts else "") + " -> "
             f"{self.incidents} incidents ({ratio:.1f} alerts per incident), {self.updates} incident records, "
             f"{self.actions} actions, {self.tickets} ticket events, {self.dead_lettered} dead-lettered"
         )
@@ -78,12 +81,18 @@ def replay(
     source_topic: str = "telemetry.metrics",
     logs: Path | None = None,
     changes: Path | None = None,
+    external: Path | None = None,
 ) -> ReplaySummary:
     """Run the pipeline over ``input_path`` (one message per line) and write the records.
 
     With ``logs`` (OTLP/JSON logs, one export request per line), metrics and logs are merged by
     event time (a metrics message first on a tie) and logs go to ``process_logs``, as the
     worker's logs agent does with ``telemetry.logs``.
+
+    With ``external`` (webhook payloads of other alerting tools, one JSON line each:
+    ``{"source": "alertmanager", "payload": {...}}``, the payload as an object or as the raw body
+    in a string), each payload is decoded as the worker's agent for that source's topic decodes
+    it, and merged with the telemetry by the latest time among its alerts.
     """
     detect = DetectStage(topology)
     correlate = CorrelateStage(topology, load_runbook_index(topology))
@@ -98,22 +107,43 @@ def replay(
                     raise ValueError(f"{changes}:{n + 1}: {exc}") from None
     started = time.monotonic()
     last_report = started
-    total_bytes = max(1, input_path.stat().st_size + (logs.stat().st_size if logs else 0))
+    total_bytes = max(1, input_path.stat().st_size + (logs.stat().st_size if logs else 0)
+                      + (external.stat().st_size if external else 0))
+    decode_line = _external_decoder(topology)
     read_bytes = 0
     logs_topic = topology.topics.logs
     with ExitStack() as stack:
         open_out = lambda p: stack.enter_context(open(p, "wb")) if p else None  # noqa: E731
         sinks = _Sinks(open_out(output), open_out(actions), open_out(tickets), open_out(deadletter))
         src = stack.enter_context(open(input_path, "rb"))
-        streams = [_timed(src, 0, source_topic, logs is not None)]
+        streams = [_timed(src, 0, source_topic, logs is not None or external is not None)]
         if logs is not None:
             streams.append(_timed(stack.enter_context(open(logs, "rb")), 1, logs_topic, True))
+        if external is not None:
+            streams.append(_timed_external(stack.enter_context(open(external, "rb")), decode_line,
+                                           topology.topics.external()))
         for _, kind, offset, topic, raw in heapq.merge(*streams):
             read_bytes += len(raw)
             line = raw.strip()
             if not line:
                 continue
             summary.lines += 1
+            if kind == 2:
+                try:
+                    decoded = decode_line(line)
+                except DecodeError as exc:
+                    summary.dead_lettered += 1
+                    if sinks.deadletter:
+                        sinks.deadletter.write(codec.dead_letter(str(exc), topic, 0, offset, line) + b"\n")
+                    continue
+                if decoded.rejects and sinks.deadletter:
+                    reason = "; ".join(decoded.rejects[:5])
+                    sinks.deadletter.write(codec.dead_letter(f"rejected alerts: {reason}", topic, 0, offset, line)
+                                           + b"\n")
+                events = [codec.decode_alert_event(codec.encode_alert_event(a)) for a in decoded.alerts]
+                summary.external_alerts += sum(1 for a in decoded.alerts if a.status == "firing")
+                sinks.write(correlate.process(events), summary)
+                continue
             process = detect.process_logs if kind == 1 else detect.process
             try:
                 res = process(line)
@@ -196,6 +226,50 @@ def message_time(line: bytes) -> float | None:
         if type(obj.get(key)) in (int, float):
             return float(obj[key])
     return None
+
+
+def _external_decoder(topology: Topology):
+    """One ``--external`` line to its alerts, decoded exactly as the worker's agent decodes the
+    payload on its source's topic. Raises :class:`DecodeError`."""
+    known = frozenset(topology.services)
+    label = topology.ingest.prometheus_service_label
+
+    def decode(line: bytes) -> ExternalAlerts:
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise DecodeError(f"invalid JSON: {exc}") from None
+        if type(obj) is not dict or obj.get("source") not in SOURCES or "payload" not in obj:
+            raise DecodeError(f"expected {{\"source\": one of {', '.join(SOURCES)}, \"payload\": the webhook body}}")
+        payload = obj["payload"]
+        try:
+            body = payload.encode("utf-8", "surrogatepass") if type(payload) is str else orjson.dumps(payload)
+        except TypeError:
+            raise DecodeError("payload: nested too deeply") from None
+        return decode_external(obj["source"], body, known_services=known, service_label=label)
+
+    return decode
+
+
+def _timed_external(src: IO[bytes], decode, topics: dict[str, str]):
+    """``(time, 2, offset, topic, line)`` per ``--external`` line: the time is the latest ``at``
+    of its alerts (an undecodable line keeps the time of the line before it)."""
+    last = float("-inf")
+    for offset, line in enumerate(src):
+        topic = "external"
+        if line.strip():
+            try:
+                source = orjson.loads(line).get("source")
+            except (orjson.JSONDecodeError, AttributeError):
+                source = None
+            topic = topics.get(source, topic) if isinstance(source, str) else topic
+            try:
+                decoded = decode(line)
+            except DecodeError:
+                pass
+            else:
+                last = max(last, max(a.at for a in decoded.alerts))
+        yield (last, 2, offset, topic, line)
 
 
 def _timed(src: IO[bytes], order: int, topic: str, timed: bool):
