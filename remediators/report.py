@@ -26,12 +26,14 @@ if TYPE_CHECKING:  # streams.config imports remediators.config; avoid the cycle 
     from remediators.runbooks import RunbookIndex
     from streams.config import Topology
 
+# role -> (fill, border): shared by the Mermaid picture here and the SVG/PNG in remediators.picture
+PALETTE = {"rootcause": ("#d62728", "#7f0000"), "path": ("#ff9896", "#d62728"), "affected": ("#ffe08a", "#b8860b")}
 CLASS_DEFS = (
-    "classDef rootcause fill:#d62728,stroke:#7f0000,stroke-width:3px,color:#ffffff",
-    "classDef path fill:#ff9896,stroke:#d62728,stroke-width:2px,color:#000000",
-    "classDef affected fill:#ffe08a,stroke:#b8860b,color:#000000",
+    f"classDef rootcause fill:{PALETTE['rootcause'][0]},stroke:{PALETTE['rootcause'][1]},stroke-width:3px,color:#ffffff",
+    f"classDef path fill:{PALETTE['path'][0]},stroke:{PALETTE['path'][1]},stroke-width:2px,color:#000000",
+    f"classDef affected fill:{PALETTE['affected'][0]},stroke:{PALETTE['affected'][1]},color:#000000",
 )
-PATH_LINK_STYLE = "stroke:#d62728,stroke-width:3px"
+PATH_LINK_STYLE = f"stroke:{PALETTE['rootcause'][0]},stroke-width:3px"
 FLAP_THRESHOLD = 2  # alerts that fire again after resolving this often within one incident call for tuning
 MAX_EVIDENCE_ROWS = 8
 MAX_RUNBOOKS = 3
