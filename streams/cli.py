@@ -66,6 +66,10 @@ def cmd_replay(args) -> int:
     except ValueError as exc:  # a bad changes file, named with its line
         print(f"aiops replay: {exc}", file=sys.stderr)
         return 2
+    if args.pictures is not None:
+        from streams.knowledge_cli import write_pictures
+
+        write_pictures(args.output, args.pictures, topo.graph(), quiet=args.quiet)
     return 0
 
 
@@ -227,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--drain", action="store_true",
                    help="at the end of input, advance event time until pending incidents are sent and quiet ones resolve")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress or summary on stderr")
+    p.add_argument("--pictures", type=Path, metavar="DIR",
+                   help="also draw each incident's last version to DIR/ID.svg (root cause, path, affected services)")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("simulate", help="write telemetry with injected faults and the ground truth",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -49,7 +50,7 @@ examples:
   aiops simulate --out sim/
   aiops replay -i sim/telemetry.jsonl -o incidents.jsonl --actions actions.jsonl --tickets tickets.jsonl --drain
   aiops report inc-79ad8ff5ba74 --incidents incidents.jsonl --actions actions.jsonl \\
-      --tickets tickets.jsonl --out report.md
+      --tickets tickets.jsonl --out report.md --svg report.svg
 """
 
 TOPOLOGY_HELP = """\
@@ -59,6 +60,7 @@ callee; datastores are cylinders, external services hexagons, entry points round
 examples:
   aiops topology show                        raw Mermaid, for mermaid-cli (mmdc) or mermaid.live
   aiops topology show --format markdown      fenced, to paste into a README, issue or wiki
+  aiops topology show --svg topology.svg     also draw it (SVG; --png for PNG)
 """
 
 
@@ -139,7 +141,36 @@ def cmd_report(args) -> int:
         print(f"wrote the report of {args.incident_id} to {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+    if args.svg or args.png:
+        from remediators.picture import render_incident
+
+        final = max(records, key=lambda r: int(r.get("version") or 0))  # the picture shows the last word
+        for fmt, path in (("svg", args.svg), ("png", args.png)):
+            if path:
+                try:
+                    render_incident(final, topology.graph(), path, fmt)
+                except OSError as exc:
+                    print(f"aiops report: cannot write {path}: {exc.strerror}", file=sys.stderr)
+                    return 2
+                print(f"wrote the picture of {args.incident_id} v{final.get('version')} to {path}", file=sys.stderr)
     return 0
+
+
+def write_pictures(incidents: Path, directory: Path, graph, *, quiet: bool = False) -> int:
+    """One SVG per incident in ``incidents`` (its highest version), ``DIRECTORY/ID.svg``; the
+    number written. For ``aiops replay --pictures``."""
+    from remediators.picture import render_incident
+
+    final: dict[str, dict] = {}
+    for r in read_jsonl(incidents):
+        if int(r.get("version") or 0) >= int(final.get(str(r.get("id")), {}).get("version") or 0):
+            final[str(r.get("id"))] = r
+    directory.mkdir(parents=True, exist_ok=True)
+    for inc_id, rec in sorted(final.items()):
+        render_incident(rec, graph, directory / (re.sub(r"[^A-Za-z0-9._-]", "_", inc_id) + ".svg"), "svg")
+    if not quiet:
+        print(f"wrote {len(final)} incident picture{'' if len(final) == 1 else 's'} to {directory}", file=sys.stderr)
+    return len(final)
 
 
 def cmd_topology_show(args) -> int:
@@ -148,6 +179,17 @@ def cmd_topology_show(args) -> int:
     topology = _load_topology(args.topology)
     text = render_mermaid(topology.graph())
     print(f"```mermaid\n{text}\n```" if args.format == "markdown" else text)
+    if args.svg or args.png:
+        from remediators.picture import render_topology
+
+        for fmt, path in (("svg", args.svg), ("png", args.png)):
+            if path:
+                try:
+                    render_topology(topology.graph(), path, fmt)
+                except OSError as exc:
+                    print(f"aiops topology show: cannot write {path}: {exc.strerror}", file=sys.stderr)
+                    return 2
+                print(f"wrote the topology picture to {path}", file=sys.stderr)
     return 0
 
 
@@ -183,6 +225,9 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--runbooks", type=Path, help="runbook directory to suggest from (default: ./runbooks if present)")
     p.add_argument("--no-runbooks", action="store_true", help="leave the runbook section out")
     p.add_argument("--out", "-o", type=Path, help="write the report here (default: standard output)")
+    p.add_argument("--svg", type=Path, metavar="FILE",
+                   help="also draw the incident's last version: affected services, root cause and path (SVG)")
+    p.add_argument("--png", type=Path, metavar="FILE", help="the same picture as PNG")
     p.set_defaults(func=cmd_report)
 
     p = subparsers.add_parser("topology", help="show the service graph", description=TOPOLOGY_HELP,
@@ -194,7 +239,9 @@ def add_subcommands(subparsers) -> None:
     _topology_arg(s)
     s.add_argument("--format", choices=["mermaid", "markdown"], default="mermaid",
                    help="mermaid: raw flowchart (default); markdown: inside a ```mermaid fence")
+    s.add_argument("--svg", type=Path, metavar="FILE", help="also draw the whole graph to FILE (SVG)")
+    s.add_argument("--png", type=Path, metavar="FILE", help="also draw the whole graph to FILE (PNG)")
     s.set_defaults(func=cmd_topology_show)
 
 
-__all__ = ["add_subcommands", "read_jsonl"]
+__all__ = ["add_subcommands", "read_jsonl", "write_pictures"]
