@@ -197,8 +197,9 @@ def _incident_scene(incident: Any, graph: nx.DiGraph | None) -> _Scene:
         nodes.append(_Node(name, role, kind, "\n".join(lines), kind == "external"))
 
     faults = set(fault_edges)
+    # Calls between two bystanders say nothing about the incident and clutter a dense graph.
     calls = sorted({(u, v) for u, v in graph.edges if u in shown and v in shown and u != v
-                    and (v, u) not in faults})
+                    and (u in involved or v in involved) and (v, u) not in faults})
     version = _get(incident, "version")
     head = " ".join(str(x) for x in (_get(incident, "id", "incident"), f"v{version}" if version else None,
                                       f"[{_get(incident, 'priority')}]" if _get(incident, "priority") else None)
