@@ -174,6 +174,15 @@ def test_without_a_graph_the_path_and_alerting_services_are_drawn(graph):
     assert not any(i.startswith("call-") for i in groups)
 
 
+def test_calls_between_two_unaffected_neighbours_are_left_out():
+    g = nx.DiGraph([("web", "api"), ("web", "cache"), ("api", "db"), ("api", "cache"), ("cache", "disk")])
+    inc = {"id": "inc-1", "services": ["api", "db"],
+           "root_causes": [{"service": "db", "kind": "latency", "path": ["db", "api"]}]}
+    groups = _groups(draw_incident(inc, g))
+    assert _node_ids(groups) == {"web", "api", "db", "cache"}  # disk is two hops away
+    assert {i for i in groups if i.startswith(("call-", "fault-"))} == {"call-web-api", "call-api-cache", "fault-db-api"}
+
+
 @pytest.mark.parametrize("topology", [TOPOLOGY, TRAIN_TICKET], ids=["demo", "train-ticket-28"])
 def test_topology_picture_has_every_service_and_no_two_boxes_overlap(topology):
     g = load_topology(topology).graph()
