@@ -424,7 +424,7 @@ def _newrelic(obj: object, out: _Out, service_label: str) -> None:
     if type(issue) is not str or not issue:
         raise PathError("id", f"expected the issue id, a non-empty string (got {type_name(issue)})")
     state = obj.get("state")
-    if state not in _NR_STATES:
+    if type(state) is not str or state not in _NR_STATES:
         raise PathError("state", f"expected CREATED, ACTIVATED, ACKNOWLEDGED or CLOSED (got {short(state)})")
     status = _NR_STATES[state]
     created = _epoch_ms(obj.get("createdAt"), "createdAt")
