@@ -4,7 +4,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["tests.bench.pipeline_bench", "tests.bench.detector_bench", "tests.bench.rca_bench"]
+BENCHES = ["tests.bench.pipeline_bench", "tests.bench.detector_bench", "tests.bench.rca_bench",
+           "tests.bench.kafka_bench"]
 
 
 def main() -> int:
