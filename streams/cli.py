@@ -99,7 +99,10 @@ def _send_control(args, topo, key: str, payload: bytes) -> None:
     """One message to the control topic, acknowledged by the broker before we say it was sent."""
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=_bootstrap(args), acks="all")
+    from streams import kafka_security
+
+    producer = KafkaProducer(bootstrap_servers=_bootstrap(args), acks="all",
+                             **kafka_security.current().kafka_python_kwargs())
     try:
         producer.send(topo.topics.control, payload, key=key.encode()).get(timeout=30)
     finally:

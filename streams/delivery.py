@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Protocol
 from remediators.records import TicketEvent
 from remediators.sink_config import DeliverySettings, RetrySettings, sink_problems
 from remediators.sinks import HttpRequest, HttpResponse, MissingSecret, Prepared, Sink, SinkError, build_sinks, prepare
-from streams import metrics
+from streams import kafka_security, metrics
 
 if TYPE_CHECKING:
     from streams.config import Topology
@@ -130,7 +130,7 @@ class KafkaLedger(MemoryLedger):
         self.timeout = timeout
         entries: dict[str, LedgerEntry] = {}
         consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                 client_id="aiops-ticket-ledger")
+                                 client_id="aiops-ticket-ledger", **kafka_security.current().kafka_python_kwargs())
         try:
             parts = consumer.partitions_for_topic(topic) or set()
             tps = [TopicPartition(topic, p) for p in sorted(parts)]
@@ -154,7 +154,7 @@ class KafkaLedger(MemoryLedger):
             consumer.close()
         super().__init__(entries)
         self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", client_id="aiops-ticket-ledger",
-                                       retries=5)
+                                       retries=5, **kafka_security.current().kafka_python_kwargs())
 
     def put(self, ticket_key: str, entry: LedgerEntry) -> None:
         if self.entries.get(ticket_key) == entry:
@@ -499,7 +499,8 @@ def _ensure_ledger_topic(bootstrap: str, topic: str, partitions: int) -> None:
 
     from streams.broker import ensure_topics
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="aiops-admin", request_timeout_ms=10000)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="aiops-admin", request_timeout_ms=10000,
+                             **kafka_security.current().kafka_python_kwargs())
     try:
         if topic not in set(admin.list_topics()):
             try:
@@ -578,8 +579,9 @@ async def _consume(topology: Topology, bootstrap: str, settings: DeliverySetting
     worst = r.max_attempts * max(r.backoff_max, r.retry_after_max).total_seconds() * 3 + 60
     consumer = AIOKafkaConsumer(topics.tickets, bootstrap_servers=bootstrap, group_id=settings.group_id,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
-                                max_poll_interval_ms=int(max(300.0, worst) * 1000), client_id="aiops-tickets")
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", client_id="aiops-tickets")
+                                max_poll_interval_ms=int(max(300.0, worst) * 1000), client_id="aiops-tickets",
+                                **kafka_security.current().aiokafka_kwargs())
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", client_id="aiops-tickets", **kafka_security.current().aiokafka_kwargs())
     await producer.start()
     await consumer.start()
     idle_since = time.monotonic()

@@ -39,7 +39,7 @@ import orjson
 from detectors.records import parse_rfc3339, rfc3339
 from remediators.executor_config import ExecutorSettings
 from remediators.records import ACTION_SCHEMA_VERSION, Action
-from streams import metrics
+from streams import kafka_security, metrics
 from streams.codec import RecordError, dead_letter, decode_action, encode_action
 
 log = logging.getLogger("aiops.executor")
@@ -538,7 +538,8 @@ class Executor:
 
             if not self._kafka_bootstrap:
                 raise RuntimeError("no bootstrap servers for kafka actions (executors.kafka.bootstrap)")
-            self._producer = KafkaProducer(bootstrap_servers=self._kafka_bootstrap, acks="all", retries=0)
+            self._producer = KafkaProducer(bootstrap_servers=self._kafka_bootstrap, acks="all", retries=0,
+                                           **kafka_security.current().kafka_python_kwargs())
         # retries=0: a retried send could deliver the command twice.
         self._producer.send(topic, value, key=key, headers=[("aiops-action-id", key)]).get(timeout=30)
 
@@ -644,8 +645,8 @@ async def run_action_executor(topology_or_settings: Any, bootstrap: str, *, ledg
                    *(s.timeout for s in settings.exec.allow.values() if s.timeout)]).total_seconds()
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False,
                                 auto_offset_reset="earliest",
-                                max_poll_interval_ms=int(max(300.0, longest + 60.0) * 1000))
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+                                max_poll_interval_ms=int(max(300.0, longest + 60.0) * 1000), **kafka_security.current().aiokafka_kwargs())
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **kafka_security.current().aiokafka_kwargs())
     executed = 0
     await producer.start()
     try:
