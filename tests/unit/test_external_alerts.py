@@ -289,3 +289,16 @@ def test_replay_with_external_alerts_is_deterministic_and_names_the_service(tmp_
         ("alerts.datadog", "alert_id: required: is this the aiops Datadog payload template? (see README)"),
         ("external", 'expected {"source": one of alertmanager, datadog, newrelic, "payload": the webhook body}'),
     ]
+
+
+def test_external_alerts_on_the_wire_match_the_alert_schema():
+    from jsonschema import Draft202012Validator
+
+    schema = orjson.loads((REPO / "streams/schemas/alert.schema.json").read_bytes())
+    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    alerts = (decode("alertmanager", am_payload(am_alert(service="orders-db"))).alerts
+              + decode("datadog", dd_payload()).alerts + decode("newrelic", nr_payload()).alerts)
+    for a in alerts:
+        record = orjson.loads(codec.encode_alert_event(a))
+        assert list(validator.iter_errors(record)) == [], record
+        assert record["value"] is None and record["expected"] is None and record["source"] == a.source
