@@ -270,24 +270,35 @@ def _object(payload: bytes) -> dict:
 # --- aiops.deadletter ------------------------------------------------------------------------
 
 def dead_letter(reason: str, topic: str, partition: int, offset: int, payload: bytes,
-                max_excerpt: int = 1024, *, at: float | None = None) -> bytes:
+                max_excerpt: int = 1024, *, at: float | None = None, redactor=None) -> bytes:
     """A dead-letter record: why, where from (topic, partition, offset) and a bounded excerpt.
 
     The excerpt is cut to ``max_excerpt`` bytes (an ellipsis marks the cut) so a hostile
-    megabyte message cannot become a megabyte dead-letter record.
+    megabyte message cannot become a megabyte dead-letter record. The reason and the excerpt
+    quote the bad input, so both go through ``redactor`` (a
+    :class:`~streams.ingest.redact.Redactor`; ``None``: the defaults of ``ingest.redaction``).
+    The excerpt is redacted over a window wider than the cut, so a card number or address
+    straddling it is replaced whole, not left half visible.
 
     >>> import orjson
     >>> rec = orjson.loads(dead_letter("invalid JSON", "telemetry.metrics", 0, 7, b"x" * 5000, 16))
     >>> rec["offset"], rec["excerpt"], rec["size"]
     (7, 'xxxxxxxxxxxxxxxx…', 5000)
+    >>> orjson.loads(dead_letter("unknown service 'a@b.io'", "t", 0, 0, b'{"to": "ops@example.com"', 64))["excerpt"]
+    '{"to": "<email>"'
     """
-    raw = bytes(payload[:max_excerpt])
-    excerpt = raw.decode("utf-8", errors="replace")
-    if len(payload) > max_excerpt:
+    from streams.ingest.redact import DEFAULT, PREFIX_MARGIN  # only dead letters quote raw input
+
+    r = DEFAULT if redactor is None else redactor
+    head = bytes(payload[:max_excerpt]).decode("utf-8", errors="replace")
+    redacted = r.text(bytes(payload[:max_excerpt + PREFIX_MARGIN]).decode("utf-8", errors="replace"))
+    excerpt = redacted[:len(head)]
+    if len(payload) > max_excerpt or len(redacted) > len(head):
         excerpt += "…"
     return orjson.dumps({
-        "schema_version": DEADLETTER_SCHEMA_VERSION, "reason": reason[:2000], "topic": topic, "partition": partition,
-        "offset": offset, "at": rfc3339(at) if at is not None else None, "size": len(payload), "excerpt": excerpt,
+        "schema_version": DEADLETTER_SCHEMA_VERSION, "reason": r.prefix(reason, 2000), "topic": topic,
+        "partition": partition, "offset": offset, "at": rfc3339(at) if at is not None else None,
+        "size": len(payload), "excerpt": excerpt,
     })
 
 

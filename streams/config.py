@@ -8,14 +8,15 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from correlators.config import CorrelationSettings, ServiceSpec, dependency_graph
 from detectors.config import Duration, Frozen, parse_duration
 from remediators.config import RemediationSettings, TicketSettings
+from streams.ingest.redact import DEFAULT_RULES, check_custom_pattern
 
 
 class TopicSettings(Frozen):
@@ -44,12 +45,45 @@ class TopicSettings(Frozen):
                 "newrelic": self.alerts_newrelic}
 
 
+class RedactionRule(Frozen):
+    """An operator's own redaction rule: every match of ``pattern`` becomes ``replacement``."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    pattern: str
+    replacement: str | None = None  # None: "<name>"
+
+    @field_validator("pattern")
+    @classmethod
+    def _usable(cls, v: str) -> str:
+        problem = check_custom_pattern(v)
+        if problem is not None:
+            raise ValueError(problem)
+        return v
+
+
+class RedactionSettings(Frozen):
+    """PII redaction at ingest (streams/ingest/redact.py): built-in rules and the operator's own."""
+
+    rules: list[Literal["email", "pan", "token", "ip"]] = Field(default_factory=lambda: list(DEFAULT_RULES))
+    custom: list[RedactionRule] = Field(default_factory=list)
+
+    @field_validator("custom")
+    @classmethod
+    def _distinct_names(cls, v: list[RedactionRule]) -> list[RedactionRule]:
+        names = [r.name for r in v]
+        dups = sorted({n for n in names if names.count(n) > 1})
+        if dups:
+            raise ValueError(f"duplicate rule name '{dups[0]}'")
+        return v
+
+
 class IngestSettings(Frozen):
     # Prometheus samples name their service by this label, else by `job`.
     prometheus_service_label: str = "service"
     # Series labels kept from OTLP attributes; others are dropped to bound cardinality. Empty: keep all.
     keep_labels: list[str] = Field(default_factory=list)
     max_excerpt_bytes: int = Field(default=1024, ge=64, le=65536)
+    redaction: RedactionSettings = Field(default_factory=RedactionSettings)
 
 
 class WorkerSettings(Frozen):

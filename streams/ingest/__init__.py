@@ -28,6 +28,8 @@ import orjson
 
 from detectors.normalize import Sample
 from detectors.records import Labels
+from streams.ingest.redact import DEFAULT as DEFAULT_REDACTOR
+from streams.ingest.redact import Redactor
 
 MAX_REJECTS = 20
 # Plausible event times. Outside this window the producer is sending the wrong unit (ms for
@@ -135,14 +137,16 @@ def unknown_service(service: str, known: frozenset[str]) -> str:
 
 
 class Context:
-    """Per-message accumulator shared by the decoders: samples, reasons, and the label policy."""
+    """Per-message accumulator shared by the decoders: samples, reasons, the label policy and
+    the redactor every string leaving ingest goes through."""
 
-    __slots__ = ("samples", "known", "keep", "_reasons")
+    __slots__ = ("samples", "known", "keep", "redactor", "_reasons")
 
-    def __init__(self, known: frozenset[str] | None, keep: frozenset[str]):
+    def __init__(self, known: frozenset[str] | None, keep: frozenset[str], redactor: Redactor = DEFAULT_REDACTOR):
         self.samples: list[Sample] = []
         self.known = known
         self.keep = keep
+        self.redactor = redactor
         self._reasons: dict[str, None] = {}  # an ordered set
 
     def reject(self, reason: str) -> None:
@@ -156,10 +160,11 @@ class Context:
         return False
 
     def labels(self, d: dict[str, str]) -> Labels:
+        """Series labels (or log attributes): kept keys only, sorted, redacted."""
         keep = self.keep
         if keep:
-            return tuple(sorted((k, v) for k, v in d.items() if k in keep))
-        return tuple(sorted(d.items()))
+            return self.redactor.labels(tuple(sorted((k, v) for k, v in d.items() if k in keep)))
+        return self.redactor.labels(tuple(sorted(d.items())))
 
     def finish(self, fmt: str) -> Decoded:
         reasons = list(self._reasons)
@@ -194,7 +199,7 @@ def _guard(decode, payload: bytes, **kwargs):
 
 
 def decode_metrics(payload: bytes, *, known_services: frozenset[str] | None, service_label: str = "service",
-                   keep_labels: frozenset[str] = frozenset()) -> Decoded:
+                   keep_labels: frozenset[str] = frozenset(), redactor: Redactor = DEFAULT_REDACTOR) -> Decoded:
     """Decode one metrics message, detecting its format.
 
     Parameters
@@ -207,6 +212,9 @@ def decode_metrics(payload: bytes, *, known_services: frozenset[str] | None, ser
         The Prometheus label naming the service (falls back to ``job``).
     keep_labels
         When not empty, the only label keys kept on series (bounds cardinality).
+    redactor
+        Applied to every label key and value and every metric name (``ingest.redaction``;
+        :mod:`streams.ingest.redact`). The default redacts emails, card numbers and tokens.
 
     Raises
     ------
@@ -221,25 +229,29 @@ def decode_metrics(payload: bytes, *, known_services: frozenset[str] | None, ser
     ('native', [('api/cpu', 1700000000.0, 'gauge', 0.5)])
     """
     return _guard(_decode_metrics, payload, known_services=known_services, service_label=service_label,
-                  keep_labels=keep_labels)
+                  keep_labels=keep_labels, redactor=redactor)
 
 
-def decode_logs(payload: bytes, *, known_services: frozenset[str] | None) -> tuple[list, list[str]]:
+def decode_logs(payload: bytes, *, known_services: frozenset[str] | None,
+                redactor: Redactor = DEFAULT_REDACTOR) -> tuple[list, list[str]]:
     """Decode one OTLP/JSON ``ExportLogsServiceRequest`` into log records and reject reasons.
+
+    Bodies and attributes (keys and values) go through ``redactor``, so templates and sample
+    lines mined from them downstream carry placeholders, never the matched text.
 
     Raises
     ------
     DecodeError
         When the message as a whole is unusable; never anything else.
     """
-    return _guard(logs.decode, payload, known_services=known_services)
+    return _guard(logs.decode, payload, known_services=known_services, redactor=redactor)
 
 
-def _decode_metrics(payload: bytes, *, known_services, service_label, keep_labels) -> Decoded:
+def _decode_metrics(payload: bytes, *, known_services, service_label, keep_labels, redactor) -> Decoded:
     obj = load(payload)
     if type(obj) is not dict:
         raise DecodeError(f"unrecognized metrics message: expected a JSON object (got {type_name(obj)})")
-    ctx = Context(known_services, keep_labels)
+    ctx = Context(known_services, keep_labels, redactor)
     if "resourceMetrics" in obj:
         otlp.decode(obj, ctx)
         return ctx.finish("otlp")
@@ -257,4 +269,4 @@ def _decode_metrics(payload: bytes, *, known_services, service_label, keep_label
 # The format modules import the helpers above from this package, so they come last.
 from streams.ingest import logs, native, otlp, prometheus  # noqa: E402
 
-__all__ = ["DecodeError", "Decoded", "decode_logs", "decode_metrics"]
+__all__ = ["DecodeError", "Decoded", "Redactor", "decode_logs", "decode_metrics"]

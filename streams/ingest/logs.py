@@ -3,12 +3,13 @@
 The service is the resource attribute ``service.name``; resource and record attributes become
 labels. The time is ``timeUnixNano``, else ``observedTimeUnixNano`` (the collector sets the
 latter when a source gives no time). A record without a usable severity number takes it from
-``severityText`` so that plain ``ERROR`` lines still count as errors.
+``severityText`` so that plain ``ERROR`` lines still count as errors. Bodies (cut to
+``MAX_BODY`` characters) and attributes go through the redactor (:mod:`streams.ingest.redact`).
 """
 from __future__ import annotations
 
 from detectors.records import LogRecord
-from streams.ingest import Context, PathError, expect_list, short, type_name
+from streams.ingest import DEFAULT_REDACTOR, Context, PathError, Redactor, expect_list, short, type_name
 from streams.ingest.otlp import any_to_str, attributes, parse_int, resource_service, time_problem
 
 MAX_BODY = 2048
@@ -16,14 +17,15 @@ _TEXT_SEVERITY = {"TRACE": 1, "DEBUG": 5, "INFO": 9, "NOTICE": 10, "WARN": 13, "
                   "ERR": 17, "CRITICAL": 21, "FATAL": 21, "PANIC": 21, "ALERT": 21, "EMERGENCY": 24}
 
 
-def decode(payload: bytes, *, known_services: frozenset[str] | None) -> tuple[list[LogRecord], list[str]]:
+def decode(payload: bytes, *, known_services: frozenset[str] | None,
+           redactor: Redactor = DEFAULT_REDACTOR) -> tuple[list[LogRecord], list[str]]:
     from streams.ingest import DecodeError, load
 
     obj = load(payload)
     if type(obj) is not dict or "resourceLogs" not in obj:
         got = type_name(obj) if type(obj) is not dict else "keys: " + ", ".join(short(k, 30) for k in list(obj)[:5])
         raise DecodeError(f"unrecognized logs message: expected OTLP/JSON (resourceLogs); got {got}")
-    ctx = Context(known_services, frozenset())
+    ctx = Context(known_services, frozenset(), redactor)
     records: list[LogRecord] = []
     for i, rl in enumerate(expect_list(obj.get("resourceLogs"), "resourceLogs")):
         try:
@@ -70,4 +72,4 @@ def _resource_logs(rl: object, ctx: Context, out: list[LogRecord]) -> None:
             body = rec.get("body")
             text = any_to_str(body, f"{path}.body") if body is not None else ""
             attrs = attributes(rec.get("attributes"), f"{path}.attributes", dict(res_attrs))
-            out.append(LogRecord(service, ns / 1e9, sev, text[:MAX_BODY], tuple(sorted(attrs.items()))))
+            out.append(LogRecord(service, ns / 1e9, sev, ctx.redactor.prefix(text, MAX_BODY), ctx.labels(attrs)))

@@ -95,7 +95,7 @@ def decode(obj: dict, ctx: Context) -> None:
         cache_key = (metric, lab)
         key = keys.get(cache_key)
         if key is None:
-            key = keys[cache_key] = SeriesKey(service, metric, lab)
+            key = keys[cache_key] = SeriesKey(service, ctx.redactor.text(metric), lab)
         sample_kind, monotonic = _KINDS[kind]
         ctx.samples.append(Sample(key, ts, sample_kind, v, monotonic, "cumulative", None))
 

@@ -4,7 +4,8 @@ proto3 JSON, as opentelemetry-proto specifies it: lowerCamelCase keys, enums as 
 64-bit integers as decimal strings or numbers, doubles as numbers or the strings ``"NaN"``,
 ``"Infinity"``, ``"-Infinity"``; unknown fields are ignored and an absent or null field is its
 default. Service = resource attribute ``service.name``; the other resource attributes and the
-point attributes are labels (point attributes win on a clash).
+point attributes are labels (point attributes win on a clash). Labels and metric names go
+through the context's redactor (:mod:`streams.ingest.redact`); the service name does not.
 
 A value of the wrong JSON type in the document's structure raises a ``DecodeError`` naming its
 path; a scalar that has the right JSON type but cannot be used (unparsable or absurd timestamp,
@@ -220,6 +221,7 @@ def _metric(m: object, service: str, res_attrs: dict, res_labels: tuple, ctx: Co
     if not name:
         ctx.reject("metric without a name")
         return
+    name = ctx.redactor.text(name)
     data = m.get("gauge")
     if data is not None:
         _number_points(expect_object(data, "gauge"), "gauge", name, service, res_attrs, res_labels, ctx)

@@ -57,7 +57,7 @@ def decode(obj: dict, ctx: Context, service_label: str) -> None:
         return
     series_labels = {k: v for k, v in labels.items()
                      if k not in _DROPPED_LABELS and k != service_label and k != "job"}
-    key = SeriesKey(service, name, ctx.labels(series_labels))
+    key = SeriesKey(service, ctx.redactor.text(name), ctx.labels(series_labels))
     # Prometheus counters end in _total by convention: rate them like OTLP monotonic sums.
     if name.endswith("_total"):
         ctx.samples.append(Sample(key, t, "sum", v, True, "cumulative", None))

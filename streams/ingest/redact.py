@@ -1,0 +1,375 @@
+"""PII redaction at ingest: every string that leaves the decoders goes through a :class:`Redactor`.
+
+What is replaced, and by what (the built-in rules, chosen by ``ingest.redaction.rules``):
+
+- ``email``: addresses (``jane.doe@example.com``) become ``<email>``;
+- ``pan``: card numbers, 13 to 19 digits, optionally in groups split by one space or dash,
+  that pass the Luhn check, become ``<pan>``. A number that fails Luhn (most order ids and
+  timestamps: nine in ten) stays. Inside a longer grouped run (``4111 1111 1111 1111 2026``) every
+  group-aligned stretch is checked too; one unbroken run longer than 19 digits is left alone;
+- ``token``: credentials become ``<token>``: the value after ``Bearer``, after an
+  ``Authorization:`` header, after a secret-looking key (``api_key=``, ``apikey:``, ``token=``,
+  ``secret=``, ``password=``, ``"access_token": "..."``, ...), and well-known key shapes wherever
+  they stand: Stripe ``sk_live_...``, GitHub ``ghp_...``/``github_pat_...``, Slack ``xoxb-...``,
+  AWS ``AKIA...``/``ASIA...``, Google ``AIza...``, GitLab ``glpat-...``, JWTs ``eyJ...``. A series
+  label or log attribute whose *key* looks secret (``api_key``, ``x.auth_token``,
+  ``http.request.header.authorization``) has its whole value replaced;
+- ``ip`` (off by default): IPv4 and IPv6 addresses become ``<ip>``.
+
+Operators add their own regular expressions (``ingest.redaction.custom``); they run after the
+built-in rules, and their matches become the rule's replacement (``<name>`` by default).
+
+The decoders call :meth:`Redactor.labels` for series labels and log attributes (keys and
+values), :meth:`Redactor.text` for metric names, and :meth:`Redactor.prefix` for log bodies.
+Service names are not redacted: they route and group everything downstream, and the pipeline
+accepts only the services ``topology.yaml`` declares (an unknown one is dropped, and the reason,
+which quotes it, is redacted on its way to the dead-letter topic).
+
+This module is pure: no I/O, no clock. The caches only remember answers, so a redactor gives the
+same output for the same input whatever it saw before.
+
+Examples
+--------
+>>> r = Redactor()
+>>> r.text("login failed for jane.doe@example.com card 4111 1111 1111 1111 order 4111111111111112")
+'login failed for <email> card <pan> order 4111111111111112'
+>>> r.text("GET /v1/pay Authorization: Bearer abc.def-123 api_key=s3cr3t&x=1")
+'GET /v1/pay Authorization: <token> api_key=<token>&x=1'
+>>> r.labels((("api_key", "k-12345"), ("user", "bob@example.org")))
+(('api_key', '<token>'), ('user', '<email>'))
+>>> Redactor(["ip"]).text("from 10.0.0.7:443 and [fe80::1%eth0]")
+'from <ip>:443 and [<ip>]'
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+
+BUILTIN_RULES = ("email", "pan", "token", "ip")
+DEFAULT_RULES = ("email", "pan", "token")
+PLACEHOLDERS = {"email": "<email>", "pan": "<pan>", "token": "<token>", "ip": "<ip>"}
+TOKEN = PLACEHOLDERS["token"]
+
+# A match that straddles a cut (log body, dead-letter excerpt) is still found whole: the window
+# redacted runs this far past the cut. Longer than any address or card number.
+PREFIX_MARGIN = 512
+
+# --- the built-in rules ------------------------------------------------------------------------
+# One pattern per rule, applied in order (token, email, pan, ip), each behind a cheap test of
+# what any match must contain: a regex scan costs about a microsecond per log line, a substring
+# test some tens of nanoseconds, and most strings contain nothing. The token alternatives are
+# named groups; the callback reads ``m.lastgroup`` (the outer group closes last). Lookbehinds keep
+# the scans linear: a match can only start where a run of its characters starts.
+
+_SECRET_WORDS = (r"api[_-]?key|apikey|x-api-key|access[_-]?key|secret[_-]?key|private[_-]?key|access[_-]?token"
+                 r"|auth[_-]?token|refresh[_-]?token|id[_-]?token|client[_-]?secret|token|secret|password|passwd|pwd")
+_TOKEN_PARTS = (
+    # Authorization: <scheme> <credential>  (the scheme goes too: "Basic dXNlcjpwdw==")
+    r"(?P<auth>(?P<auth_head>(?i:(?<![A-Za-z0-9])(?:proxy-)?authorization)[\"']?\s*[:=]\s*[\"']?)"
+    r"(?:(?i:bearer|basic|digest|token|negotiate|apikey)\s+)?[^\s\"',;]+)",
+    r"(?P<bearer>(?P<bearer_head>(?i:(?<![A-Za-z0-9])bearer)\s+)[A-Za-z0-9._~+/-]+=*)",
+    rf"(?P<kv>(?P<kv_head>(?i:(?<![A-Za-z0-9])(?:{_SECRET_WORDS}))[\"']?\s*[:=]\s*[\"']?)[^\s\"'&,;]+)",
+    r"(?P<shape>(?<![A-Za-z0-9])(?:[spr]k_(?:live|test)_[0-9A-Za-z]{8,}|whsec_[0-9A-Za-z]{16,}"
+    r"|gh[pousr]_[0-9A-Za-z]{30,}|github_pat_[0-9A-Za-z_]{30,}|xox[abposr]-[0-9A-Za-z-]{10,}"
+    r"|(?:AKIA|ASIA)[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{35}|glpat-[0-9A-Za-z_-]{20,}"
+    r"|eyJ[0-9A-Za-z_-]{8,}\.[0-9A-Za-z_-]{8,}(?:\.[0-9A-Za-z_-]*)?)(?![0-9A-Za-z]))",
+)
+_LOCAL = r"[\w.!#$%&'*+/=?^`{|}~-]"
+_FIRST = r"[\w!#$%&*+/=?^{|}~-]"  # not a dot or a quote: "'jane@example.com'" keeps its quotes
+_LABEL = r"[^\W_](?:[\w-]{0,61}[^\W_])?"
+_EMAIL = rf"(?P<email>(?<!{_FIRST}){_FIRST}{_LOCAL}*@(?:{_LABEL}\.)+[^\W\d_](?:[\w-]{{0,61}}[^\W_])?(?![\w-]))"
+# A maximal run of digits with at most one space or dash between them, 13 digits or more. The
+# first digit comes before the lookbehinds so that the scan can skip to digits quickly.
+_PAN = r"(?P<pan>[0-9](?<![0-9]{2})(?<![0-9][ -][0-9])(?:[ -]?[0-9]){12,})"
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IP = (rf"(?P<ip4>(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w]|\.[0-9]))",
+       # candidates only; the callback keeps what ipaddress does not accept (times, MAC addresses)
+       r"(?P<ip6>(?<![\w:.])(?=[0-9A-Fa-f]{0,4}:)[0-9A-Fa-f:.]{2,}(?:%[0-9A-Za-z_.-]+)?(?![\w:]))")
+
+_RUN_SEP = re.compile(r"([ -])")
+_DOUBLED = tuple((2 * d) - 9 if d > 4 else 2 * d for d in range(10))
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn checksum of a string of ASCII digits.
+
+    >>> luhn_valid("4111111111111111"), luhn_valid("4111111111111112")
+    (True, False)
+    """
+    total = 0
+    double = False
+    for c in reversed(digits):
+        d = ord(c) - 48
+        total += _DOUBLED[d] if double else d
+        double = not double
+    return total % 10 == 0
+
+
+def _redact_pan(run: str) -> str:
+    """A digit run found by the ``pan`` rule: whole, or its group-aligned card numbers, redacted."""
+    digits = run.replace(" ", "").replace("-", "")
+    if len(digits) <= 19 and luhn_valid(digits):
+        return PLACEHOLDERS["pan"]
+    parts = _RUN_SEP.split(run)  # [group, sep, group, sep, ..., group]
+    groups = parts[0::2]
+    if len(groups) == 1:
+        return run  # one unbroken run: an id, not a card written out
+    n = len(groups)
+    out: list[str] = []
+    done = 0  # groups[:done] are already in out
+    i = 0
+    while i < n:
+        best = -1
+        total = 0
+        for j in range(i, n):
+            total += len(groups[j])
+            if total > 19:
+                break
+            if total >= 13 and luhn_valid("".join(groups[i:j + 1])):
+                best = j  # the longest card-number stretch starting at group i
+        if best < 0:
+            i += 1
+            continue
+        out.append("".join(parts[2 * done:2 * i]))  # untouched groups and the separator before i
+        out.append(PLACEHOLDERS["pan"])
+        done = i = best + 1
+        if done < n:
+            out.append(parts[2 * done - 1])
+    out.append("".join(parts[2 * done:]))
+    return "".join(out)
+
+
+def _redact_ip6(candidate: str) -> str:
+    core = candidate.rstrip(".")
+    try:
+        ipaddress.IPv6Address(core)
+    except ValueError:
+        return candidate
+    return PLACEHOLDERS["ip"] + candidate[len(core):]
+
+
+def _replace_token(m: re.Match) -> str:
+    kind = m.lastgroup
+    if kind == "shape":
+        return TOKEN
+    return m.group(f"{kind}_head") + TOKEN  # auth, bearer, kv: the key stays readable
+
+
+def _replace_pan(m: re.Match) -> str:
+    return _redact_pan(m.group())
+
+
+def _replace_ip(m: re.Match) -> str:
+    return PLACEHOLDERS["ip"] if m.lastgroup == "ip4" else _redact_ip6(m.group())
+
+
+_TOKEN_RX: dict[int, re.Pattern] = {}  # alternation of the token parts whose gates passed, by bit mask
+
+
+def _token_pattern(s: str) -> re.Pattern | None:
+    """The token alternatives that can match ``s``, or ``None``. Each alternative needs one of
+    its words (in any case): testing for them is much cheaper than scanning for the pattern."""
+    low = s.lower()
+    mask = 0
+    if "auth" in low:
+        mask = 1
+    if "bearer" in low:
+        mask |= 2
+    if "key" in low or "token" in low or "sec" in low or "pass" in low or "pwd" in low:
+        mask |= 4
+    if ("k_" in low or "sec" in low or "gh" in low or "xox" in low or "ia" in low or "aiza" in low
+            or "glpat-" in low or "eyj" in low):
+        mask |= 8
+    if not mask:
+        return None
+    rx = _TOKEN_RX.get(mask)
+    if rx is None:
+        rx = _TOKEN_RX[mask] = re.compile("|".join(p for i, p in enumerate(_TOKEN_PARTS) if mask >> i & 1))
+    return rx
+
+
+# Digits to "0", every other byte to "x"; spaces and dashes are deleted.
+_DIGIT_MAP = bytes(0x30 if 0x30 <= c <= 0x39 else 0x78 for c in range(256))
+_THIRTEEN = b"0" * 13
+_PAN_RX = re.compile(_PAN)
+
+
+def _pan_pattern(s: str) -> re.Pattern | None:
+    """``None`` when ``s`` has no 13 ASCII digits in a row once spaces and dashes are removed:
+    then no run the ``pan`` rule looks at is long enough. (UTF-8 encodes ASCII digits, and only
+    them, as bytes 0x30..0x39.) Ids full of short digit groups, such as UUIDs, stop here."""
+    b = s.encode("utf-8", "surrogatepass").translate(_DIGIT_MAP, b" -")
+    return _PAN_RX if _THIRTEEN in b else None
+
+
+_EMAIL_RX = re.compile(_EMAIL)
+
+
+def _email_pattern(s: str) -> re.Pattern | None:
+    return _EMAIL_RX if "@" in s else None
+
+
+_IP_RX = re.compile("|".join(_IP))
+
+
+def _ip_pattern(s: str) -> re.Pattern | None:
+    return _IP_RX if "." in s or ":" in s else None
+
+
+def compile_builtin(rules: Iterable[str]) -> tuple[tuple, ...]:
+    """``(select, replacement)`` for each chosen built-in rule, in the order they run;
+    ``select(s)`` is the pattern to run on ``s``, or ``None`` when a cheap test shows that
+    nothing in ``s`` can match.
+
+    Tokens run first: "password=jane@example.com" is a credential, then no longer an address.
+
+    Raises
+    ------
+    ValueError
+        For a name that is not a built-in rule.
+    """
+    chosen = set(rules)
+    unknown = chosen - set(BUILTIN_RULES)
+    if unknown:
+        raise ValueError(f"unknown redaction rule {sorted(unknown)[0]!r} (expected one of {', '.join(BUILTIN_RULES)})")
+    table = {"token": (_token_pattern, _replace_token), "email": (_email_pattern, PLACEHOLDERS["email"]),
+             "pan": (_pan_pattern, _replace_pan), "ip": (_ip_pattern, _replace_ip)}
+    return tuple(entry for name, entry in table.items() if name in chosen)
+
+
+_SECRET_KEY = re.compile(rf"(?i)(?:^|[._-])(?:{_SECRET_WORDS}|authorization|proxy-authorization|cookie|set-cookie)$")
+
+
+def check_custom_pattern(pattern: str) -> str | None:
+    """Why an operator's pattern cannot be used, or ``None``.
+
+    >>> check_custom_pattern("EMP-[0-9]{6}") is None
+    True
+    >>> check_custom_pattern("EMP-(")
+    'invalid regular expression: missing ), unterminated subpattern at position 4'
+    >>> check_custom_pattern("x*")
+    'the pattern matches the empty string'
+    """
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        return f"invalid regular expression: {exc}"
+    if rx.fullmatch("") is not None:
+        return "the pattern matches the empty string"
+    return None
+
+
+class Redactor:
+    """Replaces what the chosen rules match with placeholders.
+
+    Parameters
+    ----------
+    rules
+        Built-in rules to apply, from :data:`BUILTIN_RULES`.
+    custom
+        The operator's rules, ``(name, pattern, replacement)``; ``replacement`` ``None`` means
+        ``<name>``. Applied after the built-in rules, in order.
+    cache_size
+        Distinct strings (and label sets) remembered. Labels repeat across points, so most
+        lookups are hits; log bodies rarely repeat and have their own, smaller cache.
+
+    Raises
+    ------
+    ValueError
+        For an unknown built-in rule or an unusable custom pattern (config validation reports
+        these with their path first; see ``streams.config``).
+
+    Examples
+    --------
+    >>> r = Redactor(["pan"], [("employee", r"EMP-[0-9]{6}", None)])
+    >>> r.text("EMP-123456 paid with 5555-5555-5555-4444, mail ops@example.com")
+    '<employee> paid with <pan>, mail ops@example.com'
+    >>> Redactor([]).active
+    False
+    """
+
+    def __init__(self, rules: Iterable[str] = DEFAULT_RULES,
+                 custom: Iterable[tuple[str, str, str | None]] = (), *, cache_size: int = 65536):
+        rules = tuple(rules)
+        self.rules = rules
+        self._builtin = compile_builtin(rules)
+        compiled = []
+        for name, pattern, replacement in custom:
+            problem = check_custom_pattern(pattern)
+            if problem is not None:
+                raise ValueError(f"redaction rule {name!r}: {problem}")
+            compiled.append((re.compile(pattern), f"<{name}>" if replacement is None else replacement))
+        self._custom = tuple(compiled)
+        self._secret_keys = "token" in rules
+        self.active = bool(self._builtin) or bool(self._custom)
+        self._labels_cache: dict[tuple, tuple] = {}
+        self._labels_max = cache_size
+        if self.active:
+            self.text = lru_cache(maxsize=cache_size)(self._apply)  # type: ignore[method-assign]
+            self._body = lru_cache(maxsize=4096)(self._apply)
+        else:
+            self.text = self._body = _same  # type: ignore[method-assign]
+
+    @classmethod
+    def from_settings(cls, settings) -> Redactor:
+        """From ``topology.ingest.redaction`` (:class:`streams.config.RedactionSettings`)."""
+        return cls(settings.rules, [(r.name, r.pattern, r.replacement) for r in settings.custom])
+
+    def _apply(self, s: str) -> str:
+        for select, replacement in self._builtin:
+            rx = select(s)
+            if rx is not None:
+                s = rx.sub(replacement, s)
+        for rx, replacement in self._custom:
+            s = rx.sub(lambda _m, r=replacement: r, s)
+        return s
+
+    def text(self, s: str) -> str:  # replaced per instance by a cached function in __init__
+        """``s`` with every match replaced (cached per distinct string)."""
+        return self._apply(s)  # pragma: no cover
+
+    def prefix(self, s: str, limit: int) -> str:
+        """The first ``limit`` characters of ``s``, redacted. The redacted window reaches
+        :data:`PREFIX_MARGIN` characters past the cut, so a match that straddles it is still
+        found whole.
+
+        >>> Redactor().prefix("card 4111 1111 1111 1111 declined", 12)
+        'card <pan> d'
+        """
+        if len(s) <= limit:
+            return self._body(s)
+        return self._body(s[:limit + PREFIX_MARGIN])[:limit]
+
+    def labels(self, labels: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        """Sorted ``(key, value)`` pairs, redacted: keys and values by the text rules, and the
+        whole value of a secret-looking key when the ``token`` rule is on. Two keys that redact
+        to the same text keep the value of the later one."""
+        if not self.active or not labels:
+            return labels
+        cache = self._labels_cache
+        out = cache.get(labels)
+        if out is None:
+            text = self.text
+            secret = _SECRET_KEY.search if self._secret_keys else None
+            red: dict[str, str] = {}
+            for k, v in labels:
+                red[text(k)] = TOKEN if secret is not None and v and secret(k) else text(v)
+            out = tuple(sorted(red.items()))
+            if out == labels:
+                out = labels  # share the caller's tuple: no second copy per series
+            if len(cache) >= self._labels_max:
+                cache.clear()  # a bound, not an LRU: label sets are few and stable in practice
+            cache[labels] = out
+        return out
+
+
+def _same(s: str) -> str:
+    return s
+
+
+DEFAULT = Redactor()  # the defaults of ``ingest.redaction``: email, pan, token
+
+__all__ = ["BUILTIN_RULES", "DEFAULT", "DEFAULT_RULES", "PLACEHOLDERS", "Redactor", "check_custom_pattern",
+           "luhn_valid"]
