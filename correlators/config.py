@@ -44,6 +44,29 @@ class Silence(Frozen):
                 and all(k in labels and fnmatch.fnmatchcase(labels[k], v) for k, v in self.labels.items()))
 
 
+Renotify = Literal["priority_raised", "root_cause_changed", "services_added", "any_update"]
+
+
+class NotifySettings(Frozen):
+    """Which incident records reach a receiver (``correlation.notify``).
+
+    Every record is published on ``aiops.incidents``; its ``notification`` says whether it is a
+    notification: ``page`` when the incident opens or reopens, ``resolve`` when it resolves,
+    ``update`` when an open incident got worse in a way listed in ``renotify_on`` (compared with
+    the last record that notified) or is repeated after ``repeat_interval``, else ``silent``.
+    Ticket sinks (webhook, PagerDuty, Jira, ClickUp) follow it: a silent record updates no ticket.
+    """
+
+    # What re-notifies an open incident: its priority rose above the last notified one; its top
+    # root cause is another service; at least `services_added` services joined since the last
+    # notification. "any_update" makes every record a notification (Alertmanager's behaviour).
+    renotify_on: list[Renotify] = Field(default_factory=lambda: ["priority_raised", "root_cause_changed",
+                                                                  "services_added"])
+    # How many newly affected services (since the last notification) make the blast radius
+    # grow materially. Priority already counts an entry point and three or more services.
+    services_added: int = Field(default=3, ge=1)
+
+
 class CorrelationSettings(Frozen):
     # Wait this long after an incident's first alert before the first notification, so the
     # alerts of one failure arrive together and the root cause is ranked on all of them.
@@ -54,8 +77,10 @@ class CorrelationSettings(Frozen):
     settle_wait: Duration = parse_duration("30s")
     # Minimum time between updates of one incident for added alerts.
     group_interval: Duration = parse_duration("1m")
-    # An unchanged open incident is re-sent this often.
+    # An open incident is re-notified this long after its last notification (a reminder).
     repeat_interval: Duration = parse_duration("4h")
+    # Which updates of an open incident notify (the rest are published as `silent`).
+    notify: NotifySettings = Field(default_factory=NotifySettings)
     # Alerts on services within this many hops (either direction) join one incident.
     max_hops: int = Field(default=2, ge=0)
     # Alertmanager's group_by: alerts whose values for these labels differ never share an incident

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 import networkx as nx
 
-from correlators.config import CorrelationSettings, Silence
+from correlators.config import CorrelationSettings, NotifySettings, Silence
 from correlators.rca import classify_metric, rank_root_causes
 from correlators.records import Change, Incident, RootCause
 from detectors.records import Alert, AlertEvent, Heartbeat, rfc3339, stable_hash
@@ -36,12 +36,14 @@ class _Group:
     services: set[str] = field(default_factory=set)
     status: str = "pending"  # pending -> open -> resolved
     version: int = 0
-    last_sent_at: float = 0.0
+    last_sent_at: float = 0.0  # the last record published (group_interval counts from here)
+    last_notified_at: float = 0.0  # the last record that notified (repeat_interval counts from here)
     last_alert_at: float = 0.0
     all_resolved_at: float | None = None
     resolved_at: float | None = None
     pending_reason: str | None = None
     last_incident: Incident | None = None
+    last_notified: Incident | None = None  # what the receiver last heard: "got worse" compares with it
     key: tuple[str, ...] = ()  # the values of correlation.group_by
 
     def firing(self) -> list[Alert]:
@@ -76,7 +78,7 @@ class Correlator:
         self._by_fingerprint: dict[str, str] = {}  # fingerprint -> group id (active or recently resolved)
         self.now: float = 0.0
         self.stats = {"alerts": 0, "duplicates": 0, "incidents": 0, "updates": 0, "transient": 0, "changes": 0,
-                      "silenced": 0, "inhibited": 0, "quiet_updates": 0}
+                      "silenced": 0, "inhibited": 0, "quiet_updates": 0, "notifications": 0}
         self._changes: dict[str, Change] = {}  # change id -> change (a redelivered change is the same)
         self._silences: dict[str, Silence] = {s.id: s for s in settings.silences}
         self._below: dict[str, frozenset[str]] = {}  # service -> every service it calls, directly or not
@@ -139,7 +141,7 @@ class Correlator:
                     inc = self._emit(grp, grp.pending_reason, only_if_material=True)
                     if inc is not None:
                         out.append(inc)
-                elif self.now >= grp.last_sent_at + cfg.repeat_interval.total_seconds():
+                elif self.now >= grp.last_notified_at + cfg.repeat_interval.total_seconds():
                     out.append(self._emit(grp, "repeat"))
         self._forget_old()
         return out
@@ -245,6 +247,7 @@ class Correlator:
         grp.services.add(alert.service)
         grp.last_alert_at = alert.at
         grp.last_sent_at = -1e18  # send the reopen at once: it is news
+        grp.last_notified = None  # and it pages again
         grp.pending_reason = "reopened"
 
     def _find_group(self, alert: Alert) -> _Group | None:
@@ -336,8 +339,8 @@ class Correlator:
     def _emit(self, grp: _Group, reason: str, *, only_if_material: bool = False) -> Incident | None:
         """The incident's next record. With ``only_if_material``, ``None`` unless something a
         responder acts on changed (services, priority, severity, the top root cause, whether
-        anything still fires): more alerts of the same failure are not news, and every record
-        here is a notification downstream."""
+        anything still fires): more alerts of the same failure are not news. Whether the record
+        notifies is decided by :func:`notification` against the last record that did."""
         grp.pending_reason = None
         alerts = sorted(grp.alerts.values(), key=lambda a: (a.starts_at, a.fingerprint))
         root_causes = self._rank(grp)
@@ -365,10 +368,15 @@ class Correlator:
         if only_if_material and prev is not None and _same_story(prev, inc):
             self.stats["quiet_updates"] += 1
             return None
+        inc = replace(inc, notification=notification(grp.last_notified, inc, self._cfg.notify))
         grp.version += 1
         grp.last_sent_at = self.now
         grp.last_incident = inc
+        if inc.notifies:
+            grp.last_notified = inc
+            grp.last_notified_at = self.now
         self.stats["updates"] += 1
+        self.stats["notifications"] += inc.notifies
         return inc
 
     def _owner(self, root_causes: tuple[RootCause, ...], services: tuple[str, ...]) -> str | None:
@@ -385,6 +393,45 @@ class Correlator:
                 if self._by_fingerprint.get(fp) == gid:
                     del self._by_fingerprint[fp]
             del self._groups[gid]
+
+
+_PRIORITY_RANK = {"P1": 1, "P2": 2, "P3": 3, "P4": 4}
+
+
+def notification(last: Incident | None, inc: Incident, cfg: NotifySettings) -> str:
+    """Whether ``inc`` reaches a receiver, given ``last``, the last record that did (``None``: none
+    did since the incident opened or reopened).
+
+    ``page`` for the first record (opened or reopened), ``resolve`` when it resolves, ``update``
+    when it got worse in a way ``cfg.renotify_on`` lists (or for a ``repeat`` reminder), else
+    ``silent``: more alerts of the same failure, a lower priority, nothing firing while the
+    incident waits out ``resolve_after``.
+
+    Examples
+    --------
+    >>> base = Incident("i", 1, "open", "opened", 0.0, 0.0, None, "t", "P3", "warning", ("db",), 1, 1, ())
+    >>> cfg = NotifySettings()
+    >>> notification(None, base, cfg)
+    'page'
+    >>> notification(base, replace(base, version=2, reason="alerts_added", services=("api", "db")), cfg)
+    'silent'
+    >>> notification(base, replace(base, version=2, reason="alerts_added", priority="P1"), cfg)
+    'update'
+    >>> notification(base, replace(base, version=3, status="resolved", reason="resolved"), cfg)
+    'resolve'
+    """
+    if inc.status == "resolved":
+        return "resolve"
+    if last is None:
+        return "page"
+    on = set(cfg.renotify_on)
+    if "any_update" in on or inc.reason == "repeat":
+        return "update"
+    top = lambda i: i.root_causes[0].service if i.root_causes else None  # noqa: E731
+    worse = (("priority_raised" in on and _PRIORITY_RANK.get(inc.priority, 4) < _PRIORITY_RANK.get(last.priority, 4))
+             or ("root_cause_changed" in on and top(inc) is not None and top(inc) != top(last))
+             or ("services_added" in on and len(set(inc.services) - set(last.services)) >= cfg.services_added))
+    return "update" if worse else "silent"
 
 
 def _same_story(a: Incident, b: Incident) -> bool:

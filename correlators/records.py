@@ -42,7 +42,7 @@ class Incident:
     id: str
     version: int
     status: str  # "open" | "resolved"
-    reason: str  # why this update was sent: "opened" | "alerts_added" | "alerts_resolved" | "resolved" | "reopened"
+    reason: str  # why this update was sent: "opened" | "alerts_added" | "alerts_changed" | "alerts_resolved" | "repeat" | "resolved" | "reopened"
     opened_at: float
     updated_at: float
     resolved_at: float | None
@@ -56,6 +56,14 @@ class Incident:
     root_causes: tuple[RootCause, ...] = ()
     owner: str | None = None
     labels: tuple[tuple[str, str], ...] = field(default=())
+    # Whether this record reaches a receiver (correlation.notify): "page" (opened, reopened),
+    # "update" (got worse, or a repeat), "resolve", or "silent" (published for consumers and
+    # the record, but nobody is notified). The correlator always sets it.
+    notification: str = "update"
+
+    @property
+    def notifies(self) -> bool:
+        return self.notification != "silent"
 
 
 CHANGE_SCHEMA_VERSION = 1

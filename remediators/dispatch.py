@@ -268,8 +268,15 @@ def ticket_events(state: DispatchState, inc: Incident, topology: Topology, actio
         if inc.status != "open" or _PRIORITY_RANK[inc.priority] > _PRIORITY_RANK[cfg.min_priority]:
             return state, []
         event = "create"
+    elif inc.status == "resolved":
+        event = "resolve"
+    elif not inc.notifies:
+        # Not news for a responder (correlation.notify): every sink notifies on an update (a
+        # webhook POST, a PagerDuty trigger, a tracker's watchers), so none is sent. The next
+        # update or the resolve carries the whole incident; aiops.incidents has every version.
+        return state, []
     else:
-        event = "resolve" if inc.status == "resolved" else "update"
+        event = "update"
     team = inc.owner or cfg.default_team
     spec = cfg.teams.get(team)
     tags = ("aiops", inc.priority.lower(), *(f"service:{s}" for s in inc.services))

@@ -132,7 +132,7 @@ def incident_dict(inc: Incident) -> dict:
         "services": list(inc.services),
         "alerts": {"count": inc.alert_count, "firing": inc.firing_count, "fingerprints": list(inc.fingerprints)},
         "root_causes": [_root_cause(rc) for rc in inc.root_causes],
-        "owner": inc.owner, "labels": dict(inc.labels),
+        "owner": inc.owner, "labels": dict(inc.labels), "notification": inc.notification,
     }
 
 

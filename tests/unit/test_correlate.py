@@ -4,7 +4,7 @@ from dataclasses import replace
 import networkx as nx
 import pytest
 
-from correlators.config import CorrelationSettings
+from correlators.config import CorrelationSettings, NotifySettings
 from correlators.correlate import Correlator
 from detectors.records import Alert, Heartbeat
 
@@ -186,3 +186,50 @@ def test_the_first_page_waits_a_little_while_two_causes_are_neck_and_neck():
     # without a tie, the page goes out at group_wait as usual
     _, plain = run([alert("orders-db", 100, metric=pool), Heartbeat(131)])
     assert [i.updated_at for i in plain] == [131]
+
+
+# --- which records notify (correlation.notify) ----------------------------------------------------
+
+def settings(**kw):
+    return CorrelationSettings(**{**CFG.model_dump(), **kw})
+
+
+def test_only_what_a_responder_acts_on_notifies_the_rest_is_published_silent():
+    # orders pages at P3; checkout joining changes the services but not the priority: silent;
+    # frontend (an entry point, tier 1) joining raises it to P1: a re-notification; everything
+    # quiet while the incident waits out resolve_after: silent; resolved: a notification.
+    _, out = run([alert("orders", 100), Heartbeat(131), alert("checkout", 140), Heartbeat(191),
+                  alert("frontend", 200), Heartbeat(251),
+                  *(alert(s, 300, status="resolved", starts_at=t) for s, t in (("orders", 100), ("checkout", 140),
+                                                                                ("frontend", 200))),
+                  Heartbeat(361), Heartbeat(700)])
+    assert [(i.version, i.reason, i.priority, i.notification) for i in out] == [
+        (1, "opened", "P3", "page"), (2, "alerts_added", "P3", "silent"), (3, "alerts_added", "P1", "update"),
+        (4, "alerts_resolved", "P1", "silent"), (5, "resolved", "P1", "resolve")]
+
+
+def test_growth_compares_with_the_last_notification_not_the_last_record():
+    # One service at a time: never services_added at once, but three since the page is material.
+    cfg = settings(notify=NotifySettings(renotify_on=["services_added"], services_added=2))
+    _, out = run([alert("orders-db", 100), Heartbeat(131), alert("orders", 140), Heartbeat(191),
+                  alert("checkout", 200), Heartbeat(251)], cfg)
+    assert [(len(i.services), i.notification) for i in out] == [(1, "page"), (2, "silent"), (3, "update")]
+
+
+def test_any_update_makes_every_record_a_notification():
+    cfg = settings(notify=NotifySettings(renotify_on=["any_update"]))
+    _, out = run([alert("orders", 100), Heartbeat(131), alert("checkout", 140), Heartbeat(191)], cfg)
+    assert [i.notification for i in out] == ["page", "update"]
+
+
+def test_a_reopened_incident_pages_again_and_repeats_count_from_the_last_notification():
+    _, out = run([alert("orders", 100), Heartbeat(131), alert("orders", 200, status="resolved", starts_at=100),
+                  Heartbeat(501), alert("orders", 900, starts_at=890), Heartbeat(901)])
+    assert [i.notification for i in out] == ["page", "silent", "resolve", "page"]
+    cfg = settings(repeat_interval=3600)
+    c, out = run([alert("orders", 100), Heartbeat(131), alert("checkout", 140), Heartbeat(191), Heartbeat(3730),
+                  Heartbeat(3732)], cfg)
+    # the silent update at 191 does not push the reminder back (to 3791): it is due 3600 s after the page
+    assert [(i.reason, i.notification, i.updated_at) for i in out] == [
+        ("opened", "page", 131), ("alerts_added", "silent", 191), ("repeat", "update", 3732)]
+    assert c.stats["notifications"] == 2

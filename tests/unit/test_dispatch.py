@@ -251,6 +251,23 @@ def test_one_create_then_updates_then_resolve():
                       ("resolve", 4, T0 + 9 * MIN)]
 
 
+def test_a_silent_update_touches_no_ticket_but_still_plans_actions():
+    # correlation.notify: a record that notifies nobody must not reach a receiver through the
+    # ticket sinks either (a webhook POST, a PagerDuty trigger); the next notifying one carries all.
+    state, _, [create] = dispatch(DispatchState(), incident(GW, version=1, reason="opened"), topology=TOPO)
+    silent = replace(incident(DB, version=2, at=T0 + MIN, reason="alerts_added"), notification="silent")
+    state, actions, tickets = dispatch(state, silent, topology=TOPO)
+    assert tickets == [] and actions
+    state, _, [upd] = dispatch(state, replace(incident(DB, version=3, at=T0 + 2 * MIN, reason="alerts_added",
+                                                       priority="P1"), notification="update"), topology=TOPO)
+    quiet = replace(incident(DB, version=4, at=T0 + 3 * MIN, reason="alerts_resolved"), notification="silent")
+    state, _, none = dispatch(state, quiet, topology=TOPO)
+    state, _, [res] = dispatch(state, replace(incident(DB, version=5, at=T0 + 9 * MIN, status="resolved",
+                                                       reason="resolved"), notification="resolve"), topology=TOPO)
+    assert none == []
+    assert [(t.event, t.incident_version) for t in (create, upd, res)] == [("create", 1), ("update", 3), ("resolve", 5)]
+
+
 def test_ticket_fields():
     _, actions, [tk] = dispatch(DispatchState(), incident(DB, owner="team-db", priority="P1"), topology=TOPO)
     assert (tk.ticket_key, tk.incident_id, tk.sink, tk.team, tk.assignee, tk.priority) == \
