@@ -30,7 +30,9 @@ Counting, per fault, with :mod:`evaluation.metrics`' window: an Alertmanager not
 belongs to a fault when one of its alerts started (``startsAt``) between ``MATCH_BEFORE``
 seconds before the fault's start and its end on a related service; a fault is detected when
 at least one of its notifications is a firing one. Ours: the incidents :func:`metrics.match`
-credits to the fault, every record of them (opened and updates; resolved records apart).
+credits to the fault, every record of them that notifies (``notification`` not ``silent``, as
+``correlation.notify`` decides: pages and re-notifications while open, resolved records apart);
+silent records reach no receiver and are reported apart.
 Exits 0 whatever the figures; the target (>= 5x fewer notifications per fault than
 Alertmanager, at equal or better recall) is reported, not enforced.
 """
@@ -60,7 +62,7 @@ import orjson
 
 from detectors.records import Alert, rfc3339
 from evaluation.core import CoreRun, run_core
-from evaluation.metrics import MATCH_BEFORE, FaultTruth, final_versions, first_notified, match, quantile
+from evaluation.metrics import MATCH_BEFORE, FaultTruth, final_versions, first_notified, match, notifies, quantile
 from streams import codec
 from streams.config import Topology
 
@@ -337,10 +339,11 @@ class FaultCount:
     am_resolved: int  # webhook POSTs with status resolved
     am_groups: int  # distinct groups that notified: the pages an on-call gets first
     am_delay: float | None  # fault start -> first firing notification, event seconds
-    ours_open: int  # incident records while open: opened + updates
-    ours_resolved: int  # resolved records
+    ours_open: int  # notifying records while open: pages + re-notifications (correlation.notify)
+    ours_resolved: int  # notifying resolved records
     ours_incidents: int  # first notifications
     ours_delay: float | None
+    ours_silent: int = 0  # records published on aiops.incidents that notify nobody (not counted above)
 
     @property
     def am_detected(self) -> bool:
@@ -372,9 +375,10 @@ def count(faults: Sequence[FaultTruth], notifications: Sequence[Notification], r
             am_firing=len(firing), am_resolved=sum(1 for n in ns if n.status == "resolved"),
             am_groups=len({(n.slice, n.group_key) for n in firing}),
             am_delay=min(n.at for n in firing) - f.start if firing else None,
-            ours_open=sum(1 for r in recs if r["status"] != "resolved"),
-            ours_resolved=sum(1 for r in recs if r["status"] == "resolved"),
-            ours_incidents=len(ours[f.id]), ours_delay=first - f.start if first is not None else None))
+            ours_open=sum(1 for r in recs if r["status"] != "resolved" and notifies(r)),
+            ours_resolved=sum(1 for r in recs if r["status"] == "resolved" and notifies(r)),
+            ours_incidents=len(ours[f.id]), ours_delay=first - f.start if first is not None else None,
+            ours_silent=sum(1 for r in recs if not notifies(r))))
     return out
 
 
@@ -392,8 +396,9 @@ def _per(xs: Sequence[int], over: int) -> float:
 def summarize(rows: Sequence[FaultCount]) -> dict:
     """Recall and notifications per detected fault for both, the ratios and the verdict.
 
-    Headline ratio: Alertmanager's firing notifications per detected fault over our open records
-    (opened + updates) per detected fault; resolved notifications are reported beside it.
+    Headline ratio: Alertmanager's firing notifications per detected fault over our notifying
+    records while open (pages + re-notifications) per detected fault; resolved notifications are
+    reported beside it. Silent records (published, notifying nobody) are counted apart.
 
     >>> r = FaultCount("f", "single", "db", 10, 2, 1, 30.0, 2, 1, 1, 30.0)
     >>> s = summarize([r]); s["ratio"], s["pass"]
@@ -412,6 +417,7 @@ def summarize(rows: Sequence[FaultCount]) -> dict:
         "ours_open_per_fault": _per([r.ours_open for r in ours], len(ours)),
         "ours_all_per_fault": _per([r.ours_open + r.ours_resolved for r in ours], len(ours)),
         "ours_first_per_fault": _per([r.ours_incidents for r in ours], len(ours)),
+        "ours_silent_per_fault": _per([r.ours_silent for r in ours], len(ours)),
         "am_delay_p50": quantile([r.am_delay for r in am], 0.5),
         "ours_delay_p50": quantile([r.ours_delay for r in ours if r.ours_delay is not None], 0.5),
     }
@@ -666,24 +672,25 @@ def _f(v, fmt: str = ".2f") -> str:
 
 def render(rows: Sequence[FaultCount], s: dict, false_am: int, false_ours: int, header: str) -> list[str]:
     head = (f"{'fault':52} {'AM fire':>7} {'AM res':>6} {'AM grp':>6} {'ours open':>9} {'ours res':>8} "
-            f"{'ours inc':>8} {'AM/ours':>7}")
+            f"{'ours inc':>8} {'silent':>6} {'AM/ours':>7}")
     lines = [header, "", head, "-" * len(head)]
     for r in rows:
         ratio = r.am_firing / r.ours_open if r.ours_open else math.nan
         lines.append(f"{r.fault.split('#', 1)[-1][:52]:52} {r.am_firing:>7} {r.am_resolved:>6} {r.am_groups:>6} "
-                     f"{r.ours_open:>9} {r.ours_resolved:>8} {r.ours_incidents:>8} {_f(ratio, '.1f'):>7}")
+                     f"{r.ours_open:>9} {r.ours_resolved:>8} {r.ours_incidents:>8} {r.ours_silent:>6} {_f(ratio, '.1f'):>7}")
     lines += [
         "",
         f"{'':34} {'Alertmanager':>12} {'ours':>8} {'AM/ours':>8}",
         f"{'recall':34} {_f(s['am_recall'], '.3f'):>12} {_f(s['ours_recall'], '.3f'):>8}",
         f"{'firing notifications / fault':34} {_f(s['am_firing_per_fault']):>12} {_f(s['ours_open_per_fault']):>8} "
-        f"{_f(s['ratio']):>8}   (ours: opened + updates)",
+        f"{_f(s['ratio']):>8}   (ours: pages + re-notifications)",
         f"{'all notifications / fault':34} {_f(s['am_all_per_fault']):>12} {_f(s['ours_all_per_fault']):>8} "
         f"{_f(s['ratio_all']):>8}   (with resolved)",
         f"{'first notifications / fault':34} {_f(s['am_groups_per_fault']):>12} {_f(s['ours_first_per_fault']):>8} "
         f"{_f(s['ratio_first']):>8}   (AM: groups that paged; ours: incidents)",
+        f"{'silent records / fault':34} {'':>12} {_f(s['ours_silent_per_fault']):>8}   (ours: published, not notified)",
         f"{'first notification delay p50 s':34} {_f(s['am_delay_p50'], '.0f'):>12} {_f(s['ours_delay_p50'], '.0f'):>8}",
-        f"{'notifications matching no fault':34} {false_am:>12} {false_ours:>8}   (ours: records of false incidents)",
+        f"{'notifications matching no fault':34} {false_am:>12} {false_ours:>8}   (ours: notifying records of false incidents)",
         "",
         f"target: >= {TARGET_RATIO:g}x fewer firing notifications per fault than Alertmanager at equal or better "
         f"recall: {_f(s['ratio'])}x, recall {_f(s['ours_recall'], '.3f')} vs {_f(s['am_recall'], '.3f')}  "
@@ -731,7 +738,7 @@ def compare(topology_path: Path, *, max_faults: int | None, settings_kw: dict, s
     windows = [(sl.start, sl.end) for sl in slices if sl.alerts]
     real = [f for f in faults if not f.is_noise]
     credited = {i for ids in match(real, final_versions(core.incidents)).values() for i in ids}
-    false_ours = [r for r in core.incidents if r["id"] not in credited and r["status"] != "resolved"
+    false_ours = [r for r in core.incidents if r["id"] not in credited and r["status"] != "resolved" and notifies(r)
                   and any(lo <= datetime.fromisoformat(r["opened_at"].replace("Z", "+00:00")).timestamp() <= hi
                           for lo, hi in windows)]
     false_am = [n for n in unmatched(faults, notes) if n.status == "firing"]

@@ -58,6 +58,16 @@ def final_versions(records: Iterable[dict]) -> dict[str, dict]:
     return out
 
 
+def notifies(record: dict) -> bool:
+    """Does this incident record reach a receiver (its ``notification`` is not ``silent``)?
+    Records from builds before the field existed all did.
+
+    >>> notifies({"notification": "silent"}), notifies({"notification": "page"}), notifies({})
+    (False, True, True)
+    """
+    return record.get("notification", "update") != "silent"
+
+
 def first_versions(records: Iterable[dict]) -> dict[str, dict]:
     """Each incident's version 1 (its first notification), by id."""
     return {r["id"]: r for r in records if r["version"] == 1}

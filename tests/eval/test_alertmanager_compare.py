@@ -165,6 +165,17 @@ def test_counting_per_fault_on_both_sides():
     assert [n.at - T0 for n in am.unmatched([f1, f2, noise], ns)] == [6010.0, 3200.0]
 
 
+def test_our_silent_records_reach_no_receiver_and_are_counted_apart():
+    f1 = fault("f1", "db", 0, 600, related=("api",))
+    records = [dict(rec("i1", 1, "open", 10, 40), notification="page"),
+               dict(rec("i1", 2, "open", 10, 100, services=("api", "db")), notification="silent"),
+               dict(rec("i1", 3, "open", 10, 160), notification="update"),
+               dict(rec("i1", 4, "open", 10, 400), notification="silent"),
+               dict(rec("i1", 5, "resolved", 10, 700), notification="resolve")]
+    [r] = am.count([f1], [], records)
+    assert (r.ours_open, r.ours_resolved, r.ours_incidents, r.ours_silent) == (2, 1, 1, 2)
+
+
 def row(am_firing, ours_open, am_resolved=0, ours_resolved=0):
     return am.FaultCount("f", "single", "db", am_firing, am_resolved, min(am_firing, 1), 30.0 if am_firing else None,
                          ours_open, ours_resolved, min(ours_open, 1), 30.0 if ours_open else None)
