@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 SHARED ?= ../shared
 
-.PHONY: install run test bench nab eval eval-alertmanager clean
+.PHONY: install run test bench load nab eval eval-alertmanager clean
 
 install: $(STAMP)
 
@@ -23,6 +23,11 @@ test: install
 
 bench: install
 	$(PY) -m tests.bench.run
+
+# One worker under a steady rate for 10 minutes: RSS and lag every 15 s, then a summary.
+# LOAD_RATE (points/s, default 10000) and LOAD_SECONDS (default 600) change it.
+load: install
+	$(PY) -m tests.bench.load
 
 nab: install
 	$(VENV)/bin/aiops nab --data $(SHARED)/nab/data --out out/nab
