@@ -65,13 +65,18 @@ PREFIX_MARGIN = 512
 
 _SECRET_WORDS = (r"api[_-]?key|apikey|x-api-key|access[_-]?key|secret[_-]?key|private[_-]?key|access[_-]?token"
                  r"|auth[_-]?token|refresh[_-]?token|id[_-]?token|client[_-]?secret|token|secret|password|passwd|pwd")
+# A word starts after a non-alphanumeric, or after an escaped control character: a JSON
+# document inside a string (a kvlist rendered as a label, an app logging JSON as its body) writes
+# a newline as backslash-n, which must not glue the "n" to the next word.
+_START = r"(?:(?<![A-Za-z0-9])|(?<=\\[nrtbf]))"
+_QUOTE = r"(?:\\?[\"'])?"  # a quote, perhaps escaped inside JSON text
 _TOKEN_PARTS = (
     # Authorization: <scheme> <credential>  (the scheme goes too: "Basic dXNlcjpwdw==")
-    r"(?P<auth>(?P<auth_head>(?i:(?<![A-Za-z0-9])(?:proxy-)?authorization)[\"']?\s*[:=]\s*[\"']?)"
-    r"(?:(?i:bearer|basic|digest|token|negotiate|apikey)\s+)?[^\s\"',;]+)",
-    r"(?P<bearer>(?P<bearer_head>(?i:(?<![A-Za-z0-9])bearer)\s+)[A-Za-z0-9._~+/-]+=*)",
-    rf"(?P<kv>(?P<kv_head>(?i:(?<![A-Za-z0-9])(?:{_SECRET_WORDS}))[\"']?\s*[:=]\s*[\"']?)[^\s\"'&,;]+)",
-    r"(?P<shape>(?<![A-Za-z0-9])(?:[spr]k_(?:live|test)_[0-9A-Za-z]{8,}|whsec_[0-9A-Za-z]{16,}"
+    rf"(?P<auth>(?P<auth_head>(?i:{_START}(?:proxy-)?authorization){_QUOTE}\s*[:=]\s*{_QUOTE})"
+    r"(?:(?i:bearer|basic|digest|token|negotiate|apikey)\s+)?[^\s\"',;\\]+)",
+    rf"(?P<bearer>(?P<bearer_head>(?i:{_START}bearer)\s+)[A-Za-z0-9._~+/-]+=*)",
+    rf"(?P<kv>(?P<kv_head>(?i:{_START}(?:{_SECRET_WORDS})){_QUOTE}\s*[:=]\s*{_QUOTE})[^\s\"'&,;\\]+)",
+    rf"(?P<shape>{_START}(?:[spr]k_(?:live|test)_[0-9A-Za-z]{{8,}}|whsec_[0-9A-Za-z]{{16,}}"
     r"|gh[pousr]_[0-9A-Za-z]{30,}|github_pat_[0-9A-Za-z_]{30,}|xox[abposr]-[0-9A-Za-z-]{10,}"
     r"|(?:AKIA|ASIA)[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{35}|glpat-[0-9A-Za-z_-]{20,}"
     r"|eyJ[0-9A-Za-z_-]{8,}\.[0-9A-Za-z_-]{8,}(?:\.[0-9A-Za-z_-]*)?)(?![0-9A-Za-z]))",
@@ -84,9 +89,9 @@ _EMAIL = rf"(?P<email>(?<!{_FIRST}){_FIRST}{_LOCAL}*@(?:{_LABEL}\.)+[^\W\d_](?:[
 # first digit comes before the lookbehinds so that the scan can skip to digits quickly.
 _PAN = r"(?P<pan>[0-9](?<![0-9]{2})(?<![0-9][ -][0-9])(?:[ -]?[0-9]){12,})"
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_IP = (rf"(?P<ip4>(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w]|\.[0-9]))",
+_IP = (rf"(?P<ip4>(?:(?<![\w.])|(?<=\\[nrtbf])){_OCTET}(?:\.{_OCTET}){{3}}(?![\w]|\.[0-9]))",
        # candidates only; the callback keeps what ipaddress does not accept (times, MAC addresses)
-       r"(?P<ip6>(?<![\w:.])(?=[0-9A-Fa-f]{0,4}:)[0-9A-Fa-f:.]{2,}(?:%[0-9A-Za-z_.-]+)?(?![\w:]))")
+       r"(?P<ip6>(?:(?<![\w:.])|(?<=\\[nrtbf]))(?=[0-9A-Fa-f]{0,4}:)[0-9A-Fa-f:.]{2,}(?:%[0-9A-Za-z_.-]+)?(?![\w:]))")
 
 _RUN_SEP = re.compile(r"([ -])")
 _DOUBLED = tuple((2 * d) - 9 if d > 4 else 2 * d for d in range(10))
