@@ -32,6 +32,7 @@ from remediators.runbooks import RunbookIndex
 from streams import codec, metrics
 from streams.config import Topology
 from streams.ingest import DecodeError, decode_logs, decode_metrics
+from streams.ingest.redact import Redactor
 
 
 def correlation_keys(topology: Topology) -> dict[str, str]:
@@ -66,6 +67,8 @@ class DetectStage:
         self._absence = AbsenceDetector(warmup_reports=topology.detectors.warmup_points)
         self.engine = DetectionEngine(topology.detectors)
         self._keep = frozenset(topology.ingest.keep_labels)
+        # Built once: its caches are what keep redaction cheap on repeated labels.
+        self.redactor = Redactor.from_settings(topology.ingest.redaction)
         self.watermark = 0.0  # the latest event time seen, any source
         self._marks: dict[str, float] = {}  # per source
         self.stats = {"messages": 0, "samples": 0, "points": 0, "anomalous_points": 0, "alerts": 0, "rejected_points": 0}
@@ -74,7 +77,7 @@ class DetectStage:
         """Raises :class:`~streams.ingest.DecodeError` when the whole message is unusable."""
         decoded = decode_metrics(payload, known_services=self._known,
                                  service_label=self.topology.ingest.prometheus_service_label,
-                                 keep_labels=self._keep)
+                                 keep_labels=self._keep, redactor=self.redactor)
         points = self._normalizer.normalize(decoded.samples)
         latest = max((s.t for s in decoded.samples), default=0.0)
         by_service: dict[str, float] = {}
@@ -88,7 +91,7 @@ class DetectStage:
         """OTLP/JSON logs: error and record rates per service, scored like any series, and
         per-template rates whose alerts (new or rising error templates) carry the template and a
         sample line as evidence."""
-        records, rejects = decode_logs(payload, known_services=self._known)
+        records, rejects = decode_logs(payload, known_services=self._known, redactor=self.redactor)
         batch = self._logs.add(records)
         latest = max((r.t for r in records), default=0.0)
         return self._score(batch.points, latest, rejects, len(records), extra=batch.alerts, source="logs")

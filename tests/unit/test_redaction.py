@@ -218,3 +218,16 @@ def test_invalid_redaction_config_names_each_path():
     with pytest.raises(ConfigError, match=r"ingest.redaction.custom: duplicate rule name 'emp'"):
         parse_topology({"services": {"a": {}}, "ingest": {"redaction": {"custom": [
             {"name": "emp", "pattern": "a"}, {"name": "emp", "pattern": "b"}]}}})
+
+
+def test_the_detect_stage_applies_the_topology_rules():
+    """What an operator configures is what the worker's stage applies: IPs redacted, emails kept."""
+    from streams.pipeline import DetectStage
+
+    topo = parse_topology({"services": {"checkout": {}}, "ingest": {"redaction": {
+        "rules": ["ip"], "custom": [{"name": "employee", "pattern": "EMP-[0-9]{6}"}]}}})
+    stage = DetectStage(topo)
+    payload = _otlp({"peer": "10.1.2.3", "owner": "EMP-123456", "user": "jane@example.com"}, {})
+    assert stage.process(payload).points == 1
+    [key] = stage.engine._keys  # the series the detector now keeps state for
+    assert dict(key.labels) == {"peer": "<ip>", "owner": "<employee>", "user": "jane@example.com"}
