@@ -37,7 +37,8 @@ class ReplaySummary:
     seconds: float = 0.0
 
     def render(self) -> str:
-        ratio = self.anomalous_series_alerts / self.incidents if self.incidents else 0.0
+        alerts = self.anomalous_series_alerts + self.external_alerts
+        ratio = alerts / self.incidents if self.incidents else 0.0
         return (
             f"replayed {self.lines} messages ({self.points} points) in {self.seconds:.1f}s: "
             f"{self.anomalous_points} anomalous points -> {self.anomalous_series_alerts} alerts"
