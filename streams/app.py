@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from detectors.config import parse_duration
 from detectors.records import Heartbeat, rfc3339, stable_hash
-from streams import codec
+from streams import codec, kafka_security
 from streams import metrics as m
 from streams.config import Topology
 from streams.http_auth import UNCONFIGURED, Authenticator
@@ -53,6 +53,7 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
         broker_heartbeat_interval=topology.worker.heartbeat_interval.total_seconds(),
         broker_commit_interval=topology.worker.commit_interval.total_seconds(),
         producer_linger_ms=5,
+        broker_credentials=kafka_security.current().faust_credentials(),
     )
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     metrics_in = app.topic(topics.metrics, **raw)
@@ -78,7 +79,8 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
         msg = event.message
         m.DEADLETTER.labels(topic=msg.topic).inc()
         await deadletter.send(key=msg.topic.encode(), value=codec.dead_letter(
-            reason, msg.topic, msg.partition, msg.offset, event.value or b"", max_excerpt, at=msg.timestamp))
+            reason, msg.topic, msg.partition, msg.offset, event.value or b"", max_excerpt, at=msg.timestamp,
+            redactor=detect.redactor))
 
     async def detect_and_route(event, process, rejected: str = "points") -> None:
         msg = event.message
@@ -118,7 +120,8 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
 
     def external_alerts(source: str):
         def process(payload: bytes) -> DetectResult:
-            res = decode_external(source, payload, known_services=known, service_label=service_label)
+            res = decode_external(source, payload, known_services=known, service_label=service_label,
+                                  redactor=detect.redactor)
             for a in res.alerts:
                 m.EXTERNAL_ALERTS.labels(source=source, status=a.status).inc()
             return DetectResult(events=list(res.alerts), rejects=list(res.rejects))
@@ -237,7 +240,8 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
                     return refusal
                 body = await request.read()
                 try:  # decoded once only to refuse garbage now; the topic's agent makes the alerts
-                    res = decode_external(source, body, known_services=known, service_label=service_label)
+                    res = decode_external(source, body, known_services=known, service_label=service_label,
+                                          redactor=detect.redactor)
                 except DecodeError as exc:
                     return reject(self, path, 400, str(exc))
                 try:

@@ -29,7 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from detectors.records import Alert
-from streams import codec
+from streams import codec, kafka_security
 from streams.config import Topology
 from streams.ingest import DecodeError
 from streams.ingest.external import decode_external
@@ -61,7 +61,8 @@ def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
     """
     from kafka.admin import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="aiops-recovery")
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="aiops-recovery",
+                             **kafka_security.current().kafka_python_kwargs())
     try:
         offsets = admin.list_group_offsets({group: None}).get(group, {})
     finally:
@@ -76,7 +77,7 @@ async def _read_all(bootstrap: str, topic: str, until: dict[tuple[str, int], int
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                auto_offset_reset="earliest")
+                                auto_offset_reset="earliest", **kafka_security.current().aiokafka_kwargs())
     await consumer.start()
     try:
         parts = consumer.partitions_for_topic(topic)
@@ -145,7 +146,8 @@ async def recover(topology: Topology, bootstrap: str, group: str = "aiops") -> R
             rec.applied[(topic, partition)] = offset + 1
             try:
                 res = decode_external(source, value, known_services=known,
-                                      service_label=topology.ingest.prometheus_service_label)
+                                      service_label=topology.ingest.prometheus_service_label,
+                                      redactor=rec.detect.redactor)
             except DecodeError:
                 continue  # dead-lettered by the process that read it first
             produced += [codec.encode_alert_event(a) for a in res.alerts]

@@ -19,6 +19,7 @@ from streams import codec
 from streams.config import Topology
 from streams.ingest import DecodeError
 from streams.ingest.external import SOURCES, ExternalAlerts, decode_external
+from streams.ingest.redact import Redactor
 from streams.pipeline import CorrelateResult, CorrelateStage, DetectStage, load_runbook_index
 
 
@@ -234,6 +235,7 @@ def _external_decoder(topology: Topology):
     payload on its source's topic. Raises :class:`DecodeError`."""
     known = frozenset(topology.services)
     label = topology.ingest.prometheus_service_label
+    redactor = Redactor.from_settings(topology.ingest.redaction)
 
     def decode(line: bytes) -> ExternalAlerts:
         try:
@@ -247,7 +249,7 @@ def _external_decoder(topology: Topology):
             body = payload.encode("utf-8", "surrogatepass") if type(payload) is str else orjson.dumps(payload)
         except TypeError:
             raise DecodeError("payload: nested too deeply") from None
-        return decode_external(obj["source"], body, known_services=known, service_label=label)
+        return decode_external(obj["source"], body, known_services=known, service_label=label, redactor=redactor)
 
     return decode
 

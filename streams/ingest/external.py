@@ -39,9 +39,11 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from detectors.records import Alert, parse_rfc3339, stable_hash
+from streams.ingest.redact import DEFAULT as DEFAULT_REDACTOR
+from streams.ingest.redact import Redactor
 from streams.ingest import (
     T_MAX,
     T_MIN,
@@ -90,7 +92,7 @@ class ExternalAlerts:
 
 
 def decode_external(source: str, payload: bytes, *, known_services: frozenset[str] | None,
-                    service_label: str = "service") -> ExternalAlerts:
+                    service_label: str = "service", redactor: Redactor = DEFAULT_REDACTOR) -> ExternalAlerts:
     """Decode one webhook payload of ``source`` (one of :data:`SOURCES`).
 
     Parameters
@@ -104,6 +106,10 @@ def decode_external(source: str, payload: bytes, *, known_services: frozenset[st
         accepts any.
     service_label
         The label (Alertmanager) or tag (Datadog) naming the service, tried first.
+    redactor
+        PII rules (``ingest.redaction``) applied to every label, the alert name, the summary and
+        the evidence, as for telemetry: a webhook is ingest too. The service name is not
+        redacted, since it must name a service of topology.yaml.
 
     Raises
     ------
@@ -129,7 +135,7 @@ def decode_external(source: str, payload: bytes, *, known_services: frozenset[st
     try:
         out = _Out(known_services)
         decode(load(payload), out, service_label)
-        return out.finish(source)
+        return _redacted(out.finish(source), redactor)
     except DecodeError:
         raise
     except RecursionError:
@@ -137,6 +143,18 @@ def decode_external(source: str, payload: bytes, *, known_services: frozenset[st
     except Exception as exc:  # noqa: BLE001
         # A bug must dead-letter the payload, not crash the agent and loop on redelivery.
         raise DecodeError(f"internal decoder error: {type(exc).__name__}: {short(str(exc), 120)}") from None
+
+
+def _redacted(res: ExternalAlerts, r: Redactor) -> ExternalAlerts:
+    if not r.active:
+        return res
+    alerts = []
+    for a in res.alerts:
+        labels, metric = r.labels(a.labels), r.text(a.metric)
+        alerts.append(replace(a, metric=metric, labels=labels, series=_series(a.service, metric, labels),
+                              summary=r.text(a.summary),
+                              evidence=tuple(sorted((r.text(k), r.text(v)) for k, v in a.evidence))))
+    return ExternalAlerts(res.source, tuple(alerts), res.rejects)
 
 
 class _Out:

@@ -26,10 +26,11 @@ def private_topology(tmp_path: Path, base: Path = REPO / "topology.yaml", **over
     """A copy of ``base`` whose topics carry a unique prefix, so tests never share a topic."""
     doc = yaml.safe_load(base.read_text())
     prefix = "t" + uuid.uuid4().hex[:8]
-    doc["topics"] = {k: f"{prefix}.{v}" for k, v in {
-        "metrics": "telemetry.metrics", "logs": "telemetry.logs", "alerts": "aiops.alerts",
-        "incidents": "aiops.incidents", "actions": "aiops.actions", "tickets": "aiops.tickets",
-        "deadletter": "aiops.deadletter", "control": "aiops.control", "changes": "telemetry.changes"}.items()}
+    from streams.config import TopicSettings
+
+    # Every topic name the settings know, so a topic added later is never shared between tests.
+    defaults = TopicSettings().model_dump()
+    doc["topics"] = {k: f"{prefix}.{v}" for k, v in defaults.items() if isinstance(v, str)}
     for key, value in overrides.items():
         doc[key] = value
     path = tmp_path / f"{prefix}-topology.yaml"

@@ -84,6 +84,19 @@ def test_alertmanager_firing_alert():
     assert dict(a.evidence)["runbook_url"] == "https://runbooks/cpu"
 
 
+def test_webhook_alerts_are_redacted_like_telemetry():
+    from streams.ingest.redact import Redactor
+
+    alert = am_alert(service="orders-db", user="jane@example.com", card="4111 1111 1111 1111")
+    alert["annotations"]["summary"] = "login failures for jane@example.com, Authorization: Bearer abc.def"
+    [a] = decode("alertmanager", am_payload(alert)).alerts  # the default rules
+    assert dict(a.labels)["user"] == "<email>" and dict(a.labels)["card"] == "<pan>"
+    assert "jane@" not in a.summary and "abc.def" not in a.summary and "jane@" not in a.series
+    assert a.service == "orders-db"
+    [kept] = decode("alertmanager", am_payload(alert), redactor=Redactor([])).alerts
+    assert dict(kept.labels)["user"] == "jane@example.com"
+
+
 def test_alertmanager_resolution_has_the_same_identity_and_ends_at_endsAt():
     firing = decode("alertmanager", am_payload(am_alert(service="orders-db"))).alerts[0]
     resolved = decode("alertmanager", am_payload(am_alert("resolved", "2026-08-20T12:10:00.123456789Z",
