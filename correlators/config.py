@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import fnmatch
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 import networkx as nx
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from detectors.config import Duration, Frozen, parse_duration
 
@@ -67,6 +67,42 @@ class NotifySettings(Frozen):
     services_added: int = Field(default=3, ge=1)
 
 
+class SuspectEdgeSettings(Frozen):
+    """Suspecting calls missing from the topology (``correlation.suspect_edges``).
+
+    When an incident is about to open on a service ``A`` whose failure (errors, latency, nothing
+    of its own running out) began shortly after another open incident's root cause ``B`` and no
+    declared path links them, the call ``A -> B`` is suspected: both incidents name it
+    (``suspected_edges``), and with ``merge`` the caller's alerts join ``B``'s incident instead,
+    ranked as if the call were declared. The rules are in
+    :func:`correlators.rca.suspect_missing_edge`.
+    """
+
+    enabled: bool = True
+    # The longest onset lag, from the callee's first anomaly to the caller's, taken for propagation.
+    window: Duration = parse_duration("5m")
+    # The shortest onset lag that orders two anomalies: about one collection interval. Onsets
+    # closer than that (or in the same instant) may be two faults that began together.
+    min_lag: Duration = parse_duration("10s")
+    # Join the caller's alerts to the callee's incident (only while the caller's group is still
+    # pending, so no published incident vanishes), instead of opening a second incident.
+    merge: bool = True
+
+    @field_validator("window")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v.total_seconds() <= 0:
+            raise ValueError("must be a positive duration such as '5m' (got 0)")
+        return v
+
+    @model_validator(mode="after")
+    def _lags(self) -> "SuspectEdgeSettings":
+        if self.min_lag >= self.window:
+            raise ValueError(f"min_lag ({self.min_lag.total_seconds():g}s) must be shorter than window "
+                             f"({self.window.total_seconds():g}s)")
+        return self
+
+
 class CorrelationSettings(Frozen):
     # Wait this long after an incident's first alert before the first notification, so the
     # alerts of one failure arrive together and the root cause is ranked on all of them.
@@ -98,6 +134,8 @@ class CorrelationSettings(Frozen):
     reopen_within: Duration = parse_duration("30m")
     max_fingerprints: int = Field(default=50, ge=1, le=1000)
     max_root_causes: int = Field(default=5, ge=1, le=20)
+    # Suspect calls missing from the topology from onset order and co-anomaly.
+    suspect_edges: SuspectEdgeSettings = Field(default_factory=SuspectEdgeSettings)
 
 
 def dependency_graph(services: dict[str, ServiceSpec]) -> nx.DiGraph:

@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 import networkx as nx
 
 from correlators.config import CorrelationSettings, NotifySettings, Silence
-from correlators.rca import classify_metric, rank_root_causes
-from correlators.records import Change, Incident, RootCause
+from correlators.rca import classify_metric, rank_root_causes, suspect_missing_edge
+from correlators.records import Change, Incident, RootCause, SuspectedEdge
 from detectors.records import Alert, AlertEvent, Heartbeat, rfc3339, stable_hash
 
 _SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
@@ -45,6 +45,11 @@ class _Group:
     last_incident: Incident | None = None
     last_notified: Incident | None = None  # what the receiver last heard: "got worse" compares with it
     key: tuple[str, ...] = ()  # the values of correlation.group_by
+    # Calls missing from the topology suspected with this group on one side, by (caller, callee).
+    suspects: dict[tuple[str, str], SuspectedEdge] = field(default_factory=dict)
+    # Suspected calls whose caller's alerts were merged here: the RCA ranks as if they were declared.
+    extra_edges: set[tuple[str, str]] = field(default_factory=set)
+    graph: nx.DiGraph | None = None  # the declared graph plus extra_edges, built when needed
 
     def firing(self) -> list[Alert]:
         return [a for a in self.alerts.values() if a.status == "firing"]
@@ -78,7 +83,8 @@ class Correlator:
         self._by_fingerprint: dict[str, str] = {}  # fingerprint -> group id (active or recently resolved)
         self.now: float = 0.0
         self.stats = {"alerts": 0, "duplicates": 0, "incidents": 0, "updates": 0, "transient": 0, "changes": 0,
-                      "silenced": 0, "inhibited": 0, "quiet_updates": 0, "notifications": 0}
+                      "silenced": 0, "inhibited": 0, "quiet_updates": 0, "notifications": 0,
+                      "suspected_edges": 0, "edge_merges": 0}
         self._changes: dict[str, Change] = {}  # change id -> change (a redelivered change is the same)
         self._silences: dict[str, Silence] = {s.id: s for s in settings.silences}
         self._below: dict[str, frozenset[str]] = {}  # service -> every service it calls, directly or not
@@ -116,7 +122,9 @@ class Correlator:
         cfg = self._cfg
         out = []
         for gid in sorted(self._groups, key=lambda k: (self._groups[k].created_at, k)):
-            grp = self._groups[gid]
+            grp = self._groups.get(gid)
+            if grp is None:
+                continue  # merged into another group earlier in this pass
             if grp.status == "pending":
                 # Strictly after: alerts stamped at the deadline itself (a blip's resolution) count.
                 if self.now > grp.created_at + cfg.group_wait.total_seconds():
@@ -126,6 +134,8 @@ class Correlator:
                         del self._groups[gid]
                         self.stats["transient"] += 1
                         continue
+                    if cfg.suspect_edges.enabled and self._suspect_edges(grp):
+                        continue  # its alerts joined the incident of the service it seems to call
                     if self.now <= grp.created_at + (cfg.group_wait + cfg.settle_wait).total_seconds() \
                             and self._toss_up(grp):
                         continue  # the ranking may still settle: hold the first page a little
@@ -304,6 +314,10 @@ class Correlator:
         for a in other.peaks.values():
             _keep_peak(into, a)
         into.services |= other.services
+        into.suspects.update(other.suspects)
+        if other.extra_edges:
+            into.extra_edges |= other.extra_edges
+            into.graph = None
         into.opened_at = min(into.opened_at, other.opened_at)
         into.last_alert_at = max(into.last_alert_at, other.last_alert_at)
         if into.firing():
@@ -312,6 +326,56 @@ class Correlator:
             self._mark(into, "alerts_added")
         del self._groups[other.id]
         self.stats["incidents"] -= 1
+
+    def _suspect_edges(self, grp: _Group) -> bool:
+        """Before ``grp`` opens: does its top root cause look like a caller of another active
+        incident's root cause through a call the topology lacks? Both groups then record the
+        suspected edge; with ``suspect_edges.merge``, and a single such incident, ``grp`` is
+        merged into it instead (it was never published, so no id vanishes) and the RCA of the
+        merged incident counts the suspected call. Returns whether ``grp`` was merged."""
+        cfg = self._cfg.suspect_edges
+        rcs = self._rank(grp)
+        if not rcs:
+            return False
+        caller = rcs[0].service
+        found: list[tuple[SuspectedEdge, _Group]] = []
+        for other in sorted(self._groups.values(), key=lambda g: (g.created_at, g.id)):
+            if other is grp or other.status == "resolved" or other.key != grp.key or not other.firing():
+                continue
+            ranked = self._rank(other)
+            if not ranked:
+                continue
+            edge = suspect_missing_edge(self._graph, grp.alerts.values(), other.alerts.values(), caller=caller,
+                                        callee=ranked[0].service, window=cfg.window.total_seconds(),
+                                        min_lag=cfg.min_lag.total_seconds(),
+                                        max_hops=self._cfg.max_hops, related_incident=other.id)
+            if edge is not None:
+                found.append((edge, other))
+        if not found:
+            return False
+        self.stats["suspected_edges"] += len(found)
+        if cfg.merge and len(found) == 1:
+            edge, into = found[0]
+            self._merge(into, grp)
+            into.suspects[(edge.caller, edge.callee)] = replace(edge, related_incident=into.id, merged=True)
+            into.extra_edges.add((edge.caller, edge.callee))
+            into.graph = None
+            self.stats["edge_merges"] += 1
+            return True
+        for edge, other in found:
+            grp.suspects[(edge.caller, edge.callee)] = edge
+            other.suspects[(edge.caller, edge.callee)] = replace(edge, related_incident=grp.id)
+            self._mark(other, "edge_suspected")
+        return False
+
+    def _graph_of(self, grp: _Group) -> nx.DiGraph:
+        """The graph ``grp`` is ranked on: the declared one, plus the suspected calls merged into it."""
+        if not grp.extra_edges:
+            return self._graph
+        if grp.graph is None:
+            grp.graph = self._graph.copy()
+            grp.graph.add_edges_from(sorted(grp.extra_edges))
+        return grp.graph
 
     def _near(self, a: str, b: str) -> bool:
         if a == b:
@@ -333,7 +397,7 @@ class Correlator:
         evidence = sorted(grp.peaks.values(), key=lambda a: (a.starts_at, a.fingerprint))
         window = self._cfg.change_window.total_seconds()
         changes = [c for c in self._changes.values() if grp.opened_at - window <= c.at <= self.now]
-        return rank_root_causes(self._graph, evidence, observed=self._observed, changes=changes,
+        return rank_root_causes(self._graph_of(grp), evidence, observed=self._observed, changes=changes,
                                 change_window=window, max_results=self._cfg.max_root_causes)
 
     def _emit(self, grp: _Group, reason: str, *, only_if_material: bool = False) -> Incident | None:
@@ -355,7 +419,7 @@ class Correlator:
             updated_at=self.now if grp.status != "resolved" else grp.resolved_at,
             resolved_at=grp.resolved_at if grp.status == "resolved" else None,
             title=_title(root_causes, services),
-            priority=_priority(self._graph, services, severity, alerts),
+            priority=_priority(self._graph_of(grp), services, severity, alerts),
             severity=severity,
             services=services,
             alert_count=len(alerts),
@@ -363,6 +427,7 @@ class Correlator:
             fingerprints=tuple(a.fingerprint for a in alerts[: self._cfg.max_fingerprints]),
             root_causes=root_causes,
             owner=self._owner(root_causes, services),
+            suspected_edges=tuple(v for _, v in sorted(grp.suspects.items())),
         )
         prev = grp.last_incident
         if only_if_material and prev is not None and _same_story(prev, inc):
@@ -436,8 +501,9 @@ def notification(last: Incident | None, inc: Incident, cfg: NotifySettings) -> s
 
 def _same_story(a: Incident, b: Incident) -> bool:
     top = lambda i: (i.root_causes[0].service, i.root_causes[0].kind) if i.root_causes else None  # noqa: E731
+    edges = lambda i: {(e.caller, e.callee, e.related_incident) for e in i.suspected_edges}  # noqa: E731
     return (a.services == b.services and a.priority == b.priority and a.severity == b.severity
-            and top(a) == top(b) and (a.firing_count > 0) == (b.firing_count > 0))
+            and top(a) == top(b) and (a.firing_count > 0) == (b.firing_count > 0) and edges(a) == edges(b))
 
 
 def _keep_peak(grp: _Group, alert: Alert) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from correlators.records import Change, Evidence, RootCause
+from correlators.records import Change, Evidence, RootCause, SuspectedEdge
 from detectors.records import Alert
 
 # Order matters: the first matching pattern names the kind.
@@ -39,6 +39,7 @@ _SYMPTOMS = ("errors", "latency")
 _SURGE_WEIGHT = 0.45
 _CHANGE_BOOST = 2.2  # a service changed shortly before its anomaly: changes cause most incidents
 _CHANGE_ONLY_WEIGHT = 0.8  # a changed dependency with no anomaly of its own
+_CAUSES = ("saturation", "resource", "unobserved")  # what a failing dependency can show besides symptoms
 
 
 def classify_metric(metric: str) -> str:
@@ -268,3 +269,94 @@ def rank_root_causes(
                   evidence=rc.evidence, reason=rc.reason)
         for raw, _, rc in top
     )
+
+
+def suspect_missing_edge(
+    g: nx.DiGraph,
+    caller_alerts: Iterable[Alert],
+    callee_alerts: Iterable[Alert],
+    *,
+    caller: str,
+    callee: str,
+    window: float,
+    min_lag: float = 0.0,
+    max_hops: int = 0,
+    related_incident: str = "",
+) -> SuspectedEdge | None:
+    """Suspect that ``caller`` calls ``callee`` although ``g`` has no such call.
+
+    A missing call shows as a failure that no declared dependency explains, following another
+    one: ``callee`` fails, and shortly after, ``caller``, which by the graph has nothing to do
+    with it, starts failing the same way. Two independent faults can look alike, so every rule
+    below must hold; each one rules out a way two unrelated faults overlap:
+
+    1. The graph does not already know it: ``caller`` does not reach ``callee`` through calls,
+       and the two are more than ``max_hops`` apart in either direction (closer, the correlator
+       would have grouped them).
+    2. Onset order: the callee's anomaly started first, at least ``min_lag`` seconds (and
+       strictly) before the caller's, and at most ``window`` seconds. A fault travels up the
+       calls one hop at a time; two onsets closer than one collection interval give no order.
+    3. The caller only shows symptoms: every alert of its is errors or latency. A resource,
+       saturation, traffic or silence signal of its own is a cause of its own.
+    4. Kind: the caller shows a symptom the callee shows (errors pass as errors, latency as
+       latency), or the callee's evidence is a cause (saturation, resource, silence), which
+       callers see as either.
+    5. Co-anomaly: the callee still fires (some alert of it is firing) when this is asked.
+
+    Parameters
+    ----------
+    g : the declared call graph (``u -> v``: ``u`` calls ``v``); never mutated.
+    caller_alerts, callee_alerts : the latest state of each service's alerts (others ignored).
+    window : the longest onset lag, in seconds, still taken for propagation.
+    min_lag : the shortest onset lag, in seconds, that orders two anomalies.
+    related_incident : recorded on the result.
+
+    Returns
+    -------
+    The suspected edge ``caller -> callee`` with its onset lag, or ``None``.
+
+    Examples
+    --------
+    >>> g = nx.DiGraph([("web", "api"), ("batch", "db")])
+    >>> a = lambda svc, metric, t: Alert("f"+svc+metric, "firing", svc, metric, svc+"/"+metric, (), 0.99, 1.0, 0.1, t, t)
+    >>> e = suspect_missing_edge(g, [a("api", "http.server.errors.rate", 140)], [a("db", "db.errors.rate", 100)],
+    ...                          caller="api", callee="db", window=300)
+    >>> (e.caller, e.callee, e.lag_s)
+    ('api', 'db', 40.0)
+    >>> suspect_missing_edge(g, [a("api", "http.server.errors.rate", 100)], [a("db", "db.errors.rate", 100)],
+    ...                      caller="api", callee="db", window=300) is None  # same instant: no direction
+    True
+    """
+    if caller == callee or caller not in g or callee not in g:
+        return None
+    mine = [a for a in caller_alerts if a.service == caller]
+    theirs = [a for a in callee_alerts if a.service == callee]
+    if not mine or not theirs or not any(a.status == "firing" for a in theirs):
+        return None
+    # 1. Known already: a declared path, or close enough to have been grouped.
+    if callee in nx.descendants(g, caller):
+        return None
+    und = g.to_undirected(as_view=True)
+    try:
+        if nx.shortest_path_length(und, caller, callee) <= max_hops:
+            return None
+    except nx.NetworkXNoPath:
+        pass
+    # 2. Onset order.
+    lag = min(a.starts_at for a in mine) - min(a.starts_at for a in theirs)
+    if not (0.0 < lag and min_lag <= lag <= window):
+        return None
+    # 3. Symptoms only.
+    kinds = {classify_metric(a.metric) for a in mine}
+    if not kinds <= set(_SYMPTOMS):
+        return None
+    # 4. The same symptom, or a cause below.
+    their_kinds = {classify_metric(a.metric) for a in theirs}
+    if not (kinds & their_kinds or their_kinds & set(_CAUSES)):
+        return None
+    shared = sorted(kinds & their_kinds) or sorted(kinds)
+    below = sorted(their_kinds & set(_CAUSES)) or shared
+    reason = (f"{caller} started failing ({', '.join(shared)}) {lag:.0f}s after {callee} ({', '.join(below)}) "
+              f"with no declared path between them and no cause of its own")
+    return SuspectedEdge(caller=caller, callee=callee, lag_s=float(lag), reason=reason,
+                         related_incident=related_incident)

@@ -38,6 +38,24 @@ class RootCause:
 
 
 @dataclass(frozen=True, slots=True)
+class SuspectedEdge:
+    """A call the topology lacks, suspected from onset order and co-anomaly: ``caller`` started
+    failing ``lag_s`` seconds after ``callee``, with no declared path between them and nothing of
+    its own to explain it (see :func:`correlators.rca.suspect_missing_edge`).
+
+    ``related_incident`` is the incident holding the other side: the callee's incident on the
+    caller's record and the caller's on the callee's; this incident's own id when the caller's
+    alerts were merged into it (``merged``)."""
+
+    caller: str
+    callee: str
+    lag_s: float
+    reason: str
+    related_incident: str
+    merged: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Incident:
     id: str
     version: int
@@ -60,6 +78,9 @@ class Incident:
     # "update" (got worse, or a repeat), "resolve", or "silent" (published for consumers and
     # the record, but nobody is notified). The correlator always sets it.
     notification: str = "update"
+    # Calls missing from topology.yaml, suspected from this incident's alerts and another's
+    # (correlation.suspect_edges); empty when none is.
+    suspected_edges: tuple[SuspectedEdge, ...] = ()
 
     @property
     def notifies(self) -> bool:

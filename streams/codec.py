@@ -13,7 +13,8 @@ from datetime import datetime
 
 import orjson
 
-from correlators.records import CHANGE_SCHEMA_VERSION, INCIDENT_SCHEMA_VERSION, Change, Evidence, Incident, RootCause
+from correlators.records import (CHANGE_SCHEMA_VERSION, INCIDENT_SCHEMA_VERSION, Change, Evidence, Incident, RootCause,
+                                 SuspectedEdge)
 from detectors.records import ALERT_SCHEMA_VERSION, Alert, AlertEvent, Heartbeat, parse_rfc3339, rfc3339
 from remediators.records import ACTION_SCHEMA_VERSION, TICKET_SCHEMA_VERSION, Action, TicketEvent
 
@@ -122,6 +123,11 @@ def _root_cause(rc: RootCause) -> dict:
             "reason": rc.reason, "evidence": [_evidence(e) for e in rc.evidence]}
 
 
+def _suspected_edge(e: SuspectedEdge) -> dict:
+    return {"caller": e.caller, "callee": e.callee, "lag_s": round(e.lag_s, 3), "reason": e.reason,
+            "related_incident": e.related_incident, "merged": e.merged}
+
+
 def incident_dict(inc: Incident) -> dict:
     return {
         "schema_version": INCIDENT_SCHEMA_VERSION,
@@ -133,6 +139,7 @@ def incident_dict(inc: Incident) -> dict:
         "alerts": {"count": inc.alert_count, "firing": inc.firing_count, "fingerprints": list(inc.fingerprints)},
         "root_causes": [_root_cause(rc) for rc in inc.root_causes],
         "owner": inc.owner, "labels": dict(inc.labels), "notification": inc.notification,
+        "suspected_edges": [_suspected_edge(e) for e in inc.suspected_edges],
     }
 
 

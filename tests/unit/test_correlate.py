@@ -233,3 +233,104 @@ def test_a_reopened_incident_pages_again_and_repeats_count_from_the_last_notific
     assert [(i.reason, i.notification, i.updated_at) for i in out] == [
         ("opened", "page", 131), ("alerts_added", "silent", 191), ("repeat", "update", 3732)]
     assert c.stats["notifications"] == 2
+
+
+# --- calls missing from the topology (correlation.suspect_edges) ----------------------------------
+
+#   web -> api ;  worker -> db   (the real call api -> db is missing from the graph)
+STALE = nx.DiGraph([("web", "api"), ("worker", "db")])
+ERR = "http.server.errors.rate"
+
+
+def stale_run(timeline, **edges):
+    cfg = CFG.model_copy(update={"suspect_edges": CFG.suspect_edges.model_copy(update=edges)})
+    c = Correlator(STALE, cfg)
+    out = []
+    for ev in timeline:
+        out += c.ingest([ev])
+    return c, out
+
+
+# db fails at 100; api (its undeclared caller) 40 s later, then web above it
+MISSING_EDGE = [alert("db", 100, metric=ERR), alert("worker", 130, metric=ERR), alert("api", 140, metric=ERR),
+                alert("web", 150, metric=ERR), Heartbeat(171), Heartbeat(250), Heartbeat(400)]
+
+
+def test_a_missing_call_is_suspected_on_both_incidents_with_direction_lag_and_each_other():
+    c, out = stale_run(MISSING_EDGE, merge=False)
+    last = {i.id: i for i in out}
+    assert len(last) == 2
+    db_inc = next(i for i in last.values() if i.root_causes[0].service == "db")
+    api_inc = next(i for i in last.values() if i.root_causes[0].service == "api")
+    [e] = api_inc.suspected_edges
+    assert (e.caller, e.callee, e.lag_s, e.related_incident, e.merged) == ("api", "db", 40.0, db_inc.id, False)
+    assert "40s after db" in e.reason
+    # the callee's incident learns it in an update of its own (silent: it got no worse)
+    [d] = db_inc.suspected_edges
+    assert (d.caller, d.callee, d.related_incident) == ("api", "db", api_inc.id)
+    assert db_inc.reason == "edge_suspected" and db_inc.notification == "silent"
+    assert c.stats["suspected_edges"] == 1 and c.stats["edge_merges"] == 0
+
+
+def test_with_merge_the_callers_alerts_join_the_callees_incident_ranked_through_the_suspected_call():
+    c, out = stale_run(MISSING_EDGE, merge=True)
+    assert len({i.id for i in out}) == 1
+    inc = out[-1]
+    assert inc.services == ("api", "db", "web", "worker")
+    assert inc.root_causes[0].service == "db"
+    assert inc.root_causes[0].path == ("db", "api", "web")
+    [e] = inc.suspected_edges
+    assert (e.caller, e.callee, e.related_incident, e.merged) == ("api", "db", inc.id, True)
+    assert c.stats["edge_merges"] == 1
+
+
+@pytest.mark.parametrize("why, api_alerts", [
+    ("same instant: no order", [alert("api", 100, metric=ERR)]),
+    ("closer than min_lag", [alert("api", 105, metric=ERR)]),
+    ("beyond the window", [alert("api", 100 + 301, metric=ERR)]),
+    ("a cause of its own", [alert("api", 140, metric=ERR), alert("api", 141, metric="process.cpu.utilization")]),
+    ("another symptom than the callee's", [alert("api", 140)]),  # latency, while db only has errors
+])
+def test_two_independent_faults_in_disjoint_parts_are_not_taken_for_a_missing_call(why, api_alerts):
+    c, out = stale_run([alert("db", 100, metric=ERR), *api_alerts, Heartbeat(171), Heartbeat(500), Heartbeat(700)])
+    assert len({i.id for i in out}) == 2, why
+    assert all(not i.suspected_edges for i in out), why
+    assert c.stats["suspected_edges"] == 0
+
+
+def test_disabled_it_suspects_and_merges_nothing():
+    c, out = stale_run(MISSING_EDGE, enabled=False)
+    assert len({i.id for i in out}) == 2
+    assert all(not i.suspected_edges for i in out)
+    assert c.stats["suspected_edges"] == 0
+
+
+def test_a_declared_call_is_never_suspected():
+    # api -> db declared but 3 hops away (beyond max_hops): db's incident is still pending when
+    # api's alert arrives, so api opens its own group; a known path is no missing call.
+    g = nx.DiGraph([("api", "x"), ("x", "y"), ("y", "db")])
+    cfg = CFG.model_copy(update={"max_hops": 1})
+    c = Correlator(g, cfg)
+    out = []
+    for ev in [alert("db", 100, metric=ERR), alert("api", 120, metric=ERR), Heartbeat(151), Heartbeat(400)]:
+        out += c.ingest([ev])
+    assert all(not i.suspected_edges for i in out)
+    assert c.stats["suspected_edges"] == 0
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"window": "0s"}, "correlation.suspect_edges.window: must be a positive duration such as '5m' (got 0)"),
+    ({"window": "1m", "min_lag": "2m"}, "correlation.suspect_edges: min_lag (120s) must be shorter than window (60s)"),
+    ({"merg": True}, "correlation.suspect_edges.merg: unknown key 'merg'"),
+])
+def test_suspect_edges_config_is_validated_with_paths(section, message):
+    from streams.config import ConfigError, parse_topology
+
+    with pytest.raises(ConfigError) as err:
+        parse_topology({"services": {"a": {}}, "correlation": {"suspect_edges": section}})
+    assert message in str(err.value)
+
+
+def test_suspect_edges_defaults():
+    s = CorrelationSettings().suspect_edges
+    assert (s.enabled, s.window.total_seconds(), s.min_lag.total_seconds()) == (True, 300, 10)

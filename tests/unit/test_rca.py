@@ -1,7 +1,9 @@
 """Root-cause ranking over the call graph."""
 import networkx as nx
 
-from correlators.rca import classify_metric, propagation_path, rank_root_causes
+import pytest
+
+from correlators.rca import classify_metric, propagation_path, rank_root_causes, suspect_missing_edge
 from detectors.records import Alert
 
 
@@ -160,3 +162,65 @@ def test_a_changed_dependency_that_looks_healthy_is_a_candidate():
                            changes=[Change("cfg-7", "orders-db", "config", 90.0, "max_connections 100 -> 20")])
     cand = next(rc for rc in rcs if rc.service == "orders-db")
     assert cand.kind == "change" and cand.evidence[0].detail.startswith("config cfg-7")
+
+
+# --- suspecting a call missing from the graph ------------------------------------------------------
+
+ERR, LAT, POOL, CPU = ("http.server.errors.rate", "http.server.request.duration.p95",
+                       "db.client.connections.utilization", "process.cpu.utilization")
+#   web -> api ; worker -> db ; the graph lacks api -> db
+STALE = nx.DiGraph([("web", "api"), ("worker", "db")])
+
+
+def suspect(caller_alerts, callee_alerts, g=STALE, caller="api", callee="db", **kw):
+    return suspect_missing_edge(g, caller_alerts, callee_alerts, caller=caller, callee=callee,
+                                **{"window": 300.0, "min_lag": 10.0, "max_hops": 2, **kw})
+
+
+def test_the_caller_that_failed_after_the_callee_is_suspected_with_its_lag():
+    e = suspect([alert("api", ERR, 140)], [alert("db", ERR, 100)], related_incident="inc-db")
+    assert (e.caller, e.callee, e.lag_s, e.related_incident, e.merged) == ("api", "db", 40.0, "inc-db", False)
+    assert e.reason == "api started failing (errors) 40s after db (errors) with no declared path between them and no cause of its own"
+
+
+def test_a_cause_below_explains_any_symptom_above():
+    e = suspect([alert("api", LAT, 140), alert("api", ERR, 150)], [alert("db", POOL, 100)])
+    assert (e.caller, e.callee, e.lag_s) == ("api", "db", 40.0)
+    assert "(errors, latency)" in e.reason and "(saturation)" in e.reason
+
+
+def test_the_direction_follows_the_onsets():
+    # db failing after api is not db calling api... unless asked that way round
+    assert suspect([alert("api", ERR, 100)], [alert("db", ERR, 140)]) is None
+    e = suspect([alert("db", ERR, 140)], [alert("api", ERR, 100)], caller="db", callee="api")
+    assert (e.caller, e.callee) == ("db", "api")
+
+
+@pytest.mark.parametrize("why, caller_alerts, callee_alerts, kw", [
+    ("same onset", [alert("api", ERR, 100)], [alert("db", ERR, 100)], {}),
+    ("under min_lag", [alert("api", ERR, 105)], [alert("db", ERR, 100)], {}),
+    ("beyond window", [alert("api", ERR, 500)], [alert("db", ERR, 100)], {}),
+    ("caller has a resource signal", [alert("api", ERR, 140), alert("api", CPU, 140)], [alert("db", ERR, 100)], {}),
+    ("caller has a saturation signal", [alert("api", ERR, 140), alert("api", POOL, 150)], [alert("db", ERR, 100)], {}),
+    ("caller's symptom is not the callee's", [alert("api", LAT, 140)], [alert("db", ERR, 100)], {}),
+    ("callee no longer fires", [alert("api", ERR, 140)],
+     [Alert("fp-db", "resolved", "db", ERR, "db/" + ERR, (), 0.99, 1.0, 0.1, 100, 130)], {}),
+    ("no alert of the caller", [alert("web", ERR, 140)], [alert("db", ERR, 100)], {}),
+    ("unknown service", [alert("ghost", ERR, 140)], [alert("db", ERR, 100)], {"caller": "ghost"}),
+])
+def test_independent_faults_are_not_taken_for_a_missing_call(why, caller_alerts, callee_alerts, kw):
+    assert suspect(caller_alerts, callee_alerts, **kw) is None, why
+
+
+def test_a_declared_call_or_path_is_never_suspected():
+    direct = nx.DiGraph([("api", "db")])
+    far = nx.DiGraph([("api", "a"), ("a", "b"), ("b", "c"), ("c", "db")])
+    for g in (direct, far):
+        assert suspect([alert("api", ERR, 140)], [alert("db", ERR, 100)], g=g, max_hops=0) is None
+
+
+def test_services_within_max_hops_are_the_correlators_business_not_a_missing_call():
+    # api and db share a caller (2 hops apart, undirected): they would have been grouped
+    g = nx.DiGraph([("web", "api"), ("web", "db")])
+    assert suspect([alert("api", ERR, 140)], [alert("db", ERR, 100)], g=g, max_hops=2) is None
+    assert suspect([alert("api", ERR, 140)], [alert("db", ERR, 100)], g=g, max_hops=1) is not None
