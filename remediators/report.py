@@ -317,6 +317,15 @@ def _graph(topology: Topology | None, path: Sequence[str]) -> nx.DiGraph:
     return nx.DiGraph([(path[i + 1], path[i]) for i in range(len(path) - 1)])
 
 
+def _suspected_edges(versions: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Every call any version suspected missing from the topology, the latest word on each."""
+    seen: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for r in versions:
+        for e in r.get("suspected_edges") or []:
+            seen[(e["caller"], e["callee"])] = e
+    return [seen[k] for k in sorted(seen)]
+
+
 def _follow_ups(versions, rc, acts, hits, runbooks, entry_points, duration) -> list[str]:
     out: list[str] = []
     last = versions[-1]
@@ -365,6 +374,9 @@ def _follow_ups(versions, rc, acts, hits, runbooks, entry_points, duration) -> l
                        f"probes or client-side metrics for it, and confirm the cause with its owner.")
         if not acts:
             out.append(f"No remediation policy matched {kind} on `{svc}`: decide whether one should.")
+    for e in _suspected_edges(versions):
+        out.append(f"Confirm whether `{e['caller']}` calls `{e['callee']}`; if so, add it to "
+                   f"`services.{e['caller']}.depends_on` in topology.yaml.")
     if entry_points:
         out.append(f"Quantify user impact on {', '.join(f'`{e}`' for e in entry_points)} over the {duration} "
                    f"window (failed requests, SLO budget burned).")
@@ -554,6 +566,12 @@ def render_report(incident_records: Sequence[Mapping[str, Any]], actions: Sequen
             out += ["", "Top candidate by update: " + "; ".join(f"{v} {label}" for v, label in changes) + "."]
     else:
         out.append("The correlator ranked no root cause for this incident.")
+    suspected = _suspected_edges(versions)
+    if suspected:
+        out += ["", "Calls missing from the topology, suspected from onset order and co-anomaly:", ""]
+        out += [f"- `{e['caller']}` -> `{e['callee']}` ({e['lag_s']:.0f} s later; "
+                + ("its alerts were merged into this incident" if e.get("merged")
+                   else f"see incident `{e['related_incident']}`") + f"): {e['reason']}." for e in suspected]
 
     # Propagation graph.
     if rc:
