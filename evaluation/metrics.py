@@ -43,6 +43,7 @@ class FaultTruth:
     related: frozenset[str] = frozenset()
     category: str = "single"
     run: str = ""
+    removed_edge: tuple[str, str] | None = None  # missing-edge cases: the call dropped from the pipeline's topology
 
     @property
     def is_noise(self) -> bool:
@@ -225,6 +226,60 @@ def summarize(results: Sequence[FaultResult], false: Sequence[dict], hours: floa
         "notify_p50": quantile(notify, 0.5),
         "notify_p90": quantile(notify, 0.9),
     }
+
+
+def suspected_edges(records: Iterable[dict]) -> dict[str, set[tuple[str, str, str]]]:
+    """Incident id -> every ``(caller, callee, related incident)`` any of its versions suspected.
+
+    >>> suspected_edges([{"id": "i", "suspected_edges": [{"caller": "a", "callee": "b", "related_incident": "j"}]},
+    ...                  {"id": "j"}])
+    {'i': {('a', 'b', 'j')}, 'j': set()}
+    """
+    out: dict[str, set[tuple[str, str, str]]] = {}
+    for r in records:
+        out.setdefault(r["id"], set()).update(
+            (e["caller"], e["callee"], e["related_incident"]) for e in r.get("suspected_edges") or ())
+    return out
+
+
+def score_suspected_edges(results: Sequence[FaultResult], records: Sequence[dict],
+                          removed: Iterable[tuple[str, str]] = ()) -> dict:
+    """How well missing calls were suspected in one run.
+
+    ``found``: the missing-edge faults (``removed_edge`` set) whose dropped call ``u -> v`` a matched
+    incident reported as suspected, caller ``u`` and callee ``v``. ``false``: the suspicions of a
+    call that is not one of the run's ``removed`` calls, each counted once per pair of incidents
+    (both sides carry it), with the category of the fault whose incident reported it (``none``
+    when no fault's).
+
+    >>> f = FaultTruth("f", "db", "errors", 0, 1, category="missing-edge", removed_edge=("api", "db"))
+    >>> r = FaultResult(f, ("i",), 1, 1, "db", "errors", 0.0, 0.0)
+    >>> recs = [{"id": "i", "suspected_edges": [{"caller": "api", "callee": "db", "related_incident": "i"}]},
+    ...         {"id": "k", "suspected_edges": [{"caller": "web", "callee": "db", "related_incident": "i"}]}]
+    >>> s = score_suspected_edges([r], recs, [("api", "db")])
+    >>> s["found"], s["missing_edge_faults"], s["false"], s["false_by_category"]
+    (1, 1, 1, {'missing-edge': 1})
+    """
+    edges = suspected_edges(records)
+    removed = set(removed)
+    found = 0
+    faults = [r for r in results if r.fault.removed_edge is not None]
+    for r in faults:
+        if any(r.fault.removed_edge == (c, v) for i in r.incidents for c, v, _ in edges.get(i, ())):
+            found += 1
+    category = {i: r.fault.category for r in results for i in r.incidents}
+    false: dict[tuple, str] = {}
+    for inc, es in sorted(edges.items()):
+        for caller, callee, related in es:
+            if (caller, callee) in removed:
+                continue
+            pair = (caller, callee, frozenset((inc, related)))
+            false.setdefault(pair, category.get(inc) or category.get(related) or "none")
+    by_cat: dict[str, int] = {}
+    for cat in false.values():
+        by_cat[cat] = by_cat.get(cat, 0) + 1
+    return {"missing_edge_faults": len(faults), "found": found, "false": len(false), "false_by_category": by_cat,
+            "false_edges": sorted(f"{c} -> {v}" for c, v, _ in false)}
 
 
 # name, summary key, comparison, target

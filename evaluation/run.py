@@ -29,7 +29,8 @@ import orjson
 from evaluation import rca_data
 from evaluation.cases import RECOVERY, Run, build_runs, expected_kind
 from evaluation.core import run_core
-from evaluation.metrics import TARGETS, FaultResult, FaultTruth, in_window, score_faults, summarize, verdicts
+from evaluation.metrics import (TARGETS, FaultResult, FaultTruth, in_window, score_faults, score_suspected_edges,
+                                summarize, verdicts)
 from detectors.records import parse_rfc3339
 from streams import simulate as sim
 from streams.config import load_topology
@@ -56,7 +57,8 @@ def truths(run: Run, truth: list[dict]) -> list[FaultTruth]:
                 related |= nx.descendants(g, f.service)
             fid = f"{run.name}#{i}:{case.name}" + (f"@{f.service}" if len(case.faults) > 1 else "")
             out.append(FaultTruth(fid, f.service, expected_kind(run.topology, f),
-                                  onset + f.start, rec["end"], frozenset(related), case.category, run.name))
+                                  onset + f.start, rec["end"], frozenset(related), case.category, run.name,
+                                  removed_edge=case.removed_edge))
     return out
 
 
@@ -87,6 +89,7 @@ def evaluate_run(run: Run, seed: int = SEED) -> dict:
         "seconds_simulate": round(t_sim, 1), "seconds_core": round(time.perf_counter() - t0 - t_sim, 1),
         "removed_edges": [list(e) for e in run.removed_edges], "external": list(run.external),
         "results": results, "false": false,
+        "edges": score_suspected_edges(results, core.incidents, run.removed_edges),
     }
 
 
@@ -127,6 +130,16 @@ def _table(rows: list[tuple[str, dict]]) -> list[str]:
             f"{_fmt(s['notify_p50'], 's') + ' / ' + _fmt(s['notify_p90'], 's'):>17} {s['hours']:>6.1f} "
             f"{_fmt(s['ac1_first']) + ' ' + _fmt(s['ac3_first']):>13}")
     return lines
+
+
+def _edge_totals(parts: list[dict]) -> dict:
+    total = {"missing_edge_faults": sum(p["missing_edge_faults"] for p in parts), "found": sum(p["found"] for p in parts),
+             "false": sum(p["false"] for p in parts), "false_by_category": {}}
+    for p in parts:
+        for c, n in p["false_by_category"].items():
+            total["false_by_category"][c] = total["false_by_category"].get(c, 0) + n
+    total["found_fraction"] = total["found"] / total["missing_edge_faults"] if total["missing_edge_faults"] else math.nan
+    return total
 
 
 def _rca_job(fault_time_given: bool) -> dict:
@@ -208,6 +221,16 @@ def main(argv: list[str] | None = None) -> int:
                      f"{_fmt(s['avg5']):>6} {_fmt(s['incidents_per_fault'], 'x'):>9} {_fmt(s['ac1_first']):>10}")
     n_noise = sum(1 for r in runs for c in r.cases if c.category == "noise")
     lines.append(f"  noise spikes: {n_noise}, incidents opened for them: {len(noise_false)}")
+    edges = _edge_totals([o["edges"] for o in outs])
+    lines += ["", "suspected missing calls (correlation.suspect_edges):",
+              f"  missing-edge faults whose dropped call was suspected: {edges['found']}/{edges['missing_edge_faults']}"
+              f" ({_fmt(edges['found_fraction'])})",
+              f"  false suspicions (a declared or non-existent call): {edges['false']}"
+              + (" (" + ", ".join(f"{c} {n}" for c, n in sorted(edges["false_by_category"].items())) + ")"
+                 if edges["false"] else "")]
+    for o in outs:
+        for e in o["edges"]["false_edges"]:
+            lines.append(f"    {o['run']}: {e}")
     lines += ["", "faults whose root cause was not ranked first:"]
     for r in all_results:
         if r.rank != 1:
@@ -236,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed, "quick": args.quick, "seconds": round(elapsed, 1),
         "targets": [{"name": n, "key": k, "op": op, "target": t, "value": overall[k], "pass": ok[n]}
                     for n, k, op, t in TARGETS],
-        "overall": overall, "topologies": dict(rows[:-1]), "categories": dict(cat_rows),
+        "overall": overall, "topologies": dict(rows[:-1]), "categories": dict(cat_rows), "suspected_edges": edges,
         "runs": [{k: v for k, v in o.items() if k not in ("results", "false")} for o in outs],
         "faults": [_fault_row(r) for r in all_results],
         "false_incidents": [_false_row(inc, o["run"]) for o in outs for inc in o["false"]],
