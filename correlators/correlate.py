@@ -353,7 +353,8 @@ class Correlator:
                 found.append((edge, other))
         if not found:
             return False
-        self.stats["suspected_edges"] += len(found)
+        # A group held by settle_wait is asked again at each step: count each suspicion once.
+        self.stats["suspected_edges"] += sum(1 for e, _ in found if (e.caller, e.callee) not in grp.suspects)
         if cfg.merge and len(found) == 1:
             edge, into = found[0]
             self._merge(into, grp)
@@ -364,8 +365,9 @@ class Correlator:
             return True
         for edge, other in found:
             grp.suspects[(edge.caller, edge.callee)] = edge
-            other.suspects[(edge.caller, edge.callee)] = replace(edge, related_incident=grp.id)
-            self._mark(other, "edge_suspected")
+            if (edge.caller, edge.callee) not in other.suspects:
+                other.suspects[(edge.caller, edge.callee)] = replace(edge, related_incident=grp.id)
+                self._mark(other, "edge_suspected")
         return False
 
     def _graph_of(self, grp: _Group) -> nx.DiGraph:
