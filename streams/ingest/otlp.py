@@ -14,13 +14,25 @@ Points flagged ``FLAG_NO_RECORDED_VALUE`` (OTLP's staleness marker) are skipped 
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import orjson
 
 from detectors.normalize import Sample
 from detectors.records import SeriesKey
-from streams.ingest import T_MAX, T_MIN, Context, PathError, expect_list, expect_object, short, type_name, value_problem
+from streams.ingest import (
+    MAX_ABS_VALUE,
+    T_MAX,
+    T_MIN,
+    Context,
+    PathError,
+    expect_list,
+    expect_object,
+    short,
+    type_name,
+    value_problem,
+)
 
 SERVICE_ATTRIBUTE = "service.name"
 _FLAG_NO_RECORDED_VALUE = 1
@@ -193,7 +205,16 @@ def decode(obj: dict, ctx: Context) -> None:
 def _resource_metrics(rm: object, ctx: Context) -> None:
     if type(rm) is not dict:
         raise PathError("", f"expected an object (got {type_name(rm)})")
-    service, res_attrs = resource_service(rm.get("resource"), "resource")
+    resource = rm.get("resource")
+    res_attrs: dict[str, str] = {}
+    simple = type(resource) is dict or resource is None
+    if simple and resource:
+        attrs = resource.get("attributes")
+        simple = attrs is None or type(attrs) is list and _simple_attributes(attrs, res_attrs)
+    if simple:
+        service = res_attrs.pop(SERVICE_ATTRIBUTE, None)
+    else:  # let the careful path name what is wrong
+        service, res_attrs = resource_service(resource, "resource")
     scope_metrics = expect_list(rm.get("scopeMetrics"), "scopeMetrics")
     if service is None:
         if scope_metrics:
@@ -201,11 +222,16 @@ def _resource_metrics(rm: object, ctx: Context) -> None:
         return
     if not ctx.service_ok(service):
         return
-    res_labels = ctx.labels(res_attrs)
+    res_labels = ctx.labels(res_attrs) if res_attrs else ()  # what labels({}) returns
     for j, sm in enumerate(scope_metrics):
         if type(sm) is not dict:
             raise PathError(f"scopeMetrics[{j}]", f"expected an object (got {type_name(sm)})")
-        for k, m in enumerate(expect_list(sm.get("metrics"), f"scopeMetrics[{j}].metrics")):
+        metrics = sm.get("metrics")
+        if type(metrics) is not list:
+            metrics = expect_list(metrics, f"scopeMetrics[{j}].metrics")
+        for k, m in enumerate(metrics):
+            if _fast_metric(m, service, res_attrs, res_labels, ctx):
+                continue
             try:
                 _metric(m, service, res_attrs, res_labels, ctx)
             except PathError as exc:
@@ -383,3 +409,308 @@ def _histogram_values(dp: dict, path: str):
     if buckets and len(buckets) != len(bounds) + 1:
         return f"{len(buckets)} bucketCounts for {len(bounds)} explicitBounds", 0.0, 0.0, (), ()
     return None, count, total, tuple(bounds), tuple(buckets)
+
+
+# --- the fast path -------------------------------------------------------------------------
+# Most metrics are plain: a gauge or a sum of asDouble/asInt points, or an explicit-bounds
+# histogram, with string timestamps and string attributes. The functions below decode those
+# without building path strings or calling a helper per scalar. At anything else (a wrong type,
+# a value or timestamp the careful path would reject, an attribute it would fail on) they undo
+# what they appended and return ``False``, and the careful functions above decode the metric from
+# scratch: reasons, their order and error messages stay theirs. Every check here accepts a
+# subset of what the careful path accepts, and computes the same floats the same way.
+# tests/property/test_otlp_fast_path.py holds both paths to the same output.
+
+_NS_MIN, _NS_MAX = T_MIN * 1e9, T_MAX * 1e9  # the bounds of time_problem and start_seconds
+_COUNT_MAX = min(_HUGE, int(1e300))  # parse_int keeps an int up to _HUGE; counts must be <= 1e300
+_INF = math.inf
+_FLOATS = itertools.repeat(float)
+_CACHE_MAX = 65536
+
+# Series keys without point attributes, by (raw metric name, service, resource labels, redactor):
+# one lookup instead of a redaction lookup and a frozen dataclass per point. Keys are immutable
+# and fully determined by the cache key, so sharing them changes nothing.
+_resource_keys: dict[tuple, SeriesKey] = {}
+# explicitBounds tuples already found finite and increasing. Validity depends on the values
+# only, and equal tuples have equal values (0.0 == -0.0 are equally valid; NaN is never stored).
+_good_bounds: dict[tuple, None] = {}
+
+
+def _resource_key(name: str, service: str, res_labels: tuple, ctx: Context) -> SeriesKey:
+    redactor = ctx.redactor
+    cache_key = (name, service, res_labels, redactor)
+    key = _resource_keys.get(cache_key)
+    if key is None:
+        if len(_resource_keys) >= _CACHE_MAX:
+            _resource_keys.clear()  # a bound, not an LRU: series are few and stable in practice
+        key = _resource_keys[cache_key] = SeriesKey(service, redactor.text(name), res_labels)
+    return key
+
+
+def _simple_attributes(attrs: list, into: dict[str, str]) -> bool:
+    """:func:`attributes` without paths; ``False`` where it would raise (``into`` is then to be
+    thrown away)."""
+    for item in attrs:
+        if type(item) is not dict:
+            return False
+        k = item.get("key")
+        if type(k) is not str:
+            return False
+        val = item.get("value")
+        if val is None:
+            into[k] = ""
+            continue
+        if type(val) is not dict:
+            return False
+        s = val.get("stringValue")
+        if type(s) is str:
+            into[k] = s
+            continue
+        try:
+            into[k] = any_to_str(val, "")
+        except PathError:
+            return False
+    return True
+
+
+def _point_series(attrs: object, name: str, service: str, res_attrs: dict, ctx: Context) -> SeriesKey | None:
+    """The series of a point with attributes, as :func:`_point_key` makes it; ``None`` where
+    it would raise."""
+    if type(attrs) is not list:
+        return None
+    into = dict(res_attrs)
+    if not _simple_attributes(attrs, into):
+        return None
+    return SeriesKey(service, ctx.redactor.text(name), ctx.labels(into))
+
+
+def _fast_int(raw: object) -> int | None:
+    """A proto3 JSON int64 that :func:`parse_int` returns as the same ``int``; ``None`` otherwise."""
+    t = type(raw)
+    if t is str:
+        try:
+            n = int(raw)  # type: ignore[arg-type]
+        except ValueError:
+            return None
+    elif t is int:
+        n = raw  # type: ignore[assignment]
+    else:
+        return None
+    return n if -_HUGE <= n <= _HUGE else None
+
+
+def _fast_metric(m: object, service: str, res_attrs: dict, res_labels: tuple, ctx: Context) -> bool:
+    """Decode a plain metric into ``ctx.samples``; ``False``, with nothing appended, otherwise."""
+    if type(m) is not dict:
+        return False
+    name = m.get("name")
+    if type(name) is not str or not name:
+        return False
+    kind = "gauge"
+    data = m.get("gauge")
+    if data is None:
+        kind = "sum"
+        data = m.get("sum")
+        if data is None:
+            data = m.get("histogram")
+            if type(data) is not dict:
+                return False
+            return _fast_histogram(data, name, service, res_attrs, res_labels, ctx)
+    if type(data) is not dict:
+        return False
+    dps = data.get("dataPoints")
+    if type(dps) is not list:
+        return False
+    monotonic = False
+    temporality = "cumulative"
+    if kind == "sum":
+        monotonic = data.get("isMonotonic") is True
+        raw = data.get("aggregationTemporality")
+        if raw is not None:
+            if type(raw) is not int and type(raw) is not str:
+                return False
+            t = _TEMPORALITY.get(raw)
+            if t is not None:
+                temporality = t
+            elif monotonic:
+                return False
+        elif monotonic:
+            return False
+    samples = ctx.samples
+    n0 = len(samples)
+    for dp in dps:
+        if type(dp) is not dict:
+            break
+        flags = dp.get("flags")
+        if type(flags) is int and flags & _FLAG_NO_RECORDED_VALUE:
+            continue
+        raw = dp.get("timeUnixNano")
+        if type(raw) is str:
+            try:
+                ns = int(raw)
+            except ValueError:
+                break
+        elif type(raw) is int:
+            ns = raw
+        else:
+            break
+        if not (_NS_MIN <= ns <= _NS_MAX):
+            break
+        raw = dp.get("asDouble")
+        if raw is not None:
+            if type(raw) is float:
+                v = raw
+            elif type(raw) is int:
+                v = float(raw)
+            else:
+                break
+        else:
+            n = _fast_int(dp.get("asInt"))
+            if n is None:
+                break
+            v = float(n)
+        if not (-MAX_ABS_VALUE <= v <= MAX_ABS_VALUE):  # also false for NaN
+            break
+        attrs = dp.get("attributes")
+        if not attrs:
+            key = _resource_key(name, service, res_labels, ctx)
+        else:
+            key = _point_series(attrs, name, service, res_attrs, ctx)
+            if key is None:
+                break
+        if monotonic:
+            raw = dp.get("startTimeUnixNano")
+            if raw is None:
+                start = None
+            else:
+                if type(raw) is str:
+                    try:
+                        s_ns = int(raw)
+                    except ValueError:
+                        break
+                elif type(raw) is int:
+                    s_ns = raw
+                else:
+                    break
+                start = s_ns / 1e9 if _NS_MIN <= s_ns <= _NS_MAX else None
+            samples.append(Sample(key, ns / 1e9, kind, v, True, temporality, start))
+        else:
+            samples.append(Sample(key, ns / 1e9, kind, v, False, temporality))
+    else:
+        return True
+    del samples[n0:]
+    return False
+
+
+def _fast_histogram(data: dict, name: str, service: str, res_attrs: dict, res_labels: tuple, ctx: Context) -> bool:
+    raw = data.get("aggregationTemporality")
+    if type(raw) is not int and type(raw) is not str:
+        return False
+    temporality = _TEMPORALITY.get(raw)
+    dps = data.get("dataPoints")
+    if temporality is None or type(dps) is not list:
+        return False
+    samples = ctx.samples
+    n0 = len(samples)
+    for dp in dps:
+        if type(dp) is not dict:
+            break
+        flags = dp.get("flags")
+        if type(flags) is int and flags & _FLAG_NO_RECORDED_VALUE:
+            continue
+        raw = dp.get("timeUnixNano")
+        if type(raw) is str:
+            try:
+                ns = int(raw)
+            except ValueError:
+                break
+        elif type(raw) is int:
+            ns = raw
+        else:
+            break
+        if not (_NS_MIN <= ns <= _NS_MAX):
+            break
+        raw = dp.get("count")
+        if raw is None:
+            count = 0.0
+        else:
+            n = _fast_int(raw)
+            if n is None or not (0 <= n <= _COUNT_MAX):
+                break
+            count = float(n)
+        raw = dp.get("sum")
+        if raw is None:
+            total = math.nan  # no sum reported: no mean
+        else:
+            if type(raw) is float:
+                total = raw
+            elif type(raw) is int:
+                total = float(raw)
+            else:
+                break
+            if not (-MAX_ABS_VALUE <= total <= MAX_ABS_VALUE):
+                break
+        raw = dp.get("bucketCounts")
+        if raw is None:
+            buckets: tuple = ()
+        else:
+            if type(raw) is not list:
+                break
+            try:
+                digits = "".join(raw)  # TypeError unless every count is a string, as proto3 JSON writes them
+            except TypeError:
+                break
+            # Each count a non-empty run of at most 300 ASCII digits: an int in 0..10**300 that
+            # parse_int reads exactly. float() of such a string is the correctly rounded value of
+            # that int, as float(int(s)) is: the same float, in a third of the time.
+            if not (digits.isascii() and digits.isdigit() and len(digits) <= 300 and all(raw)):
+                break
+            buckets = tuple(map(float, raw))
+        raw = dp.get("explicitBounds")
+        if raw is None:
+            bounds: tuple = ()
+        else:
+            if type(raw) is not list or not all(map(isinstance, raw, _FLOATS)):
+                break
+            bounds = tuple(raw)
+            if bounds not in _good_bounds:
+                prev = -_INF
+                for b in bounds:
+                    if not (prev < b < _INF):
+                        break
+                    prev = b
+                else:
+                    if len(_good_bounds) >= _CACHE_MAX:
+                        _good_bounds.clear()
+                    _good_bounds[bounds] = None
+                if bounds not in _good_bounds:
+                    break
+        if buckets and len(buckets) != len(bounds) + 1:
+            break
+        attrs = dp.get("attributes")
+        if not attrs:
+            key = _resource_key(name, service, res_labels, ctx)
+        else:
+            key = _point_series(attrs, name, service, res_attrs, ctx)
+            if key is None:
+                break
+        raw = dp.get("startTimeUnixNano")
+        if raw is None:
+            start = None
+        else:
+            if type(raw) is str:
+                try:
+                    s_ns = int(raw)
+                except ValueError:
+                    break
+            elif type(raw) is int:
+                s_ns = raw
+            else:
+                break
+            start = s_ns / 1e9 if _NS_MIN <= s_ns <= _NS_MAX else None
+        samples.append(Sample(key, ns / 1e9, "histogram", 0.0, False, temporality, start, count, total, bounds,
+                              buckets))
+    else:
+        return True
+    del samples[n0:]
+    return False
