@@ -232,11 +232,29 @@ class Correlator:
             grp.last_alert_at = max(grp.last_alert_at, alert.at)
             grp.opened_at = min(grp.opened_at, alert.starts_at)
             grp.all_resolved_at = None
+            if grp.status == "pending":
+                self._settle_identity(grp, alert)
             self._mark(grp, "alerts_added" if prev is None or prev.status == "resolved" else "alerts_changed")
         else:
             if not grp.firing():
                 grp.all_resolved_at = alert.at
             self._mark(grp, "alerts_resolved")
+
+    def _settle_identity(self, grp: _Group, alert: Alert) -> None:
+        """Until its first record goes out, a group is named after its earliest alert and
+        timed from the earliest arrival, whichever arrived first: alerts of the same moment
+        reach the correlator in any order when several workers detect in parallel, and the
+        incident must not depend on it."""
+        grp.created_at = min(grp.created_at, alert.at)
+        first = min((a for a in grp.alerts.values() if a.status == "firing"), key=lambda a: (a.starts_at, a.fingerprint))
+        gid = "inc-" + stable_hash(first.fingerprint, rfc3339(first.starts_at), length=12)
+        if gid == grp.id or gid in self._groups:
+            return
+        del self._groups[grp.id]
+        grp.id = gid
+        self._groups[gid] = grp
+        for fp in grp.alerts:
+            self._by_fingerprint[fp] = gid
 
     def _mark(self, grp: _Group, reason: str) -> None:
         if grp.status == "pending":

@@ -111,6 +111,9 @@ class Heartbeat:
 
     at: float
     source: str = "detector"
+    # The input partition it comes from (``telemetry.metrics/3``), so correlation can wait for
+    # the slowest one; "" when one process reads everything (replay).
+    lane: str = ""
 
 
 AlertEvent = Alert | Heartbeat

@@ -39,7 +39,7 @@ def _ms(t: float) -> float:
 def encode_alert_event(ev: AlertEvent) -> bytes:
     if isinstance(ev, Heartbeat):
         return orjson.dumps({"schema_version": ALERT_SCHEMA_VERSION, "type": "heartbeat",
-                             "at": rfc3339(ev.at), "source": ev.source})
+                             "at": rfc3339(ev.at), "source": ev.source, "lane": ev.lane})
     return orjson.dumps({
         "schema_version": ALERT_SCHEMA_VERSION, "type": "alert",
         "fingerprint": ev.fingerprint, "status": ev.status, "service": ev.service, "metric": ev.metric,
@@ -96,7 +96,7 @@ def decode_alert_event(payload: bytes) -> AlertEvent:
         raise RecordError(f"schema_version: expected {ALERT_SCHEMA_VERSION} (got {d.get('schema_version')!r})")
     kind = d.get("type")
     if kind == "heartbeat":
-        return Heartbeat(at=_time(d, "at"), source=_str(d, "source", "detector"))
+        return Heartbeat(at=_time(d, "at"), source=_str(d, "source", "detector"), lane=_str(d, "lane", ""))
     if kind != "alert":
         raise RecordError(f"type: expected 'alert' or 'heartbeat' (got {kind!r})")
     status = _str(d, "status")

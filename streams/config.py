@@ -94,6 +94,10 @@ class WorkerSettings(Frozen):
     session_timeout: Duration = parse_duration("30s")
     heartbeat_interval: Duration = parse_duration("3s")
     commit_interval: Duration = parse_duration("1s")
+    # With several input partitions, correlation follows the event time of the slowest metrics
+    # partition, so alerts from a lagging worker are not late. A partition this far behind the
+    # fastest is taken as idle (it stopped sending) and not waited for.
+    partition_idle_after: Duration = parse_duration("1m")
 
 
 class Topology(Frozen):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 import networkx as nx
 import orjson
 
+from correlators.correlate import _LOGS_LEAD as LOGS_LEAD  # the same lead the correlator allows
 from correlators.correlate import Correlator
 from correlators.records import Change, Incident
 from detectors.absence import AbsenceDetector
@@ -59,8 +60,9 @@ class DetectResult:
 class DetectStage:
     """Decode, normalize and score one input message at a time."""
 
-    def __init__(self, topology: Topology):
+    def __init__(self, topology: Topology, lane: str = ""):
         self.topology = topology
+        self.lane = lane  # the input partition this stage reads (see Heartbeat.lane)
         self._known = frozenset(topology.services)
         self._normalizer = Normalizer()
         self._logs = LogTemplateDetector(topology.detectors)
@@ -112,7 +114,7 @@ class DetectStage:
         if latest > self._marks.get(source, 0.0):
             self._marks[source] = latest
             self.watermark = max(self.watermark, latest)
-            events.append(Heartbeat(at=latest, source=source))
+            events.append(Heartbeat(at=latest, source=source, lane=self.lane))
         self.stats["messages"] += 1
         self.stats["samples"] += samples
         self.stats["points"] += len(points)
@@ -156,9 +158,48 @@ class CorrelateStage:
         # exactly what consumers saw. Dropped once the report is written.
         self._history: dict[str, dict[str, list[dict]]] = {}
         self._dispatch = DispatchState(emitted_actions=frozenset(), tickets={})
+        # Event-time alignment of input partitions (lanes): see _release.
+        self._lanes: dict[tuple[str, str], float] = {}
+        self._held: list[AlertEvent] = []
+        self._idle_after = topology.worker.partition_idle_after.total_seconds()
 
-    def process(self, events: list[AlertEvent]) -> CorrelateResult:
+    def _release(self, events: list[AlertEvent], everything: bool = False) -> list[AlertEvent]:
+        """The events the correlator may take now, in arrival order; the others wait.
+
+        Each input partition (lane) reports its event time in its heartbeats. When several
+        workers detect in parallel, one may run ahead of another; taken as they come, the
+        slower one's alerts would reach the correlator after it had moved on, and open
+        incidents of their own. So events wait until every active metrics lane has reached
+        their time: the watermark is the slowest lane's, leaving out lanes more than
+        ``worker.partition_idle_after`` behind the fastest (they stopped sending). Logs may run
+        ahead of it by the correlator's logs lead, as they may run ahead of metrics in one
+        process; other tools' alerts wait like metrics. With one lane per source (one worker,
+        or replay) every event is released as it comes, so replay and worker agree.
+        """
+        for ev in events:
+            if isinstance(ev, Heartbeat):
+                key = (ev.source, ev.lane)
+                if ev.at > self._lanes.get(key, float("-inf")):
+                    self._lanes[key] = ev.at
+        self._held += events
+        metrics = [t for (source, _), t in self._lanes.items() if source != "logs"]
+        if everything or not metrics:
+            ready, self._held = self._held, []
+            return ready
+        fastest = max(metrics)
+        watermark = min(t for t in metrics if t >= fastest - self._idle_after)
+        ready, held = [], []
+        for ev in self._held:
+            limit = watermark + LOGS_LEAD if ev.source == "logs" else watermark
+            (ready if ev.at <= limit else held).append(ev)
+        self._held = held
+        return ready
+
+    def process(self, events: list[AlertEvent], *, everything: bool = False) -> CorrelateResult:
         out = CorrelateResult()
+        events = self._release(events, everything)
+        if not events:
+            return out
         out.incidents = self.correlator.ingest(events)
         for inc in out.incidents:
             self._dispatch, actions, tickets = dispatch(self._dispatch, inc, topology=self.topology,
@@ -233,8 +274,9 @@ class CorrelateStage:
         out.tickets += tickets
 
     def flush(self, at: float) -> CorrelateResult:
-        """Advance event time to ``at`` (end of input) and emit what became due."""
-        return self.process([Heartbeat(at=at)])
+        """Advance event time to ``at`` (end of input) and emit what became due, releasing
+        whatever still waits for a lane."""
+        return self.process([Heartbeat(at=at)], everything=True)
 
 
 __all__ = ["CorrelateStage", "DetectStage", "DecodeError", "correlation_keys", "Alert"]
