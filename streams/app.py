@@ -20,19 +20,26 @@ from streams.config import Topology
 from streams.http_auth import UNCONFIGURED, Authenticator
 from streams.ingest import DecodeError
 from streams.ingest.external import decode_external
-from streams.pipeline import CorrelateStage, DetectResult, DetectStage, correlation_keys, load_runbook_index
-from streams.recovery import Recovered
+from streams.ingest.redact import Redactor
+from streams.pipeline import DetectResult, correlation_keys
+from streams.recovery import (Broadcast, OutputIndex, Rebuilt, Shard, apply_broadcast, encode_result, rebuild_correlate,
+                              rebuild_detect)
 
 log = logging.getLogger("aiops.worker")
 
 
 def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_dir: Path = Path(".aiops-data"),
-              app_id: str = "aiops", recovered: Recovered | None = None,
+              app_id: str = "aiops", instance_id: str | None = None,
               auth: Authenticator | None = None) -> faust.App:
     """A Faust app wired to ``topology``. Each agent is decode -> one core call -> encode -> send.
 
     ``auth`` guards the endpoints that accept data or commands; by default the tokens come from
-    the environment (:mod:`streams.http_auth`), and without any every such request gets 401."""
+    the environment (:mod:`streams.http_auth`), and without any every such request gets 401.
+
+    State is one shard per assigned input partition (:mod:`streams.recovery`), so any number of
+    workers can share the group. ``instance_id`` turns on static membership: a worker that
+    restarts under the same id within the session timeout gets its partitions back without a
+    rebalance of the whole group."""
     topics = topology.topics
     auth = auth if auth is not None else Authenticator.from_env(os.environ)
     app = faust.App(
@@ -54,6 +61,7 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
         broker_commit_interval=topology.worker.commit_interval.total_seconds(),
         producer_linger_ms=5,
         broker_credentials=kafka_security.current().faust_credentials(),
+        consumer_group_instance_id=instance_id,
     )
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     metrics_in = app.topic(topics.metrics, **raw)
@@ -67,10 +75,11 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
     changes = app.topic(topics.changes, **raw)
     external_in = {source: app.topic(name, **raw) for source, name in topics.external().items()}
 
-    recovered = recovered or Recovered(DetectStage(topology), CorrelateStage(topology, load_runbook_index(topology)))
-    detect = recovered.detect
-    correlate = recovered.correlate
-    applied = recovered.already_applied
+    redactor = Redactor.from_settings(topology.ingest.redaction)
+    detect_shards: dict[tuple[str, int], Shard] = {}
+    correlate_shards: dict[int, Shard] = {}
+    broadcast = Broadcast()
+    outputs = OutputIndex(bootstrap, [topics.alerts, topics.incidents, topics.actions, topics.tickets])
     keys = correlation_keys(topology)
     all_keys = sorted(set(keys.values()))
     max_excerpt = topology.ingest.max_excerpt_bytes
@@ -80,12 +89,55 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
         m.DEADLETTER.labels(topic=msg.topic).inc()
         await deadletter.send(key=msg.topic.encode(), value=codec.dead_letter(
             reason, msg.topic, msg.partition, msg.offset, event.value or b"", max_excerpt, at=msg.timestamp,
-            redactor=detect.redactor))
+            redactor=redactor))
 
-    async def detect_and_route(event, process, rejected: str = "points") -> None:
+    async def send_missing(rebuilt: Rebuilt, what: str) -> None:
+        """The outputs a rebuild computed that are not on their topics: the previous owner died
+        between computing and producing them."""
+        log.info("%s: rebuilt from %d messages in %.2fs; %d outputs were missing", what, rebuilt.messages,
+                 rebuilt.seconds, len(rebuilt.missing))
+        m.STATE_REBUILDS.labels(topic=what.split("[")[0]).inc()
+        m.STATE_REBUILD_SECONDS.labels(topic=what.split("[")[0]).inc(rebuilt.seconds)
+        m.STATE_SHARDS.labels(stage="detect").set(len(detect_shards))
+        m.STATE_SHARDS.labels(stage="correlate").set(len(correlate_shards))
+        for topic, key, value in rebuilt.missing:
+            await app.producer.send_and_wait(topic, key, value, None, None, None)
+
+    async def shard_for(shards: dict, key, msg, rebuild) -> Shard | None:
+        """The up-to-date shard for ``msg``'s partition, or None when ``msg`` was applied already."""
+        shard = shards.get(key)
+        if shard is not None and msg.offset < shard.next_offset:
+            return None  # redelivered after a crash; its effects are in the shard
+        if shard is None or msg.offset > shard.next_offset:
+            # First message from this partition, or others applied the offsets in between.
+            shards.pop(key, None)
+            rebuilt = await rebuild(msg.offset)
+            shard = rebuilt.shard
+            shards[key] = shard
+            if isinstance(key, int):  # a correlate shard: what the broadcast reader saw meanwhile
+                for topic, value in broadcast.messages[rebuilt.broadcast_seen:]:
+                    res = apply_broadcast(topology, shard.stage, topic, value)
+                    if res is not None:
+                        rebuilt.missing += encode_result(topology, res)
+            await send_missing(rebuilt, f"{msg.topic}[{msg.partition}]")
+        return shard
+
+    def detect_shard(msg):
+        key = (msg.topic, msg.partition)
+        return shard_for(detect_shards, key, msg, lambda until: rebuild_detect(
+            topology, bootstrap, msg.topic, msg.partition, until, outputs))
+
+    async def detect_and_route(event, process=None, rejected: str = "points") -> None:
+        """``process`` is a stateless decoder (webhook payloads); without one, the message's
+        detect shard scores it."""
         msg = event.message
-        if applied(msg.topic, msg.partition, msg.offset):
-            return  # redelivered after a restart; its effects were rebuilt at start-up
+        shard = None
+        if process is None:
+            shard = await detect_shard(msg)
+            if shard is None:
+                return
+            process = shard.stage.process_logs if msg.topic == topics.logs else shard.stage.process
+            shard.next_offset = msg.offset + 1
         m.MESSAGES_IN.labels(topic=event.message.topic).inc()
         try:
             res = process(event.value)
@@ -108,12 +160,12 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
     @app.agent(metrics_in)
     async def detect_metrics(stream):
         async for event in stream.events():
-            await detect_and_route(event, detect.process)
+            await detect_and_route(event)
 
     @app.agent(logs_in)
     async def detect_logs(stream):
         async for event in stream.events():
-            await detect_and_route(event, detect.process_logs)
+            await detect_and_route(event)
 
     known = frozenset(topology.services)
     service_label = topology.ingest.prometheus_service_label
@@ -121,7 +173,7 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
     def external_alerts(source: str):
         def process(payload: bytes) -> DetectResult:
             res = decode_external(source, payload, known_services=known, service_label=service_label,
-                                  redactor=detect.redactor)
+                                  redactor=redactor)
             for a in res.alerts:
                 m.EXTERNAL_ALERTS.labels(source=source, status=a.status).inc()
             return DetectResult(events=list(res.alerts), rejects=list(res.rejects))
@@ -145,17 +197,30 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
     async def correlate_agent(stream):
         async for event in stream.events():
             msg = event.message
-            if applied(msg.topic, msg.partition, msg.offset):
+            shard = await shard_for(correlate_shards, msg.partition, msg, lambda until: rebuild_correlate(
+                topology, bootstrap, msg.partition, until, broadcast, outputs))
+            if shard is None:
                 continue
+            shard.next_offset = msg.offset + 1
             try:
                 ev = codec.decode_alert_event(event.value)
             except codec.RecordError as exc:
                 await dead_letter(str(exc), event)
                 continue
-            res = correlate.process([ev])
-            await publish(res)
-            m.OPEN_INCIDENTS.set(correlate.correlator.open_incidents())
-            m.observe_compression(detect.stats, correlate.correlator.stats)
+            await publish(shard.stage.process([ev]))
+            observe_shards()
+
+    def observe_shards() -> None:
+        m.OPEN_INCIDENTS.set(sum(s.stage.correlator.open_incidents() for s in correlate_shards.values()))
+        detect_stats: dict = {}
+        for s in detect_shards.values():
+            for k, v in s.stage.stats.items():
+                detect_stats[k] = detect_stats.get(k, 0) + v
+        correlate_stats: dict = {}
+        for s in correlate_shards.values():
+            for k, v in s.stage.correlator.stats.items():
+                correlate_stats[k] = correlate_stats.get(k, 0) + v
+        m.observe_compression(detect_stats, correlate_stats)
 
     async def publish(res) -> None:
         for inc in res.incidents:
@@ -168,48 +233,64 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
             m.TICKETS.labels(event=tk.event).inc()
             await tickets.send(key=tk.ticket_key.encode(), value=codec.encode_ticket(tk))
 
+    # Approvals, silences, changes and the executor's results must reach every correlate shard,
+    # wherever the group put it: every worker reads these topics whole (no group) and applies
+    # them. The group's agents below only dead-letter what does not decode, once per message.
     @app.agent(control)
     async def control_agent(stream):
-        """Operators' approvals (``aiops approve``); who approved is recorded on the action."""
         async for event in stream.events():
-            if applied(event.message.topic, event.message.partition, event.message.offset):
-                continue
             try:
-                msg = codec.decode_control(event.value)
+                codec.decode_control(event.value)
             except codec.RecordError as exc:
                 await dead_letter(str(exc), event)
-                continue
-            await publish(correlate.control(msg))
 
     @app.agent(changes)
     async def change_agent(stream):
-        """Deploys, config changes and scalings: candidate causes for the incidents that follow."""
         async for event in stream.events():
-            if applied(event.message.topic, event.message.partition, event.message.offset):
-                continue
             try:
-                correlate.change(codec.decode_change(event.value))
+                codec.decode_change(event.value)
             except codec.RecordError as exc:
                 await dead_letter(str(exc), event)
 
-    @app.agent(actions)
-    async def action_results(stream):
-        """The executor's results come back on aiops.actions; they feed the circuit breaker and
-        the concurrency cap. The dispatcher's own decisions on that topic are skipped."""
-        async for event in stream.events():
-            try:
-                act = codec.decode_action(event.value)
-            except codec.RecordError:
-                continue  # not ours to judge: the executor validates what it runs
-            if act.decision in ("executed", "failed", "dry_run_ok", "refused", "unknown"):
-                correlate.action_result(act)
-
     @app.task
-    async def send_what_the_last_process_did_not():
-        by_topic = {t: app.topic(t, **raw) for t in {topic for topic, _, _ in recovered.missing}}
-        for topic, key, value in recovered.missing:
-            await by_topic[topic].send(key=key, value=value)
-        recovered.missing.clear()
+    async def read_broadcast():
+        """Approvals (who approved is recorded on the action), silences, deploys and the
+        executor's results (which feed the circuit breaker and the concurrency cap): history
+        first, for the shards built from it, then live, into every shard this worker holds."""
+        from aiokafka import TopicPartition
+
+        from streams.recovery import _consumer
+
+        consumer = _consumer(bootstrap)
+        await consumer.start()
+        try:
+            tps = []
+            for name in (topics.changes, topics.control, topics.actions):
+                parts = consumer.partitions_for_topic(name)
+                if not parts:
+                    await consumer.force_metadata_update()
+                    parts = consumer.partitions_for_topic(name) or set()
+                tps += [TopicPartition(name, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            history_end = await consumer.end_offsets(tps)
+            while True:
+                if not broadcast.loaded.is_set():
+                    positions = [await consumer.position(tp) for tp in history_end]
+                    if all(pos >= end for pos, end in zip(positions, history_end.values())):
+                        broadcast.loaded.set()
+                batch = await consumer.getmany(timeout_ms=500)
+                for tp, msgs in batch.items():
+                    for msg in msgs:
+                        broadcast.messages.append((tp.topic, msg.value))
+                        if not broadcast.loaded.is_set():
+                            continue
+                        for shard in list(correlate_shards.values()):
+                            res = apply_broadcast(topology, shard.stage, tp.topic, msg.value)
+                            if res is not None:
+                                await publish(res)
+        finally:
+            await consumer.stop()
 
     # --- HTTP endpoints that accept data or commands: authenticated, 202 only once acknowledged ---
 
@@ -241,7 +322,7 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
                 body = await request.read()
                 try:  # decoded once only to refuse garbage now; the topic's agent makes the alerts
                     res = decode_external(source, body, known_services=known, service_label=service_label,
-                                          redactor=detect.redactor)
+                                          redactor=redactor)
                 except DecodeError as exc:
                     return reject(self, path, 400, str(exc))
                 try:
@@ -286,6 +367,18 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
     @app.page("/healthz")
     async def health(web, request):
         return web.json({"status": "ok"})
+
+    @app.on_partitions_assigned.connect
+    async def drop_state_of_partitions_gone(sender, assigned, **kwargs) -> None:
+        """Shards of partitions another worker now holds would only go stale; a partition that
+        stays keeps its shard (an eager rebalance revokes and re-assigns it)."""
+        held = {(tp.topic, tp.partition) for tp in assigned}
+        for key in [k for k in detect_shards if k not in held]:
+            del detect_shards[key]
+        for p in [p for p in correlate_shards if (topics.alerts, p) not in held]:
+            del correlate_shards[p]
+        m.STATE_SHARDS.labels(stage="detect").set(len(detect_shards))
+        m.STATE_SHARDS.labels(stage="correlate").set(len(correlate_shards))
 
     @app.timer(interval=2.0)
     async def consumer_lag():
@@ -356,17 +449,22 @@ def control_from_http(body: bytes, by: str, now: float) -> tuple[str, bytes]:
                                       labels=dict(s.labels), comment=s.comment)
 
 
-def run_worker(topology: Topology, *, bootstrap: str, web_port: int, data_dir: Path, verbose: bool = False) -> int:
+def run_worker(topology: Topology, *, bootstrap: str, web_port: int, data_dir: Path, verbose: bool = False,
+               instance_id: str | None = None) -> int:
     from streams.broker import ensure_topics
 
     t = topology.topics
     ensure_topics(bootstrap, t.all(), partitions=t.partitions)
-    import asyncio
+    app = build_app(topology, bootstrap=bootstrap, web_port=web_port, data_dir=data_dir, instance_id=instance_id)
+    # Decoding a batch allocates hundreds of thousands of short-lived objects, and the cyclic
+    # collector's default young-generation threshold (700) made it about a quarter of decode
+    # time. The stages build no reference cycles per message, so collect young objects less
+    # often, and leave the long-lived start-up objects (modules, config, graph) out of it.
+    import gc
 
-    from streams.recovery import recover
-
-    recovered = asyncio.run(recover(topology, bootstrap))
-    app = build_app(topology, bootstrap=bootstrap, web_port=web_port, data_dir=data_dir, recovered=recovered)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
     worker = faust.Worker(app, loglevel="INFO" if verbose else "WARNING", quiet=not verbose)
     worker.execute_from_commandline()
     return 0

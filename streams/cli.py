@@ -114,7 +114,7 @@ def cmd_worker(args) -> int:
 
     topo = _load(args.topology)
     return run_worker(topo, bootstrap=_bootstrap(args), web_port=args.web_port, data_dir=args.data_dir,
-                      verbose=args.verbose)
+                      verbose=args.verbose, instance_id=args.instance_id or None)
 
 
 def cmd_approve(args) -> int:
@@ -248,13 +248,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("worker", help="run the Faust worker on Kafka")
+    p = sub.add_parser("worker", help="run the Faust worker on Kafka",
+                       description="Run one worker of the consumer group. Start as many as the input topics have "
+                                   "partitions (topics.partitions); they share the partitions, and each keeps the "
+                                   "state of the partitions it holds, rebuilt from the partition when it gets one.")
     _topology_arg(p)
     p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)")
     p.add_argument("--web-port", type=int, default=int(os.environ.get("AIOPS_WEB_PORT", "6066")),
                    help="port for /metrics and health (default 6066)")
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("AIOPS_DATA_DIR", ".aiops-data")),
                    help="worker state directory")
+    p.add_argument("--instance-id", default=os.environ.get("AIOPS_INSTANCE_ID", ""),
+                   help="static group membership: a stable id per worker (a StatefulSet pod name, say), so a "
+                        "restart within worker.session_timeout keeps its partitions without a group rebalance "
+                        "(default: $AIOPS_INSTANCE_ID, else dynamic membership)")
     p.add_argument("--verbose", "-v", action="store_true")
     p.set_defaults(func=cmd_worker)
 

@@ -14,6 +14,9 @@ from prometheus_client.registry import Collector
 # --- the worker: input --------------------------------------------------------------------------
 MESSAGES_IN = Counter("aiops_input_messages_total", "Input messages consumed", ["topic"])
 POINTS_IN = Counter("aiops_input_points_total", "Normalized data points scored")
+STATE_SHARDS = Gauge("aiops_state_shards", "Input partitions whose state this worker holds", ["stage"])
+STATE_REBUILDS = Counter("aiops_state_rebuilds_total", "State shards rebuilt from their partition", ["topic"])
+STATE_REBUILD_SECONDS = Counter("aiops_state_rebuild_seconds_total", "Seconds spent rebuilding state shards", ["topic"])
 DEADLETTER = Counter("aiops_deadletter_total", "Messages sent to the dead-letter topic", ["topic"])
 CONSUMER_LAG = Gauge("aiops_consumer_lag", "Messages in a partition the worker has not committed yet "
                      "(log end offset minus committed offset)", ["topic", "partition"])

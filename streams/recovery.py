@@ -1,24 +1,32 @@
-"""Rebuild the worker's state after a crash or restart, losing nothing and repeating nothing.
+"""State per input partition, rebuilt from the partition itself: after a crash, a restart or a
+rebalance, nothing is lost and nothing is repeated.
 
-The stages are deterministic functions of their input topics, so their state is recovered by
-running them again over what the topics already hold, from the beginning to the end offsets
-seen at start-up:
+Every stage is a deterministic function of its input, so the input topic *is* the changelog
+(Kafka Streams does the same for tables read from a topic: its source-topic changelog
+optimisation). A worker holds one state shard per partition it has been assigned:
 
-- the detect stage over ``telemetry.metrics`` and ``telemetry.logs``;
-- the webhook payloads of other alerting tools (``alerts.alertmanager``, ``alerts.datadog``,
-  ``alerts.newrelic``): stateless, but their alerts are compared with ``aiops.alerts`` like the
-  detectors', so a payload whose alerts the dead process never produced is not lost;
-- the correlate stage over ``aiops.alerts`` (and the approvals on ``aiops.control``).
+- a :class:`DetectStage` per partition of ``telemetry.metrics`` and of ``telemetry.logs``
+  (telemetry is keyed by service, so a series never spans partitions);
+- a :class:`CorrelateStage` per partition of ``aiops.alerts`` (keyed by correlation key, so a
+  shard sees every alert that could join one of its incidents).
 
-Outputs of the rebuild are compared with what the output topics already hold. Anything the
-previous process computed but did not get out before it died (a crash between processing and
-producing) is sent now; everything else is dropped, so consumers see no duplicate. The agents
-then skip input below the rebuilt offsets, which Faust may redeliver because the crashed
-process had not committed them.
+A shard is built the first time its partition delivers a message, by running the stage over
+the partition from its first offset up to that message. The same happens when a message
+arrives out of sequence: another worker applied the offsets in between (the partition moved
+away and came back), so the shard is stale and is rebuilt. A message below the shard's next
+offset was applied already (Kafka redelivers after a crash) and is skipped. So the rules need
+no rebalance callback, and they hold for a restart of one worker, for N workers sharing a
+group, and for a partition moving between them.
 
-The cost is one pass over the retained topics at start-up, which is fine for the retention an
-AIOps pipeline keeps on its alert topic; for months of raw telemetry, shorten the telemetry
-topics' retention (the detectors' state converges within their warm-up anyway).
+What a rebuild computes is compared with what the output topics already hold; an output the
+previous owner computed but never got out (it died between processing and producing) is sent,
+the rest is dropped. Operator messages (approvals, silences, changes, executor results) reach
+every correlate shard: each worker reads those topics whole (:class:`Broadcast`) and replays
+them into each shard it builds.
+
+The cost is one pass over a partition's retained history when the shard is built. That is fine
+for the retention an AIOps pipeline keeps on its alert topic; for months of raw telemetry,
+shorten the telemetry topics' retention (the detectors converge within their warm-up anyway).
 """
 from __future__ import annotations
 
@@ -32,179 +40,197 @@ from detectors.records import Alert
 from streams import codec, kafka_security
 from streams.config import Topology
 from streams.ingest import DecodeError
-from streams.ingest.external import decode_external
 from streams.pipeline import CorrelateStage, DetectStage, correlation_keys, load_runbook_index
 
 log = logging.getLogger("aiops.recovery")
 
-
-@dataclass
-class Recovered:
-    detect: DetectStage
-    correlate: CorrelateStage
-    # (topic, partition) -> the first offset the agents have not yet applied
-    applied: dict[tuple[str, int], int] = field(default_factory=dict)
-    # outputs computed by the rebuild that are not yet on their topics: (topic, key, value)
-    missing: list[tuple[str, bytes, bytes]] = field(default_factory=list)
-    seconds: float = 0.0
-    messages: int = 0
-
-    def already_applied(self, topic: str, partition: int, offset: int) -> bool:
-        return offset < self.applied.get((topic, partition), 0)
+RESULT_DECISIONS = ("executed", "failed", "dry_run_ok", "refused", "unknown")
 
 
-def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
-    """The consumer group's committed offsets: what a previous worker had finished applying.
+def _consumer(bootstrap: str):
+    from aiokafka import AIOKafkaConsumer
 
-    kafka-python's admin client, because aiokafka's OffsetFetch request version is one the
-    embedded broker (tansu) does not answer.
-    """
-    from kafka.admin import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="aiops-recovery",
-                             **kafka_security.current().kafka_python_kwargs())
-    try:
-        offsets = admin.list_group_offsets({group: None}).get(group, {})
-    finally:
-        admin.close()
-    return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+    return AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                            auto_offset_reset="earliest", **kafka_security.current().aiokafka_kwargs())
 
 
-async def _read_all(bootstrap: str, topic: str, until: dict[tuple[str, int], int] | None = None
-                    ) -> list[tuple[int, int, bytes | None, bytes]]:
-    """The messages of ``topic`` up to its end offsets at call time, or up to ``until`` where
-    given (a partition missing from ``until`` is not read): (partition, offset, key, value)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+async def read_partitions(bootstrap: str, topic: str, partitions: list[int] | None = None,
+                          until: dict[int, int] | None = None, start: dict[int, int] | None = None
+                          ) -> list[tuple[int, int, bytes | None, bytes]]:
+    """``(partition, offset, key, value)`` of ``topic``: from ``start`` (default the beginning)
+    up to ``until`` (default the end offsets now), in offset order per partition."""
+    from aiokafka import TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                auto_offset_reset="earliest", **kafka_security.current().aiokafka_kwargs())
+    consumer = _consumer(bootstrap)
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            await consumer.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if partitions is None:
+            parts = consumer.partitions_for_topic(topic)
+            if not parts:
+                await consumer.force_metadata_update()
+                parts = consumer.partitions_for_topic(topic) or set()
+            partitions = sorted(parts)
+        tps = [TopicPartition(topic, p) for p in partitions]
         if not tps:
             return []
         consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         if until is not None:
-            ends = {tp: min(end, until.get((topic, tp.partition), 0)) for tp, end in ends.items()}
+            ends = {tp: min(end, until.get(tp.partition, 0)) for tp, end in ends.items()}
+        todo = set()
+        for tp in tps:
+            first = (start or {}).get(tp.partition, 0)
+            if first < ends[tp]:
+                consumer.seek(tp, first)
+                todo.add(tp)
         out: list[tuple[int, int, bytes | None, bytes]] = []
-        todo = {tp for tp in tps if ends[tp] > 0}
         while todo:
             batch = await consumer.getmany(*todo, timeout_ms=1000)
             for tp, msgs in batch.items():
-                for msg in msgs:
-                    if msg.offset < ends[tp]:
-                        out.append((tp.partition, msg.offset, msg.key, msg.value))
+                out += [(tp.partition, m.offset, m.key, m.value) for m in msgs if m.offset < ends[tp]]
             todo = {tp for tp in todo if await consumer.position(tp) < ends[tp]}
-        # Per-partition order is what matters; partitions interleave as they would live.
         out.sort(key=lambda r: (r[1], r[0]))
         return out
     finally:
         await consumer.stop()
 
 
-async def recover(topology: Topology, bootstrap: str, group: str = "aiops") -> Recovered:
-    """Rebuild the stages over what the previous worker of ``group`` had committed.
+class OutputIndex:
+    """What the output topics hold, as a multiset of (topic, value), read incrementally so that
+    building many shards does not re-read the topics each time."""
 
-    Input beyond the committed offsets is left to the agents, which process it as new (and
-    so dead-letter it, alert on it, ...); the outputs of the committed part that never reached
-    their topics are returned in :attr:`Recovered.missing`.
-    """
+    def __init__(self, bootstrap: str, topics: list[str]):
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.seen: Counter = Counter()
+        self._next: dict[str, dict[int, int]] = {t: {} for t in topics}
+        self._lock = asyncio.Lock()
+
+    async def refresh(self) -> Counter:
+        async with self._lock:
+            for topic in self.topics:
+                rows = await read_partitions(self.bootstrap, topic, start=self._next[topic])
+                for partition, offset, _, value in rows:
+                    self.seen[(topic, value)] += 1
+                    self._next[topic][partition] = offset + 1
+            return Counter(self.seen)
+
+
+@dataclass
+class Broadcast:
+    """Operator and executor messages every correlate shard must see, in the order read:
+    ``(topic, value)``. Filled by the worker's reader of those topics (all partitions, no group)."""
+
+    messages: list[tuple[str, bytes]] = field(default_factory=list)
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def apply_broadcast(topology: Topology, stage: CorrelateStage, topic: str, value: bytes):
+    """One broadcast message into ``stage``; returns the stage's result (or None)."""
+    t = topology.topics
+    try:
+        if topic == t.changes:
+            stage.change(codec.decode_change(value))
+        elif topic == t.control:
+            return stage.control(codec.decode_control(value))
+        elif topic == t.actions:
+            act = codec.decode_action(value)
+            if act.decision in RESULT_DECISIONS:
+                stage.action_result(act)
+    except codec.RecordError:
+        pass  # dead-lettered by the agent that reads the topic in the group
+    return None
+
+
+@dataclass
+class Shard:
+    stage: DetectStage | CorrelateStage
+    next_offset: int
+
+
+@dataclass
+class Rebuilt:
+    shard: Shard
+    missing: list[tuple[str, bytes, bytes]]
+    messages: int
+    seconds: float
+    broadcast_seen: int = 0  # how many broadcast messages the shard has applied
+
+
+async def rebuild_detect(topology: Topology, bootstrap: str, topic: str, partition: int, until: int,
+                         outputs: OutputIndex) -> Rebuilt:
+    """A detect shard for ``topic``/``partition`` as of offset ``until``."""
     started = time.monotonic()
     t = topology.topics
-    committed = await asyncio.get_running_loop().run_in_executor(None, committed_offsets, bootstrap, group)
-    external = t.external()
-    inputs = [t.metrics, t.logs, t.control, t.changes, *external.values()]
-    outputs_ = [t.alerts, t.incidents, t.actions, t.tickets]  # read whole: compared with the rebuild's outputs
-    read = [_read_all(bootstrap, n, committed) for n in inputs] + [_read_all(bootstrap, n) for n in outputs_]
-    contents = dict(zip(inputs + outputs_, await asyncio.gather(*read)))
-    alerts_applied = [r for r in contents[t.alerts] if r[1] < committed.get((t.alerts, r[0]), 0)]
-    if not any(contents[n] for n in inputs) and not alerts_applied:
-        return Recovered(DetectStage(topology), CorrelateStage(topology, load_runbook_index(topology)), seconds=time.monotonic() - started)
-    rec = Recovered(DetectStage(topology), CorrelateStage(topology, load_runbook_index(topology)))
-    rec.messages = sum(len(v) for v in contents.values())
-
-    # Detect: rebuild the detectors; re-send the alerts the crashed process never produced.
-    on_topic = Counter(v for _, _, _, v in contents[t.alerts])
+    stage = DetectStage(topology, lane=f"{topic}/{partition}")
+    process = stage.process_logs if topic == t.logs else stage.process
+    rows = await read_partitions(bootstrap, topic, [partition], until={partition: until})
     produced: list[bytes] = []
-    for topic, process in ((t.metrics, rec.detect.process), (t.logs, rec.detect.process_logs)):
-        for partition, offset, _, value in contents[topic]:
-            rec.applied[(topic, partition)] = offset + 1
-            try:
-                res = process(value)
-            except DecodeError:
-                continue  # dead-lettered by the process that read it first
-            produced += [codec.encode_alert_event(ev) for ev in res.events if isinstance(ev, Alert)]
-    known = frozenset(topology.services)
-    for source, topic in external.items():
-        for partition, offset, _, value in contents[topic]:
-            rec.applied[(topic, partition)] = offset + 1
-            try:
-                res = decode_external(source, value, known_services=known,
-                                      service_label=topology.ingest.prometheus_service_label,
-                                      redactor=rec.detect.redactor)
-            except DecodeError:
-                continue  # dead-lettered by the process that read it first
-            produced += [codec.encode_alert_event(a) for a in res.alerts]
-    keys = correlation_keys(topology)
-    for payload in produced:
-        if on_topic[payload] > 0:
-            on_topic[payload] -= 1
-            continue
-        alert = codec.decode_alert_event(payload)
-        rec.missing.append((t.alerts, keys.get(alert.service, alert.service).encode(), payload))
-
-    # Correlate: rebuild incidents, dispatch state and approvals; re-send what never got out.
-    for partition, offset, _, value in contents[t.changes]:
-        rec.applied[(t.changes, partition)] = offset + 1
+    for _, _, _, value in rows:
         try:
-            rec.correlate.change(codec.decode_change(value))
-        except codec.RecordError:
-            continue
-    outputs: list[tuple[str, bytes, bytes]] = []
-    for partition, offset, _, value in alerts_applied:
-        rec.applied[(t.alerts, partition)] = offset + 1
+            res = process(value)
+        except DecodeError:
+            continue  # dead-lettered by the process that read it first
+        produced += [codec.encode_alert_event(ev) for ev in res.events if isinstance(ev, Alert)]
+    missing = []
+    if produced:
+        on_topic = await outputs.refresh()
+        keys = correlation_keys(topology)
+        for payload in produced:
+            if on_topic[(t.alerts, payload)] > 0:
+                on_topic[(t.alerts, payload)] -= 1
+                continue
+            alert = codec.decode_alert_event(payload)
+            missing.append((t.alerts, keys.get(alert.service, alert.service).encode(), payload))
+    return Rebuilt(Shard(stage, until), missing, len(rows), time.monotonic() - started)
+
+
+async def rebuild_correlate(topology: Topology, bootstrap: str, partition: int, until: int,
+                            broadcast: Broadcast, outputs: OutputIndex) -> Rebuilt:
+    """A correlate shard for ``aiops.alerts``/``partition`` as of offset ``until``: changes
+    first (candidate causes must be known before the alerts they explain), then the alerts,
+    then approvals and silences, then the executor's results."""
+    started = time.monotonic()
+    t = topology.topics
+    await broadcast.loaded.wait()
+    stage = CorrelateStage(topology, load_runbook_index(topology))
+    rows = await read_partitions(bootstrap, t.alerts, [partition], until={partition: until})
+    outputs_: list[tuple[str, bytes, bytes]] = []
+    log_ = list(broadcast.messages)
+    for topic, value in log_:
+        if topic == t.changes:
+            apply_broadcast(topology, stage, topic, value)
+    for _, _, _, value in rows:
         try:
             ev = codec.decode_alert_event(value)
         except codec.RecordError:
             continue
-        outputs += _encode(topology, rec.correlate.process([ev]))
-    for partition, offset, _, value in contents[t.control]:
-        rec.applied[(t.control, partition)] = offset + 1
-        try:
-            msg = codec.decode_control(value)
-        except codec.RecordError:
-            continue
-        outputs += _encode(topology, rec.correlate.control(msg))
-    for _, _, _, value in contents[t.actions]:
-        try:
-            act = codec.decode_action(value)
-        except codec.RecordError:
-            continue
-        if act.decision in ("executed", "failed", "dry_run_ok", "refused", "unknown"):
-            rec.correlate.action_result(act)
-    seen = Counter((topic, v) for topic in (t.incidents, t.actions, t.tickets) for _, _, _, v in contents[topic])
-    for topic, key, value in outputs:
-        if seen[(topic, value)] > 0:
-            seen[(topic, value)] -= 1
-        else:
-            rec.missing.append((topic, key, value))
-    rec.seconds = time.monotonic() - started
-    log.warning("recovered state from %d messages in %.1fs; %d outputs were missing and will be sent",
-                rec.messages, rec.seconds, len(rec.missing))
-    return rec
+        outputs_ += encode_result(topology, stage.process([ev]))
+    for topic, value in log_:
+        if topic == t.control:
+            res = apply_broadcast(topology, stage, topic, value)
+            if res is not None:
+                outputs_ += encode_result(topology, res)
+    for topic, value in log_:
+        if topic == t.actions:
+            apply_broadcast(topology, stage, topic, value)
+    missing = []
+    if outputs_:
+        seen = await outputs.refresh()
+        for topic, key, value in outputs_:
+            if seen[(topic, value)] > 0:
+                seen[(topic, value)] -= 1
+            else:
+                missing.append((topic, key, value))
+    return Rebuilt(Shard(stage, until), missing, len(rows), time.monotonic() - started, broadcast_seen=len(log_))
 
 
-def _encode(topology: Topology, res) -> list[tuple[str, bytes, bytes]]:
+def encode_result(topology: Topology, res) -> list[tuple[str, bytes, bytes]]:
     t = topology.topics
     return ([(t.incidents, i.id.encode(), codec.encode_incident(i)) for i in res.incidents]
             + [(t.actions, a.id.encode(), codec.encode_action(a)) for a in res.actions]
             + [(t.tickets, k.ticket_key.encode(), codec.encode_ticket(k)) for k in res.tickets])
 
 
-__all__ = ["Recovered", "recover"]
+__all__ = ["Broadcast", "OutputIndex", "Rebuilt", "Shard", "apply_broadcast", "encode_result", "read_partitions",
+           "rebuild_correlate", "rebuild_detect"]

@@ -39,7 +39,8 @@ def private_topology(tmp_path: Path, base: Path = REPO / "topology.yaml", **over
 
 
 @contextmanager
-def worker_process(topology_path: Path, bootstrap: str, log_dir: Path):
+def worker_process(topology_path: Path, bootstrap: str, log_dir: Path, name: str | None = None,
+                   extra_args: tuple[str, ...] = ()):
     """Start ``aiops worker`` as a subprocess; yield it; stop it. The log is shown on failure."""
     from streams.broker import ensure_topics
     from streams.config import load_topology
@@ -49,12 +50,15 @@ def worker_process(topology_path: Path, bootstrap: str, log_dir: Path):
     t = load_topology(topology_path).topics
     ensure_topics(bootstrap, t.all(),
                   partitions=t.partitions)
-    log_path = log_dir / f"worker-{topology_path.stem}.log"
+    name = name or topology_path.stem
+    log_path = log_dir / f"worker-{name}.log"
+    web_port = free_port()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker", "--topology", str(topology_path), "--bootstrap", bootstrap,
-             "--web-port", str(free_port()), "--data-dir", str(log_dir / f"data-{topology_path.stem}")],
+             "--web-port", str(web_port), "--data-dir", str(log_dir / f"data-{name}"), *extra_args],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc.web_port = web_port  # type: ignore[attr-defined]
         try:
             yield proc
         finally:
