@@ -8,7 +8,9 @@ and the worker identical.
 """
 from __future__ import annotations
 
+import hashlib
 import math
+from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
@@ -272,6 +274,53 @@ def _object(payload: bytes) -> dict:
     if type(d) is not dict:
         raise RecordError("expected a JSON object")
     return d
+
+
+# --- aiops.config ----------------------------------------------------------------------------
+
+CONFIG_SCHEMA_VERSION = 1
+CONFIG_KEY = "topology"  # one key: the compacted topic keeps the latest topology.yaml
+
+
+@dataclass(frozen=True)
+class ConfigRecord:
+    """A topology.yaml pushed to ``aiops.config``: the file's text as written, its SHA-256
+    (hex, of the UTF-8 text), who pushed it and when (wall clock, not event time)."""
+
+    yaml: str
+    sha256: str
+    by: str
+    at: float
+
+
+def config_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def encode_config(text: str, by: str, at: float) -> bytes:
+    """
+    >>> rec = decode_config(encode_config("services: {a: {}}\\n", "alice", 1.7e9))
+    >>> rec.by, rec.sha256[:12], rec.yaml
+    ('alice', 'de3bf9b9ed3d', 'services: {a: {}}\\n')
+    """
+    return orjson.dumps({"schema_version": CONFIG_SCHEMA_VERSION, "yaml": text, "sha256": config_sha256(text),
+                         "by": by, "at": rfc3339(at)})
+
+
+def decode_config(payload: bytes) -> ConfigRecord:
+    """An ``aiops.config`` record. Raises :class:`RecordError`, also when ``sha256`` is not the
+    digest of ``yaml`` (a record edited on the way is refused, not applied)."""
+    d = _object(payload)
+    if d.get("schema_version") != CONFIG_SCHEMA_VERSION or type(d.get("schema_version")) is not int:
+        raise RecordError(f"schema_version: expected {CONFIG_SCHEMA_VERSION}")
+    text = _str(d, "yaml")
+    sha = _str(d, "sha256")
+    by = _str(d, "by")
+    if not by.strip():
+        raise RecordError("by: a config record must name who pushed it")
+    if sha != config_sha256(text):
+        raise RecordError(f"sha256: {sha[:64]!r} is not the SHA-256 of yaml ({config_sha256(text)})")
+    return ConfigRecord(yaml=text, sha256=sha, by=by, at=_time(d, "at"))
 
 
 # --- aiops.deadletter ------------------------------------------------------------------------

@@ -29,6 +29,7 @@ class TopicSettings(Frozen):
     deadletter: str = "aiops.deadletter"
     control: str = "aiops.control"  # approvals from operators (and, later, silences)
     changes: str = "telemetry.changes"  # deploys, config changes, scaling: candidate causes
+    config: str = "aiops.config"  # live config: topology.yaml pushed by `aiops config push` (compacted, one key)
     # Webhook payloads of other alerting tools, exactly as they were POSTed (streams/ingest/external.py).
     alerts_alertmanager: str = "alerts.alertmanager"
     alerts_datadog: str = "alerts.datadog"
@@ -37,7 +38,7 @@ class TopicSettings(Frozen):
 
     def all(self) -> list[str]:
         return [self.metrics, self.logs, self.alerts, self.incidents, self.actions, self.tickets, self.deadletter,
-                self.control, self.changes, *self.external().values()]
+                self.control, self.changes, self.config, *self.external().values()]
 
     def external(self) -> dict[str, str]:
         """The topic of each external alert source, by source name."""
@@ -236,10 +237,16 @@ def load_topology(path: str | Path) -> Topology:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(str(path), [("", f"cannot read the file: {exc.strerror}")]) from None
+    return parse_topology_text(text, str(path))
+
+
+def parse_topology_text(text: str, source: str = "topology.yaml") -> Topology:
+    """Validate a topology file's text (the same checks as :func:`load_topology`; the live
+    config topic carries the text). Raises :class:`ConfigError`."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(str(path), [("", f"{where}invalid YAML: {getattr(exc, 'problem', exc)}")]) from None
-    return parse_topology(data, str(path))
+        raise ConfigError(source, [("", f"{where}invalid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    return parse_topology(data, source)
