@@ -92,6 +92,24 @@ class Correlator:
 
     # -- public API -------------------------------------------------------------------------
 
+    def reconfigure(self, graph: nx.DiGraph, settings: CorrelationSettings) -> None:
+        """Take a new graph and settings (a live config change); open incidents, their alerts,
+        silences from ``aiops.control`` and noted changes stay. Timings apply from the next
+        event on. Silences written in the config are replaced by the new config's; incidents
+        still open are re-keyed by the new ``group_by`` (from the first alert they took)."""
+        for s in self._cfg.silences:
+            if self._silences.get(s.id) == s:  # not since replaced by an aiops.control message
+                del self._silences[s.id]
+        self._silences.update({s.id: s for s in settings.silences})
+        self._cfg = settings
+        self._graph = graph
+        self._undirected = graph.to_undirected(as_view=True)
+        self._below = {}
+        for grp in self._groups.values():
+            grp.graph = None  # rebuilt from the new graph and the group's suspected calls
+            if grp.status != "resolved" and grp.alerts:
+                grp.key = self._key(next(iter(grp.alerts.values())))
+
     def ingest(self, events: list[AlertEvent]) -> list[Incident]:
         """Take alerts and heartbeats in order; return the incident updates that became due."""
         out: list[Incident] = []

@@ -139,6 +139,17 @@ class DetectionEngine:
         self._keys.append(key)
         return i
 
+    def reconfigure(self, settings: DetectorSettings) -> None:
+        """Take new settings (a live config change) and keep what every series has learned.
+
+        Thresholds, warm-up and the fire/resolve counts apply from the next point on, for known
+        series too. The model of a known series stays the one it was given (its learned state
+        belongs to that model); series first seen after the change get the new rules' models."""
+        self.settings = settings
+        for i, key in enumerate(self._keys):
+            rule = settings.rule_for(key.service, key.metric, key.labels)
+            self._thr[i] = settings.threshold if rule.threshold is None else rule.threshold
+
     def series_count(self) -> int:
         return len(self._keys)
 

@@ -75,6 +75,19 @@ class DetectStage:
         self._marks: dict[str, float] = {}  # per source
         self.stats = {"messages": 0, "samples": 0, "points": 0, "anomalous_points": 0, "alerts": 0, "rejected_points": 0}
 
+    def reconfigure(self, topology: Topology) -> None:
+        """A live config change: the new detector settings, known services and ingest settings
+        apply to the next message; baselines, fire/resolve state, log templates and event-time
+        marks stay (see :meth:`DetectionEngine.reconfigure` for which model a series keeps)."""
+        if topology.ingest.redaction != self.topology.ingest.redaction:
+            self.redactor = Redactor.from_settings(topology.ingest.redaction)
+        self.topology = topology
+        self._known = frozenset(topology.services)
+        self._keep = frozenset(topology.ingest.keep_labels)
+        self._logs.settings = topology.detectors
+        self._absence.warmup_reports = topology.detectors.warmup_points
+        self.engine.reconfigure(topology.detectors)
+
     def process(self, payload: bytes) -> DetectResult:
         """Raises :class:`~streams.ingest.DecodeError` when the whole message is unusable."""
         decoded = decode_metrics(payload, known_services=self._known,
@@ -161,6 +174,17 @@ class CorrelateStage:
         # Event-time alignment of input partitions (lanes): see _release.
         self._lanes: dict[tuple[str, str], float] = {}
         self._held: list[AlertEvent] = []
+        self._idle_after = topology.worker.partition_idle_after.total_seconds()
+
+    def reconfigure(self, topology: Topology, runbooks: RunbookIndex | None) -> None:
+        """A live config change: graph, correlation settings, policies, guards and ticket
+        settings apply to the next event; open incidents, held events and the dispatcher's
+        state (cooldowns, approvals, tickets sent) stay. ``runbooks`` is the index for the new
+        ``remediation.executors.runbooks_dir``, loaded by the caller (loading can fail, and a
+        failure must leave the stage as it was)."""
+        self.topology = topology
+        self.runbooks = runbooks
+        self.correlator.reconfigure(topology.graph(), topology.correlation)
         self._idle_after = topology.worker.partition_idle_after.total_seconds()
 
     def _release(self, events: list[AlertEvent], everything: bool = False) -> list[AlertEvent]:
