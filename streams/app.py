@@ -1,6 +1,7 @@
 """The Faust worker: decode, call the core, encode, route. No business logic lives here."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -21,7 +22,8 @@ from streams.http_auth import UNCONFIGURED, Authenticator
 from streams.ingest import DecodeError
 from streams.ingest.external import decode_external
 from streams.ingest.redact import Redactor
-from streams.pipeline import DetectResult, correlation_keys
+from streams.live_config import Applied, LiveConfig, Refused
+from streams.pipeline import CorrelateStage, DetectResult, DetectStage, correlation_keys, load_runbook_index
 from streams.recovery import (Broadcast, OutputIndex, Rebuilt, Shard, apply_broadcast, encode_result, rebuild_correlate,
                               rebuild_detect)
 
@@ -30,7 +32,7 @@ log = logging.getLogger("aiops.worker")
 
 def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_dir: Path = Path(".aiops-data"),
               app_id: str = "aiops", instance_id: str | None = None,
-              auth: Authenticator | None = None) -> faust.App:
+              auth: Authenticator | None = None, config_sha: str = "") -> faust.App:
     """A Faust app wired to ``topology``. Each agent is decode -> one core call -> encode -> send.
 
     ``auth`` guards the endpoints that accept data or commands; by default the tokens come from
@@ -39,7 +41,12 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
     State is one shard per assigned input partition (:mod:`streams.recovery`), so any number of
     workers can share the group. ``instance_id`` turns on static membership: a worker that
     restarts under the same id within the session timeout gets its partitions back without a
-    rebalance of the whole group."""
+    rebalance of the whole group.
+
+    ``topology`` is the file the worker started with (``config_sha`` its SHA-256). Once the
+    config topic holds a config that applies live, that one runs instead (:mod:`streams.live_config`):
+    every closure below reads the running topology from ``live``, never from ``topology``,
+    except for the topic names and the consumer settings, which only a restart changes."""
     topics = topology.topics
     auth = auth if auth is not None else Authenticator.from_env(os.environ)
     app = faust.App(
@@ -60,6 +67,9 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
         broker_heartbeat_interval=topology.worker.heartbeat_interval.total_seconds(),
         broker_commit_interval=topology.worker.commit_interval.total_seconds(),
         producer_linger_ms=5,
+        # A telemetry message batches ~1,000 points (~250 KB of OTLP/JSON); the default 1 MB
+        # per partition and fetch caps a worker at a few messages per broker round trip.
+        consumer_max_fetch_size=16 * 1024 * 1024,
         broker_credentials=kafka_security.current().faust_credentials(),
         consumer_group_instance_id=instance_id,
     )
@@ -75,21 +85,34 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
     changes = app.topic(topics.changes, **raw)
     external_in = {source: app.topic(name, **raw) for source, name in topics.external().items()}
 
-    redactor = Redactor.from_settings(topology.ingest.redaction)
+    config_topic = app.topic(topics.config, **raw)
+    live = LiveConfig(topology, sha256=config_sha)
+    live_loaded = asyncio.Event()  # shards are built only once the config topic's history is read
+    m.observe_config(live.sha256, live.source)
+
+    class Derived:
+        """What the agents derive from the running topology, recomputed when it changes."""
+
+        def __init__(self, topo: Topology, redactor: Redactor | None = None):
+            self.redactor = redactor or Redactor.from_settings(topo.ingest.redaction)
+            self.keys = correlation_keys(topo)
+            self.all_keys = sorted(set(self.keys.values()))
+            self.known = frozenset(topo.services)
+            self.service_label = topo.ingest.prometheus_service_label
+            self.max_excerpt = topo.ingest.max_excerpt_bytes
+
+    cur = Derived(topology)
     detect_shards: dict[tuple[str, int], Shard] = {}
     correlate_shards: dict[int, Shard] = {}
     broadcast = Broadcast()
     outputs = OutputIndex(bootstrap, [topics.alerts, topics.incidents, topics.actions, topics.tickets])
-    keys = correlation_keys(topology)
-    all_keys = sorted(set(keys.values()))
-    max_excerpt = topology.ingest.max_excerpt_bytes
 
     async def dead_letter(reason: str, event) -> None:
         msg = event.message
         m.DEADLETTER.labels(topic=msg.topic).inc()
         await deadletter.send(key=msg.topic.encode(), value=codec.dead_letter(
-            reason, msg.topic, msg.partition, msg.offset, event.value or b"", max_excerpt, at=msg.timestamp,
-            redactor=redactor))
+            reason, msg.topic, msg.partition, msg.offset, event.value or b"", cur.max_excerpt, at=msg.timestamp,
+            redactor=cur.redactor))
 
     async def send_missing(rebuilt: Rebuilt, what: str) -> None:
         """The outputs a rebuild computed that are not on their topics: the previous owner died
@@ -110,22 +133,23 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
             return None  # redelivered after a crash; its effects are in the shard
         if shard is None or msg.offset > shard.next_offset:
             # First message from this partition, or others applied the offsets in between.
+            await live_loaded.wait()  # built with the config the topic says, not the file's
             shards.pop(key, None)
             rebuilt = await rebuild(msg.offset)
             shard = rebuilt.shard
             shards[key] = shard
             if isinstance(key, int):  # a correlate shard: what the broadcast reader saw meanwhile
                 for topic, value in broadcast.messages[rebuilt.broadcast_seen:]:
-                    res = apply_broadcast(topology, shard.stage, topic, value)
+                    res = apply_broadcast(live.topology, shard.stage, topic, value)
                     if res is not None:
-                        rebuilt.missing += encode_result(topology, res)
+                        rebuilt.missing += encode_result(live.topology, res)
             await send_missing(rebuilt, f"{msg.topic}[{msg.partition}]")
         return shard
 
     def detect_shard(msg):
         key = (msg.topic, msg.partition)
         return shard_for(detect_shards, key, msg, lambda until: rebuild_detect(
-            topology, bootstrap, msg.topic, msg.partition, until, outputs))
+            live.topology, bootstrap, msg.topic, msg.partition, until, outputs))
 
     async def detect_and_route(event, process=None, rejected: str = "points") -> None:
         """``process`` is a stateless decoder (webhook payloads); without one, the message's
@@ -151,11 +175,11 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
             payload = codec.encode_alert_event(ev)
             if isinstance(ev, Heartbeat):
                 # Every correlator needs event-time progress to expire its incidents.
-                for key in all_keys:
+                for key in cur.all_keys:
                     await alerts.send(key=key.encode(), value=payload)
             else:
                 m.ALERTS.labels(status=ev.status).inc()
-                await alerts.send(key=keys.get(ev.service, ev.service).encode(), value=payload)
+                await alerts.send(key=cur.keys.get(ev.service, ev.service).encode(), value=payload)
 
     @app.agent(metrics_in)
     async def detect_metrics(stream):
@@ -167,13 +191,10 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
         async for event in stream.events():
             await detect_and_route(event)
 
-    known = frozenset(topology.services)
-    service_label = topology.ingest.prometheus_service_label
-
     def external_alerts(source: str):
         def process(payload: bytes) -> DetectResult:
-            res = decode_external(source, payload, known_services=known, service_label=service_label,
-                                  redactor=redactor)
+            res = decode_external(source, payload, known_services=cur.known, service_label=cur.service_label,
+                                  redactor=cur.redactor)
             for a in res.alerts:
                 m.EXTERNAL_ALERTS.labels(source=source, status=a.status).inc()
             return DetectResult(events=list(res.alerts), rejects=list(res.rejects))
@@ -198,7 +219,7 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
         async for event in stream.events():
             msg = event.message
             shard = await shard_for(correlate_shards, msg.partition, msg, lambda until: rebuild_correlate(
-                topology, bootstrap, msg.partition, until, broadcast, outputs))
+                live.topology, bootstrap, msg.partition, until, broadcast, outputs))
             if shard is None:
                 continue
             shard.next_offset = msg.offset + 1
@@ -286,11 +307,101 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
                         if not broadcast.loaded.is_set():
                             continue
                         for shard in list(correlate_shards.values()):
-                            res = apply_broadcast(topology, shard.stage, tp.topic, msg.value)
+                            res = apply_broadcast(live.topology, shard.stage, tp.topic, msg.value)
                             if res is not None:
                                 await publish(res)
         finally:
             await consumer.stop()
+
+    def take_config(value: bytes) -> None:
+        """One record of the config topic: applied to this worker whole, or refused whole.
+
+        Applying swaps the settings of every shard this worker holds in place, with no await in
+        between, so no message is processed under half of a config; learned state stays.
+        Shards built later are built from ``live.topology``."""
+        try:
+            record = codec.decode_config(value)
+        except codec.RecordError as exc:
+            m.CONFIG_REJECTED.labels(reason="undecodable").inc()
+            log.error("%s: a record that does not decode was refused (%s); the running config stays "
+                      "(sha256 %s, from the %s)", topics.config, exc, live.sha256[:12], live.source)
+            return
+        runbooks: dict = {}
+
+        def prepare(new: Topology, source: str) -> None:
+            # A runbooks directory that changed is loaded now: a broken one refuses the config.
+            if new.remediation.executors.runbooks_dir != live.topology.remediation.executors.runbooks_dir:
+                try:
+                    runbooks["index"] = load_runbook_index(new)
+                except Exception as exc:  # noqa: BLE001 - any failure refuses the config, naming it
+                    from streams.config import ConfigError
+
+                    raise ConfigError(source, [("remediation.executors.runbooks_dir", str(exc))]) from None
+
+        previous = live.topology
+        outcome = live.offer(record, topics.config, prepare)
+        if isinstance(outcome, Refused):
+            m.CONFIG_REJECTED.labels(reason=outcome.reason).inc()
+            log.error("config refused; the running config stays (sha256 %s, from the %s):\n%s", live.sha256[:12],
+                      live.source, outcome.error)
+            return
+        if not isinstance(outcome, Applied):
+            return
+        new = outcome.topology
+        for shard in detect_shards.values():
+            assert isinstance(shard.stage, DetectStage)
+            shard.stage.reconfigure(new)
+        for shard in correlate_shards.values():
+            assert isinstance(shard.stage, CorrelateStage)
+            shard.stage.reconfigure(new, runbooks.get("index", shard.stage.runbooks))
+        redactor = cur.redactor if new.ingest.redaction == previous.ingest.redaction else None
+        cur.__init__(new, redactor)
+        m.CONFIG_APPLIED.inc()
+        m.observe_config(live.sha256, live.source)
+        # WARNING, not INFO: the worker logs warnings by default, and a config change must show.
+        log.warning("config applied: sha256 %s pushed by %s (%d detect and %d correlate shards reconfigured)",
+                    live.sha256[:12], record.by, len(detect_shards), len(correlate_shards))
+
+    @app.task
+    async def read_config():
+        """The config topic, whole, with no group (every worker must see every config): the
+        history first, applied in order before any shard is built, then each new record."""
+        from aiokafka import TopicPartition
+
+        from streams.recovery import _consumer
+
+        consumer = _consumer(bootstrap)
+        await consumer.start()
+        try:
+            parts = consumer.partitions_for_topic(topics.config)
+            if not parts:
+                await consumer.force_metadata_update()
+                parts = consumer.partitions_for_topic(topics.config) or set()
+            tps = [TopicPartition(topics.config, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            history_end = await consumer.end_offsets(tps)
+            while True:
+                if not live_loaded.is_set():
+                    positions = [await consumer.position(tp) for tp in history_end]
+                    if all(pos >= end for pos, end in zip(positions, history_end.values())):
+                        live_loaded.set()
+                batch = await consumer.getmany(timeout_ms=500)
+                for tp in sorted(batch):
+                    for msg in batch[tp]:
+                        take_config(msg.value)
+        finally:
+            await consumer.stop()
+
+    @app.agent(config_topic)
+    async def config_agent(stream):
+        """Dead-letters, once per message (this agent runs in the group), config records that
+        do not decode; every worker's read_config refuses them on its own."""
+        async for event in stream.events():
+            try:
+                codec.decode_config(event.value)
+            except codec.RecordError as exc:
+                await dead_letter(str(exc), event)
 
     # --- HTTP endpoints that accept data or commands: authenticated, 202 only once acknowledged ---
 
@@ -321,8 +432,8 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
                     return refusal
                 body = await request.read()
                 try:  # decoded once only to refuse garbage now; the topic's agent makes the alerts
-                    res = decode_external(source, body, known_services=known, service_label=service_label,
-                                          redactor=redactor)
+                    res = decode_external(source, body, known_services=cur.known, service_label=cur.service_label,
+                                          redactor=cur.redactor)
                 except DecodeError as exc:
                     return reject(self, path, 400, str(exc))
                 try:
@@ -450,12 +561,16 @@ def control_from_http(body: bytes, by: str, now: float) -> tuple[str, bytes]:
 
 
 def run_worker(topology: Topology, *, bootstrap: str, web_port: int, data_dir: Path, verbose: bool = False,
-               instance_id: str | None = None) -> int:
+               instance_id: str | None = None, config_sha: str = "") -> int:
     from streams.broker import ensure_topics
 
     t = topology.topics
-    ensure_topics(bootstrap, t.all(), partitions=t.partitions)
-    app = build_app(topology, bootstrap=bootstrap, web_port=web_port, data_dir=data_dir, instance_id=instance_id)
+    # The config topic: one partition (one key, read in order) and compacted, so it keeps the
+    # latest config for good. Created so only when this call creates it.
+    ensure_topics(bootstrap, t.all(), partitions=t.partitions,
+                  special={t.config: (1, {"cleanup.policy": "compact"})})
+    app = build_app(topology, bootstrap=bootstrap, web_port=web_port, data_dir=data_dir, instance_id=instance_id,
+                    config_sha=config_sha)
     # Decoding a batch allocates hundreds of thousands of short-lived objects, and the cyclic
     # collector's default young-generation threshold (700) made it about a quarter of decode
     # time. The stages build no reference cycles per message, so collect young objects less

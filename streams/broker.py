@@ -113,12 +113,16 @@ class EmbeddedBroker:
         self.stop()
 
 
-def ensure_topics(bootstrap: str, topics: list[str], *, partitions: int = 1, timeout: float = 30.0) -> None:
+def ensure_topics(bootstrap: str, topics: list[str], *, partitions: int = 1, timeout: float = 30.0,
+                  special: dict[str, tuple[int, dict[str, str]]] | None = None) -> None:
     """Create ``topics`` that do not exist yet, and wait until the broker reports all of them.
 
     Topics are created explicitly because a producer's auto-create would pick the broker's
-    default partition count, which breaks co-partitioning.
+    default partition count, which breaks co-partitioning. ``special`` gives some topics their
+    own partition count and topic configs, e.g. ``{"aiops.config": (1, {"cleanup.policy":
+    "compact"})}``; it applies when this call creates the topic (an existing topic is left as it is).
     """
+    special = special or {}
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -137,7 +141,9 @@ def ensure_topics(bootstrap: str, topics: list[str], *, partitions: int = 1, tim
             missing = [t for t in dict.fromkeys(topics) if t not in existing]
             if missing:
                 try:
-                    admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing])
+                    admin.create_topics([NewTopic(t, num_partitions=special.get(t, (partitions, {}))[0],
+                                                  replication_factor=1, topic_configs=special.get(t, (0, {}))[1])
+                                         for t in missing])
                 except TopicAlreadyExistsError:
                     pass  # another process won the race
             if set(topics) <= set(admin.list_topics()):

@@ -111,10 +111,89 @@ def _send_control(args, topo, key: str, payload: bytes) -> None:
 
 def cmd_worker(args) -> int:
     from streams.app import run_worker
+    from streams.codec import config_sha256
 
     topo = _load(args.topology)
     return run_worker(topo, bootstrap=_bootstrap(args), web_port=args.web_port, data_dir=args.data_dir,
-                      verbose=args.verbose, instance_id=args.instance_id or None)
+                      verbose=args.verbose, instance_id=args.instance_id or None,
+                      config_sha=config_sha256(args.topology.read_text()))
+
+
+def _check_config(path: Path):
+    """``(text, topology)`` of the file, or ``(None, ConfigError)`` when it does not validate."""
+    from streams.config import ConfigError, parse_topology_text
+
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        return None, ConfigError(str(path), [("", f"cannot read the file: {exc.strerror}")])
+    try:
+        return text, parse_topology_text(text, str(path))
+    except ConfigError as exc:
+        return None, exc
+
+
+def watch_config(path: Path, push, *, interval: float, sleep, err=sys.stderr, rounds: int | None = None) -> None:
+    """Push ``path`` now and each time it changes (mtime, size, then content hash): every valid
+    version once, an invalid one never (its problems go to ``err``, and watching goes on).
+    ``push(text)`` sends one version. ``rounds`` bounds the polls (tests); None: until interrupted."""
+    from streams.codec import config_sha256
+
+    seen: tuple | None = None
+    last_sha = None
+    n = 0
+    while rounds is None or n < rounds:
+        n += 1
+        try:
+            st = path.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = None
+        if stamp != seen:
+            seen = stamp
+            text, result = _check_config(path)
+            if text is None:
+                print(f"refused, not pushed:\n{result}", file=err)
+            elif config_sha256(text) != last_sha:
+                push(text)
+                last_sha = config_sha256(text)
+        sleep(interval)
+
+
+def cmd_config_push(args) -> int:
+    import time
+
+    from kafka import KafkaProducer
+
+    from streams import codec, kafka_security
+    from streams.codec import config_sha256
+
+    text, result = _check_config(args.file)
+    if text is None:
+        print(result, file=sys.stderr)
+        return 2
+    by = _operator(args)
+    topic = result.topics.config  # topics change only with a restart: the pushed file names the running one
+    producer = KafkaProducer(bootstrap_servers=_bootstrap(args), acks="all",
+                             **kafka_security.current().kafka_python_kwargs())
+
+    def push(text: str) -> None:
+        producer.send(topic, codec.encode_config(text, by, time.time()), key=codec.CONFIG_KEY.encode()).get(timeout=30)
+        print(f"{args.file}: pushed to {topic} (sha256 {config_sha256(text)[:12]}, by {by}); every worker applies it "
+              f"live, or refuses it and logs why (aiops_config_info, aiops_config_rejected_total)", flush=True)
+
+    try:
+        if not args.watch:
+            push(text)
+            return 0
+        print(f"watching {args.file} every {args.interval:g}s; Ctrl-C stops", file=sys.stderr, flush=True)
+        try:
+            watch_config(args.file, push, interval=args.interval, sleep=time.sleep)
+        except KeyboardInterrupt:
+            pass
+        return 0
+    finally:
+        producer.close(5)
 
 
 def cmd_approve(args) -> int:
@@ -264,6 +343,23 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: $AIOPS_INSTANCE_ID, else dynamic membership)")
     p.add_argument("--verbose", "-v", action="store_true")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("config", help="live config: push topology.yaml to every running worker")
+    csub = p.add_subparsers(dest="config_command", metavar="COMMAND")
+    c = csub.add_parser("push", help="validate a topology file and push it to the config topic",
+                        description="Validate FILE with the checks of `aiops validate` (an invalid file is refused "
+                                    "here, exit 2, nothing sent), then send it to the compacted config topic "
+                                    "(topics.config, default aiops.config), acknowledged by the broker. Every worker "
+                                    "applies it without a restart, or refuses it whole and keeps its running config "
+                                    "(a change to topics or worker needs a restart). See README, \"Live config\".")
+    c.add_argument("file", type=Path, help="the topology file to push")
+    c.add_argument("--watch", action="store_true",
+                   help="keep watching FILE and push each valid change (invalid ones are reported, not pushed)")
+    c.add_argument("--interval", type=float, default=2.0, help="--watch: seconds between checks (default 2)")
+    c.add_argument("--by", help="who pushes (default: $AIOPS_OPERATOR or the login name)")
+    c.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)")
+    c.set_defaults(func=cmd_config_push)
+    p.set_defaults(func=lambda args, _p=p: (_p.print_help(), 2)[1])
 
     p = sub.add_parser("approve", help="approve a risky action that awaits approval",
                        description="Send an approval for ACTION_ID (the `id` of an aiops.actions record with decision "

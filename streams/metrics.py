@@ -43,6 +43,20 @@ ACTIONS = Counter("aiops_actions_total", "Remediation decisions published", ["de
 TICKETS = Counter("aiops_ticket_events_total", "Ticket events published", ["event"])
 COMPRESSION = Gauge("aiops_compression_ratio", "Ratio of one pipeline stage's count to the next's", ["stage"])
 
+# --- the worker: live config (aiops.config) ------------------------------------------------------
+CONFIG_INFO = Gauge("aiops_config_info", "The topology the worker runs, 1: its SHA-256 and where it came from "
+                    "(file: the file it started with; topic: pushed to aiops.config)", ["sha256", "source"])
+CONFIG_APPLIED = Counter("aiops_config_applied_total", "Configs from aiops.config applied without a restart")
+CONFIG_REJECTED = Counter("aiops_config_rejected_total", "Configs from aiops.config refused, the running one kept: "
+                          "invalid, needs_restart or undecodable", ["reason"])
+
+
+def observe_config(sha256: str, source: str) -> None:
+    """``aiops_config_info``: one series, the active config's."""
+    CONFIG_INFO.clear()
+    CONFIG_INFO.labels(sha256=sha256, source=source).set(1)
+
+
 # --- aiops executor -----------------------------------------------------------------------------
 ACTION_RESULTS = Counter("aiops_action_results_total", "Action results the executor produced", ["kind", "decision"])
 
