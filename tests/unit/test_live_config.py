@@ -260,3 +260,14 @@ def test_watch_pushes_each_valid_version_once_and_reports_invalid_ones(tmp_path,
 def test_the_shipped_topology_names_the_config_topic():
     assert parse_topology({"services": {"a": {}}}).topics.config == "aiops.config"
     assert "aiops.config" in parse_topology({"services": {"a": {}}}).topics.all()
+
+
+def test_the_documented_example_is_a_record_the_codec_accepts():
+    import re
+
+    doc = (ROOT / "docs" / "records.md").read_text(encoding="utf-8")
+    section = doc.split("## `aiops.config`", 1)[1]
+    example = re.search(r"```json\n(.*?)\n```", section, re.S).group(1)
+    assert list(Draft202012Validator(SCHEMA).iter_errors(json.loads(example))) == []
+    rec = codec.decode_config(example.encode())
+    assert codec.encode_config(rec.yaml, rec.by, rec.at) == orjson.dumps(json.loads(example))
