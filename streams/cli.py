@@ -338,8 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("AIOPS_DATA_DIR", ".aiops-data")),
                    help="worker state directory")
     p.add_argument("--instance-id", default=os.environ.get("AIOPS_INSTANCE_ID", ""),
-                   help="static group membership: a stable id per worker (a StatefulSet pod name, say), so a "
-                        "restart within worker.session_timeout keeps its partitions without a group rebalance "
+                   help="static group membership (Apache Kafka >= 2.3; not supported by the embedded tansu): a "
+                        "stable id per worker (a StatefulSet pod name, say), so a restart within "
+                        "worker.session_timeout keeps its partitions without a group rebalance "
                         "(default: $AIOPS_INSTANCE_ID, else dynamic membership)")
     p.add_argument("--verbose", "-v", action="store_true")
     p.set_defaults(func=cmd_worker)

@@ -118,3 +118,4 @@ def test_three_workers_share_partitions_through_joins_and_a_leave(kafka_bootstra
     assert all(len(v) == 1 for v in contents.values()), "a version was published with two contents"
     creates = Counter(r["incident_id"] for r in {orjson.dumps(t): t for t in tickets}.values() if r["event"] == "create")
     assert set(creates) == set(want) and set(creates.values()) == {1}
+
