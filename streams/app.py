@@ -149,7 +149,7 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
     def detect_shard(msg):
         key = (msg.topic, msg.partition)
         return shard_for(detect_shards, key, msg, lambda until: rebuild_detect(
-            live.topology, bootstrap, msg.topic, msg.partition, until, outputs))
+            live.topology, bootstrap, msg.topic, msg.partition, until))
 
     async def detect_and_route(event, process=None, rejected: str = "points") -> None:
         """``process`` is a stateless decoder (webhook payloads); without one, the message's

@@ -18,11 +18,15 @@ offset was applied already (Kafka redelivers after a crash) and is skipped. So t
 no rebalance callback, and they hold for a restart of one worker, for N workers sharing a
 group, and for a partition moving between them.
 
-What a rebuild computes is compared with what the output topics already hold; an output the
-previous owner computed but never got out (it died between processing and producing) is sent,
-the rest is dropped. Operator messages (approvals, silences, changes, executor results) reach
-every correlate shard: each worker reads those topics whole (:class:`Broadcast`) and replays
-them into each shard it builds.
+What the rebuild computes from the partition is not sent again: Faust flushes the producer
+before it commits an offset, so every output of the offsets below the committed one is on its
+topic already, and the input above it is delivered again and processed as new. (Comparing with
+the output topics instead would also re-send history whenever a live config change made the
+rebuild compute something else.) Operator messages (approvals, silences, changes, executor
+results) reach every correlate shard: each worker reads those topics whole (:class:`Broadcast`),
+outside the group and its commits, and replays them into each shard it builds; what applying
+them computes is compared with the output topics, and what is missing (the process that
+applied them died before its producer flushed) is sent.
 
 The cost is one pass over a partition's retained history when the shard is built. That is fine
 for the retention an AIOps pipeline keeps on its alert topic; for months of raw telemetry,
@@ -36,11 +40,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from detectors.records import Alert
 from streams import codec, kafka_security
 from streams.config import Topology
 from streams.ingest import DecodeError
-from streams.pipeline import CorrelateStage, DetectStage, correlation_keys, load_runbook_index
+from streams.pipeline import CorrelateStage, DetectStage, load_runbook_index
 
 log = logging.getLogger("aiops.recovery")
 
@@ -157,32 +160,19 @@ class Rebuilt:
     broadcast_seen: int = 0  # how many broadcast messages the shard has applied
 
 
-async def rebuild_detect(topology: Topology, bootstrap: str, topic: str, partition: int, until: int,
-                         outputs: OutputIndex) -> Rebuilt:
+async def rebuild_detect(topology: Topology, bootstrap: str, topic: str, partition: int, until: int) -> Rebuilt:
     """A detect shard for ``topic``/``partition`` as of offset ``until``."""
     started = time.monotonic()
     t = topology.topics
     stage = DetectStage(topology, lane=f"{topic}/{partition}")
     process = stage.process_logs if topic == t.logs else stage.process
     rows = await read_partitions(bootstrap, topic, [partition], until={partition: until})
-    produced: list[bytes] = []
     for _, _, _, value in rows:
         try:
-            res = process(value)
+            process(value)  # its alerts are on aiops.alerts already: see the module's docstring
         except DecodeError:
             continue  # dead-lettered by the process that read it first
-        produced += [codec.encode_alert_event(ev) for ev in res.events if isinstance(ev, Alert)]
-    missing = []
-    if produced:
-        on_topic = await outputs.refresh()
-        keys = correlation_keys(topology)
-        for payload in produced:
-            if on_topic[(t.alerts, payload)] > 0:
-                on_topic[(t.alerts, payload)] -= 1
-                continue
-            alert = codec.decode_alert_event(payload)
-            missing.append((t.alerts, keys.get(alert.service, alert.service).encode(), payload))
-    return Rebuilt(Shard(stage, until), missing, len(rows), time.monotonic() - started)
+    return Rebuilt(Shard(stage, until), [], len(rows), time.monotonic() - started)
 
 
 async def rebuild_correlate(topology: Topology, bootstrap: str, partition: int, until: int,
@@ -205,7 +195,7 @@ async def rebuild_correlate(topology: Topology, bootstrap: str, partition: int, 
             ev = codec.decode_alert_event(value)
         except codec.RecordError:
             continue
-        outputs_ += encode_result(topology, stage.process([ev]))
+        stage.process([ev])  # its outputs are on their topics already: see the module's docstring
     for topic, value in log_:
         if topic == t.control:
             res = apply_broadcast(topology, stage, topic, value)
