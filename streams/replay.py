@@ -20,7 +20,7 @@ from streams.config import Topology
 from streams.ingest import DecodeError
 from streams.ingest.external import SOURCES, ExternalAlerts, decode_external
 from streams.ingest.redact import Redactor
-from streams.pipeline import CorrelateResult, CorrelateStage, DetectStage, load_runbook_index
+from streams.pipeline import CorrelateResult, CorrelateStage, DetectResult, DetectStage, load_runbook_index
 
 
 @dataclass
@@ -112,6 +112,13 @@ def replay(
     total_bytes = max(1, input_path.stat().st_size + (logs.stat().st_size if logs else 0)
                       + (external.stat().st_size if external else 0))
     decode_line = _external_decoder(topology)
+
+    def decode_external_line(line: bytes) -> DetectResult:
+        """Another tool's alerts, shaped like the detectors' result, as the worker's forwarding
+        agents shape them."""
+        res = decode_line(line)
+        return DetectResult(events=list(res.alerts), rejects=list(res.rejects))
+
     read_bytes = 0
     logs_topic = topology.topics.logs
     with ExitStack() as stack:
@@ -130,23 +137,7 @@ def replay(
             if not line:
                 continue
             summary.lines += 1
-            if kind == 2:
-                try:
-                    decoded = decode_line(line)
-                except DecodeError as exc:
-                    summary.dead_lettered += 1
-                    if sinks.deadletter:
-                        sinks.deadletter.write(codec.dead_letter(str(exc), topic, 0, offset, line) + b"\n")
-                    continue
-                if decoded.rejects and sinks.deadletter:
-                    reason = "; ".join(decoded.rejects[:5])
-                    sinks.deadletter.write(codec.dead_letter(f"rejected alerts: {reason}", topic, 0, offset, line)
-                                           + b"\n")
-                events = [codec.decode_alert_event(codec.encode_alert_event(a)) for a in decoded.alerts]
-                summary.external_alerts += sum(1 for a in decoded.alerts if a.status == "firing")
-                sinks.write(correlate.process(events), summary)
-                continue
-            process = detect.process_logs if kind == 1 else detect.process
+            process = (detect.process, detect.process_logs, decode_external_line)[kind]
             try:
                 res = process(line)
             except DecodeError as exc:
@@ -156,12 +147,18 @@ def replay(
                 continue
             if res.rejects and sinks.deadletter:
                 reason = "; ".join(res.rejects[:5])
-                sinks.deadletter.write(codec.dead_letter(f"rejected points: {reason}", topic, 0, offset, line) + b"\n")
+                what = "alerts" if kind == 2 else "points"
+                sinks.deadletter.write(codec.dead_letter(f"rejected {what}: {reason}", topic, 0, offset, line)
+                                       + b"\n")
             summary.points += res.points
             summary.anomalous_points += res.anomalous_points
             # Through the wire codec, exactly as the worker's alerts topic carries them.
             events = [codec.decode_alert_event(codec.encode_alert_event(ev)) for ev in res.events]
-            summary.anomalous_series_alerts += sum(1 for ev in res.events if getattr(ev, "status", "") == "firing")
+            firing = sum(1 for ev in res.events if getattr(ev, "status", "") == "firing")
+            if kind == 2:
+                summary.external_alerts += firing
+            else:
+                summary.anomalous_series_alerts += firing
             sinks.write(correlate.process(events), summary)
             now = time.monotonic()
             if progress is not None and now - last_report >= 1.0:
