@@ -20,6 +20,10 @@ Try it:
 """
 
 
+def _bootstrap_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)")
+
+
 def _topology_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topology", "-t", type=Path, default=Path(os.environ.get("AIOPS_TOPOLOGY", "topology.yaml")),
                    help="the operator's topology file (default: $AIOPS_TOPOLOGY or ./topology.yaml)")
@@ -332,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "partitions (topics.partitions); they share the partitions, and each keeps the "
                                    "state of the partitions it holds, rebuilt from the partition when it gets one.")
     _topology_arg(p)
-    p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)")
+    _bootstrap_arg(p)
     p.add_argument("--web-port", type=int, default=int(os.environ.get("AIOPS_WEB_PORT", "6066")),
                    help="port for /metrics and health (default 6066)")
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("AIOPS_DATA_DIR", ".aiops-data")),
@@ -358,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="keep watching FILE and push each valid change (invalid ones are reported, not pushed)")
     c.add_argument("--interval", type=float, default=2.0, help="--watch: seconds between checks (default 2)")
     c.add_argument("--by", help="who pushes (default: $AIOPS_OPERATOR or the login name)")
-    c.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)")
+    _bootstrap_arg(c)
     c.set_defaults(func=cmd_config_push)
     p.set_defaults(func=lambda args, _p=p: (_p.print_help(), 2)[1])
 
@@ -370,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     _topology_arg(p)
     p.add_argument("action_id", help="the action's id, e.g. act-1f2e3d4c5b6a7988")
     p.add_argument("--by", help="who approves (default: $AIOPS_OPERATOR or the login name)")
-    p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)")
+    _bootstrap_arg(p)
     p.set_defaults(func=cmd_approve)
 
     p = sub.add_parser("silence", help="start (or end) a maintenance window: matching alerts page no one",
@@ -387,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--by", help="who (default: $AIOPS_OPERATOR or the login name)")
     p.add_argument("--id", help="the silence id (default: derived); reuse one to replace a silence")
     p.add_argument("--expire", metavar="ID", help="end silence ID now instead of starting one")
-    p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)")
+    _bootstrap_arg(p)
     p.set_defaults(func=cmd_silence)
 
     p = sub.add_parser("executor", help="run planned actions from aiops.actions, at most once each",
@@ -396,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "id run at most once, across redeliveries and restarts; results go back to "
                                    "aiops.actions under the same id. See docs/actions.md.")
     _topology_arg(p)
-    p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)")
+    _bootstrap_arg(p)
     p.add_argument("--ledger", type=Path, help="the execution ledger (default: remediation.executors.ledger_path)")
     p.add_argument("--verbose", "-v", action="store_true")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on http://HOST:PORT/metrics (default: off)")
@@ -412,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
                                     "A ledger (a compacted topic) and search-before-create keep it to one ticket "
                                     "across restarts. See docs/tickets.md.")
     _topology_arg(d)
-    d.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)")
+    _bootstrap_arg(d)
     d.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on http://HOST:PORT/metrics (default: off)")
     d.set_defaults(func=cmd_tickets_deliver)
     p.set_defaults(func=lambda args, _p=p: (_p.print_help(), 2)[1])
