@@ -24,8 +24,9 @@ from streams.ingest.external import decode_external
 from streams.ingest.redact import Redactor
 from streams.live_config import Applied, LiveConfig, Refused
 from streams.pipeline import CorrelateStage, DetectResult, DetectStage, correlation_keys, load_runbook_index
-from streams.recovery import (Broadcast, OutputIndex, Rebuilt, Shard, apply_broadcast, encode_result, rebuild_correlate,
-                              rebuild_detect)
+from streams.recovery import (Broadcast, OutputIndex, Rebuilt, Shard, apply_broadcast, encode_result, follow,
+                              rebuild_correlate, rebuild_detect)
+
 
 log = logging.getLogger("aiops.worker")
 
@@ -114,17 +115,20 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
             reason, msg.topic, msg.partition, msg.offset, event.value or b"", cur.max_excerpt, at=msg.timestamp,
             redactor=cur.redactor))
 
-    async def send_missing(rebuilt: Rebuilt, what: str) -> None:
-        """The outputs a rebuild computed that are not on their topics: the previous owner died
-        between computing and producing them."""
-        log.info("%s: rebuilt from %d messages in %.2fs; %d outputs were missing", what, rebuilt.messages,
-                 rebuilt.seconds, len(rebuilt.missing))
-        m.STATE_REBUILDS.labels(topic=what.split("[")[0]).inc()
-        m.STATE_REBUILD_SECONDS.labels(topic=what.split("[")[0]).inc(rebuilt.seconds)
+    def observe_shard_counts() -> None:
         m.STATE_SHARDS.labels(stage="detect").set(len(detect_shards))
         m.STATE_SHARDS.labels(stage="correlate").set(len(correlate_shards))
-        for topic, key, value in rebuilt.missing:
-            await app.producer.send_and_wait(topic, key, value, None, None, None)
+
+    async def send_missing(rebuilt: Rebuilt, topic: str, partition: int) -> None:
+        """The outputs a rebuild computed that are not on their topics: the previous owner died
+        between computing and producing them."""
+        log.info("%s[%d]: rebuilt from %d messages in %.2fs; %d outputs were missing", topic, partition,
+                 rebuilt.messages, rebuilt.seconds, len(rebuilt.missing))
+        m.STATE_REBUILDS.labels(topic=topic).inc()
+        m.STATE_REBUILD_SECONDS.labels(topic=topic).inc(rebuilt.seconds)
+        observe_shard_counts()
+        for out_topic, key, value in rebuilt.missing:
+            await app.producer.send_and_wait(out_topic, key, value, None, None, None)
 
     async def shard_for(shards: dict, key, msg, rebuild) -> Shard | None:
         """The up-to-date shard for ``msg``'s partition, or None when ``msg`` was applied already."""
@@ -143,7 +147,7 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
                     res = apply_broadcast(live.topology, shard.stage, topic, value)
                     if res is not None:
                         rebuilt.missing += encode_result(live.topology, res)
-            await send_missing(rebuilt, f"{msg.topic}[{msg.partition}]")
+            await send_missing(rebuilt, msg.topic, msg.partition)
         return shard
 
     def detect_shard(msg):
@@ -254,64 +258,38 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
             m.TICKETS.labels(event=tk.event).inc()
             await tickets.send(key=tk.ticket_key.encode(), value=codec.encode_ticket(tk))
 
-    # Approvals, silences, changes and the executor's results must reach every correlate shard,
-    # wherever the group put it: every worker reads these topics whole (no group) and applies
-    # them. The group's agents below only dead-letter what does not decode, once per message.
-    @app.agent(control)
-    async def control_agent(stream):
-        async for event in stream.events():
-            try:
-                codec.decode_control(event.value)
-            except codec.RecordError as exc:
-                await dead_letter(str(exc), event)
+    # Approvals, silences, changes, the executor's results and configs must reach every worker,
+    # wherever the group put the partitions: every worker reads those topics whole (no group,
+    # `follow`) and applies them. An agent in the group only dead-letters, once per message,
+    # what does not decode; the readers skip it on their own.
+    def dead_letter_undecodable(topic, decode, name: str) -> None:
+        async def check(stream):
+            async for event in stream.events():
+                try:
+                    decode(event.value)
+                except codec.RecordError as exc:
+                    await dead_letter(str(exc), event)
 
-    @app.agent(changes)
-    async def change_agent(stream):
-        async for event in stream.events():
-            try:
-                codec.decode_change(event.value)
-            except codec.RecordError as exc:
-                await dead_letter(str(exc), event)
+        app.agent(topic, name=name)(check)
+
+    dead_letter_undecodable(control, codec.decode_control, "control_agent")
+    dead_letter_undecodable(changes, codec.decode_change, "change_agent")
 
     @app.task
     async def read_broadcast():
         """Approvals (who approved is recorded on the action), silences, deploys and the
         executor's results (which feed the circuit breaker and the concurrency cap): history
         first, for the shards built from it, then live, into every shard this worker holds."""
-        from aiokafka import TopicPartition
+        async def take(topic: str, value: bytes) -> None:
+            broadcast.messages.append((topic, value))
+            if not broadcast.loaded.is_set():
+                return
+            for shard in list(correlate_shards.values()):
+                res = apply_broadcast(live.topology, shard.stage, topic, value)
+                if res is not None:
+                    await publish(res)
 
-        from streams.recovery import _consumer
-
-        consumer = _consumer(bootstrap)
-        await consumer.start()
-        try:
-            tps = []
-            for name in (topics.changes, topics.control, topics.actions):
-                parts = consumer.partitions_for_topic(name)
-                if not parts:
-                    await consumer.force_metadata_update()
-                    parts = consumer.partitions_for_topic(name) or set()
-                tps += [TopicPartition(name, p) for p in sorted(parts)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            history_end = await consumer.end_offsets(tps)
-            while True:
-                if not broadcast.loaded.is_set():
-                    positions = [await consumer.position(tp) for tp in history_end]
-                    if all(pos >= end for pos, end in zip(positions, history_end.values())):
-                        broadcast.loaded.set()
-                batch = await consumer.getmany(timeout_ms=500)
-                for tp, msgs in batch.items():
-                    for msg in msgs:
-                        broadcast.messages.append((tp.topic, msg.value))
-                        if not broadcast.loaded.is_set():
-                            continue
-                        for shard in list(correlate_shards.values()):
-                            res = apply_broadcast(live.topology, shard.stage, tp.topic, msg.value)
-                            if res is not None:
-                                await publish(res)
-        finally:
-            await consumer.stop()
+        await follow(bootstrap, (topics.changes, topics.control, topics.actions), broadcast.loaded, take)
 
     def take_config(value: bytes) -> None:
         """One record of the config topic: applied to this worker whole, or refused whole.
@@ -366,42 +344,12 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
     async def read_config():
         """The config topic, whole, with no group (every worker must see every config): the
         history first, applied in order before any shard is built, then each new record."""
-        from aiokafka import TopicPartition
+        async def take(topic: str, value: bytes) -> None:
+            take_config(value)
 
-        from streams.recovery import _consumer
+        await follow(bootstrap, (topics.config,), live_loaded, take)
 
-        consumer = _consumer(bootstrap)
-        await consumer.start()
-        try:
-            parts = consumer.partitions_for_topic(topics.config)
-            if not parts:
-                await consumer.force_metadata_update()
-                parts = consumer.partitions_for_topic(topics.config) or set()
-            tps = [TopicPartition(topics.config, p) for p in sorted(parts)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            history_end = await consumer.end_offsets(tps)
-            while True:
-                if not live_loaded.is_set():
-                    positions = [await consumer.position(tp) for tp in history_end]
-                    if all(pos >= end for pos, end in zip(positions, history_end.values())):
-                        live_loaded.set()
-                batch = await consumer.getmany(timeout_ms=500)
-                for tp in sorted(batch):
-                    for msg in batch[tp]:
-                        take_config(msg.value)
-        finally:
-            await consumer.stop()
-
-    @app.agent(config_topic)
-    async def config_agent(stream):
-        """Dead-letters, once per message (this agent runs in the group), config records that
-        do not decode; every worker's read_config refuses them on its own."""
-        async for event in stream.events():
-            try:
-                codec.decode_config(event.value)
-            except codec.RecordError as exc:
-                await dead_letter(str(exc), event)
+    dead_letter_undecodable(config_topic, codec.decode_config, "config_agent")
 
     # --- HTTP endpoints that accept data or commands: authenticated, 202 only once acknowledged ---
 
@@ -488,8 +436,7 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
             del detect_shards[key]
         for p in [p for p in correlate_shards if (topics.alerts, p) not in held]:
             del correlate_shards[p]
-        m.STATE_SHARDS.labels(stage="detect").set(len(detect_shards))
-        m.STATE_SHARDS.labels(stage="correlate").set(len(correlate_shards))
+        observe_shard_counts()
 
     @app.timer(interval=2.0)
     async def consumer_lag():

@@ -38,6 +38,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from streams import codec, kafka_security
@@ -50,11 +51,46 @@ log = logging.getLogger("aiops.recovery")
 RESULT_DECISIONS = ("executed", "failed", "dry_run_ok", "refused", "unknown")
 
 
-def _consumer(bootstrap: str):
+def group_less_consumer(bootstrap: str):
+    """A consumer outside every group: it reads what it is assigned and commits nothing."""
     from aiokafka import AIOKafkaConsumer
 
     return AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
                             auto_offset_reset="earliest", **kafka_security.current().aiokafka_kwargs())
+
+
+async def _partitions(consumer, topic: str) -> list[int]:
+    parts = consumer.partitions_for_topic(topic)
+    if not parts:
+        await consumer.force_metadata_update()
+        parts = consumer.partitions_for_topic(topic) or set()
+    return sorted(parts)
+
+
+async def follow(bootstrap: str, topics: tuple[str, ...], loaded: asyncio.Event,
+                 on_message: Callable[[str, bytes], Awaitable[None]]) -> None:
+    """Read ``topics`` whole and for ever, outside the group, so every worker sees every message
+    whichever partitions it holds (operator messages, configs). ``on_message(topic, value)``
+    gets each message in order; ``loaded`` is set once the end offsets found at the start are
+    reached, so a message that arrives after it is set is a live one."""
+    from aiokafka import TopicPartition
+
+    consumer = group_less_consumer(bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in await _partitions(consumer, t)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        history_end = await consumer.end_offsets(tps)
+        while True:
+            if not loaded.is_set() and all([await consumer.position(tp) >= end for tp, end in history_end.items()]):
+                loaded.set()
+            batch = await consumer.getmany(timeout_ms=500)
+            for tp in sorted(batch):
+                for msg in batch[tp]:
+                    await on_message(tp.topic, msg.value)
+    finally:
+        await consumer.stop()
 
 
 async def read_partitions(bootstrap: str, topic: str, partitions: list[int] | None = None,
@@ -64,15 +100,11 @@ async def read_partitions(bootstrap: str, topic: str, partitions: list[int] | No
     up to ``until`` (default the end offsets now), in offset order per partition."""
     from aiokafka import TopicPartition
 
-    consumer = _consumer(bootstrap)
+    consumer = group_less_consumer(bootstrap)
     await consumer.start()
     try:
         if partitions is None:
-            parts = consumer.partitions_for_topic(topic)
-            if not parts:
-                await consumer.force_metadata_update()
-                parts = consumer.partitions_for_topic(topic) or set()
-            partitions = sorted(parts)
+            partitions = await _partitions(consumer, topic)
         tps = [TopicPartition(topic, p) for p in partitions]
         if not tps:
             return []
@@ -222,5 +254,5 @@ def encode_result(topology: Topology, res) -> list[tuple[str, bytes, bytes]]:
             + [(t.tickets, k.ticket_key.encode(), codec.encode_ticket(k)) for k in res.tickets])
 
 
-__all__ = ["Broadcast", "OutputIndex", "Rebuilt", "Shard", "apply_broadcast", "encode_result", "read_partitions",
+__all__ = ["Broadcast", "follow", "group_less_consumer", "OutputIndex", "Rebuilt", "Shard", "apply_broadcast", "encode_result", "read_partitions",
            "rebuild_correlate", "rebuild_detect"]
