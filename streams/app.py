@@ -32,7 +32,7 @@ log = logging.getLogger("aiops.worker")
 
 
 def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_dir: Path = Path(".aiops-data"),
-              app_id: str = "aiops", instance_id: str | None = None,
+              app_id: str | None = None, instance_id: str | None = None,
               auth: Authenticator | None = None, config_sha: str = "") -> faust.App:
     """A Faust app wired to ``topology``. Each agent is decode -> one core call -> encode -> send.
 
@@ -51,7 +51,7 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
     topics = topology.topics
     auth = auth if auth is not None else Authenticator.from_env(os.environ)
     app = faust.App(
-        app_id,
+        app_id or topology.worker.group_id,
         broker=[f"kafka://{b.strip()}" for b in bootstrap.split(",")],
         store="memory://",
         datadir=str(data_dir),

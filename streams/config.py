@@ -88,7 +88,11 @@ class IngestSettings(Frozen):
 
 
 class WorkerSettings(Frozen):
-    """Consumer-group timings of the Faust worker."""
+    """The Faust worker's consumer group and its timings."""
+
+    # The consumer group (and Faust app id) the workers of one pipeline share; two pipelines on
+    # one Kafka need two names.
+    group_id: str = Field(default="aiops", pattern=r"^[A-Za-z0-9._-]+$")
 
     # A join waits up to this long for the group's other members, so it bounds start-up and rebalances.
     rebalance_timeout: Duration = parse_duration("10s")

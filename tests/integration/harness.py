@@ -31,6 +31,8 @@ def private_topology(tmp_path: Path, base: Path = REPO / "topology.yaml", **over
     # Every topic name the settings know, so a topic added later is never shared between tests.
     defaults = TopicSettings().model_dump()
     doc["topics"] = {k: f"{prefix}.{v}" for k, v in defaults.items() if isinstance(v, str)}
+    # Nor a consumer group: members a previous test's workers left behind would delay the join.
+    doc.setdefault("worker", {})["group_id"] = prefix
     for key, value in overrides.items():
         doc[key] = value
     path = tmp_path / f"{prefix}-topology.yaml"
