@@ -111,3 +111,32 @@ def consume_until(bootstrap: str, topic: str, done, timeout: float = 120.0, proc
             await consumer.stop()
 
     return asyncio.run(run())
+
+
+def _first_point_time(request: dict) -> float:
+    metric = request["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]
+    points = (metric.get("gauge") or metric.get("sum") or {}).get("dataPoints") or [{"timeUnixNano": "0"}]
+    return int(points[0]["timeUnixNano"]) / 1e9
+
+
+def fault_midway(tmp_path: Path, scenario: str = "flash-sale-db-pool", after: float = 240.0):
+    """A scenario's telemetry on a private topology, cut ``after`` seconds into its fault (the
+    incident is open, its ticket and action are out), and the final incidents `aiops replay`
+    computes from all of it: ``(topology_path, topology, lines, cut, want)``."""
+    from evaluation.metrics import final_versions
+    from streams import simulate as sim
+    from streams.config import load_topology
+    from streams.replay import replay
+
+    topo_path = private_topology(tmp_path)
+    topo = load_topology(topo_path)
+    result = sim.simulate(topo, sim.load_scenarios([scenario]))
+    lines = [orjson.dumps(r) for r in result.requests]
+    telemetry = tmp_path / "telemetry.jsonl"
+    telemetry.write_bytes(b"".join(line + b"\n" for line in lines))
+    expected = tmp_path / "replay.jsonl"
+    replay(topo, telemetry, expected, progress=None)
+    want = final_versions([orjson.loads(x) for x in expected.read_bytes().splitlines()])
+    onset = result.truth[0]["start"]
+    cut = next(i for i, r in enumerate(result.requests) if _first_point_time(r) > onset + after)
+    return topo_path, topo, lines, cut, want

@@ -11,34 +11,15 @@ from collections import Counter
 
 import orjson
 
-from streams import simulate as sim
 from streams.broker import EmbeddedBroker
-from streams.config import load_topology
-from streams.replay import replay
-from tests.integration.harness import consume_until, private_topology, produce, worker_process
+from tests.integration.harness import consume_until, fault_midway, produce, worker_process
 from tests.integration.test_pipeline_kafka import essence, final_state
 
 PAUSE_SECONDS = 30
 
 
-def _first_point_time(request: dict) -> float:
-    metric = request["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]
-    points = (metric.get("gauge") or metric.get("sum") or {}).get("dataPoints") or [{"timeUnixNano": "0"}]
-    return int(points[0]["timeUnixNano"]) / 1e9
-
-
 def test_broker_paused_30s_worker_recovers_without_loss(tmp_path):
-    topo_path = private_topology(tmp_path)
-    topo = load_topology(topo_path)
-    result = sim.simulate(topo, sim.load_scenarios(["flash-sale-db-pool"]))
-    lines = [orjson.dumps(r) for r in result.requests]
-    telemetry = tmp_path / "telemetry.jsonl"
-    telemetry.write_bytes(b"".join(line + b"\n" for line in lines))
-    expected = tmp_path / "replay.jsonl"
-    replay(topo, telemetry, expected, progress=None)
-    want = final_state([orjson.loads(x) for x in expected.read_bytes().splitlines()])
-    onset = result.truth[0]["start"]
-    cut = next(i for i, r in enumerate(result.requests) if _first_point_time(r) > onset + 240)
+    topo_path, topo, lines, cut, want = fault_midway(tmp_path)
 
     with EmbeddedBroker(log_path=tmp_path / "tansu.log") as broker:
         bootstrap = broker.bootstrap

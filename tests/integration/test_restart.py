@@ -6,29 +6,13 @@ from collections import Counter
 
 import orjson
 
-from streams import simulate as sim
-from streams.config import load_topology
-from streams.replay import replay
-from tests.integration.harness import consume_until, private_topology, produce, worker_process
+from tests.integration.harness import consume_until, fault_midway, produce, worker_process
 from tests.integration.test_pipeline_kafka import essence, final_state
 
 
 def test_kill_9_mid_stream_then_restart(kafka_bootstrap, tmp_path):
-    topo_path = private_topology(tmp_path)
-    topo = load_topology(topo_path)
-    result = sim.simulate(topo, sim.load_scenarios(["flash-sale-db-pool"]))
-    lines = [orjson.dumps(r) for r in result.requests]
-    telemetry = tmp_path / "telemetry.jsonl"
-    telemetry.write_bytes(b"".join(line + b"\n" for line in lines))
-    expected = tmp_path / "replay.jsonl"
-    replay(topo, telemetry, expected, progress=None)
-    want = final_state([orjson.loads(x) for x in expected.read_bytes().splitlines()])
-    onset = result.truth[0]["start"]
     # Cut a few minutes into the fault: the incident is open, its ticket and action are out.
-    cut = next(i for i, r in enumerate(result.requests)
-               if int(r["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]
-                      .get("gauge", r["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0].get("sum", {}))
-                      .get("dataPoints", [{"timeUnixNano": "0"}])[0]["timeUnixNano"]) / 1e9 > onset + 240)
+    topo_path, topo, lines, cut, want = fault_midway(tmp_path)
 
     with worker_process(topo_path, kafka_bootstrap, tmp_path) as first:
         produce(kafka_bootstrap, topo.topics.metrics, lines[:cut])
