@@ -11,11 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
 
 from detectors.config import DetectorRule, DetectorSettings
 from detectors.records import Alert, Point, SeriesKey
-from detectors.robust import RobustDetector, rounds
+from detectors.robust import RobustDetector
+
+
+_isfinite = math.isfinite
 
 
 def make_detector(model: str, params: dict) -> object:
@@ -170,75 +175,174 @@ class DetectionEngine:
 
     def process_scored(self, points: Sequence[Point]) -> tuple[list[Alert], Scored]:
         """:meth:`process`, also returning every point's score and forecast (for evaluation)."""
-        m = len(points)
+        return self.process_columns([p.series for p in points], [p.t for p in points], [p.value for p in points])
+
+    def process_columns(self, keys: Sequence[SeriesKey], t: Sequence[float], x: Sequence[float]
+                        ) -> tuple[list[Alert], Scored]:
+        """:meth:`process_scored` for points given as three parallel sequences, so a producer
+        of many points (the normalizer) need not build a :class:`Point` per point.
+
+        Each model sees all of a batch's accepted points in one call: a point is accepted when
+        its value is finite and its time is after the series' last accepted point, which is
+        known before anything is scored. Models keep one series' points in order and no state
+        across series, so one call gives what a call per round gave. The fire/resolve state
+        machine steps per point only for series that are firing or score an anomaly in the
+        batch; every other series just sees its counters reset."""
+        m = len(keys)
         scores = np.full(m, np.nan)
         expected = np.full(m, np.nan)
         evaluation = np.full(m, np.nan)
         if m == 0:
             return [], Scored(scores, expected, evaluation)
         index = self._index
-        gidx = np.empty(m, dtype=np.int64)
-        t = np.empty(m, dtype=np.float64)
-        x = np.empty(m, dtype=np.float64)
-        for j, p in enumerate(points):
-            i = index.get(p.series)
-            gidx[j] = self._register(p.series) if i is None else i
-            t[j] = p.t
-            x[j] = p.value
-        fired: list[tuple[int, str, float, float]] = []
-        single = len(self._models) == 1
-        for pos in rounds(gidx):
-            gi = gidx[pos]
-            ok = (t[pos] > self._last_t[gi]) & np.isfinite(x[pos])
-            if not ok.all():
-                pos, gi = pos[ok], gi[ok]
-                if len(pos) == 0:
-                    continue
-            tt, xx = t[pos], x[pos]
-            if single:
-                s, e, v = _score_learn_eval(self._models[0], self._local[gi], tt, xx)
-            else:
-                s, e, v = np.empty(len(pos)), np.empty(len(pos)), np.empty(len(pos))
-                slots = self._slot[gi]
-                for slot in np.unique(slots):
-                    sel = slots == slot
-                    s[sel], e[sel], v[sel] = _score_learn_eval(self._models[slot], self._local[gi[sel]], tt[sel], xx[sel])
-            scores[pos], expected[pos], evaluation[pos] = s, e, v
-            self._last_t[gi] = tt
-            self._n[gi] += 1
-            fired += self._transition(pos, gi, tt, s, np.abs(xx - e))
+        get = index.get
+        gl = [get(k) for k in keys]
+        if None in gl:
+            for j, g in enumerate(gl):
+                if g is None:
+                    key = keys[j]
+                    g = get(key)  # an earlier point of this batch may have registered it
+                    gl[j] = self._register(key) if g is None else g
+        gidx = np.array(gl, dtype=np.int64)
+        t = np.asarray(t, dtype=np.float64)
+        x = np.asarray(x, dtype=np.float64)
+        pos = self._accepted(gl, gidx, t, x)
+        if pos is None:
+            pos, gi, tt, xx = np.arange(m), gidx, t, x
+        elif len(pos) == 0:
+            return [], Scored(scores, expected, evaluation)
+        else:
+            gi, tt, xx = gidx[pos], t[pos], x[pos]
+        if len(self._models) == 1:
+            s, e, v = _score_learn_eval(self._models[0], self._local[gi], tt, xx)
+        else:
+            s, e, v = np.empty(len(pos)), np.empty(len(pos)), np.empty(len(pos))
+            slots = self._slot[gi]
+            for slot in np.unique(slots):
+                sel = slots == slot
+                s[sel], e[sel], v[sel] = _score_learn_eval(self._models[slot], self._local[gi[sel]], tt[sel], xx[sel])
+        scores[pos], expected[pos], evaluation[pos] = s, e, v
+        fired = self._transition(pos, gi, tt, s, np.abs(xx - e))
         alerts = [self._alert(status, gidx[j], t[j], x[j], scores[j], expected[j], starts, peak)
                   for j, status, starts, peak in sorted(fired)]
         return alerts, Scored(scores, expected, evaluation)
 
+    def _accepted(self, gl: list[int], gidx: np.ndarray, t: np.ndarray, x: np.ndarray) -> np.ndarray | None:
+        """Positions of the points to score (``None``: all of them). A point is taken when its
+        value is finite and its time is after the latest taken point of its series."""
+        last_t = self._last_t
+        if np.isfinite(x).all():
+            order = np.argsort(gidx, kind="stable")
+            g, ts = gidx[order], t[order]
+            first = np.empty(len(g), dtype=np.bool_)
+            first[0] = True
+            np.not_equal(g[1:], g[:-1], out=first[1:])
+            before = np.empty(len(g))
+            before[0] = -np.inf
+            before[1:] = ts[:-1]
+            before[first] = last_t[g[first]]
+            if (ts > before).all():  # the usual batch: every series moves forward
+                return None
+        latest: dict[int, float] = {}
+        keep = []
+        for j, (g, tj, xj) in enumerate(zip(gl, t.tolist(), x.tolist())):
+            prev = latest.get(g)
+            if prev is None:
+                prev = float(last_t[g])
+            if tj > prev and _isfinite(xj):
+                latest[g] = tj
+                keep.append(j)
+        return np.array(keep, dtype=np.int64)
+
     def _transition(self, pos: np.ndarray, gi: np.ndarray, t: np.ndarray, s: np.ndarray,
                     dev: np.ndarray) -> list[tuple[int, str, float, float]]:
-        """Advance the fire/resolve state machine of series ``gi`` by one point each.
+        """Advance the fire/resolve state machine of series ``gi`` by the points ``pos`` (in
+        order; a series may have several) and record their times and counts.
 
         A firing alert goes out again (same ``starts_at``, later ``at``) when its deviation has
         doubled since it last went out: the incident learns that a pool went from 60 % to
         100 % without a new alert per point, and a flapping series that is not getting worse
         stays quiet."""
         cfg = self.settings
-        anom = (s >= self._thr[gi]) & (self._n[gi] > cfg.warmup_points)
-        firing = self._firing[gi]
-        hi_old = self._hi[gi]
-        hi = np.where(anom, hi_old + 1, 0)
-        starts = np.where(anom & (hi_old == 0) & ~firing, t, self._starts[gi])
-        peak = np.where(anom & (hi_old == 0) & ~firing, s, np.maximum(self._peak[gi], np.where(anom, s, 0)))
-        lo = np.where(firing & ~anom, self._lo[gi] + 1, 0)
-        fire = ~firing & (hi >= cfg.fire_after_points)
-        resolve = firing & (lo >= cfg.resolve_after_points)
-        hi = np.where(resolve, 0, hi)
-        lo = np.where(resolve | fire, 0, lo)
-        self._hi[gi], self._lo[gi], self._starts[gi], self._peak[gi] = hi, lo, starts, peak
-        self._firing[gi] = (firing | fire) & ~resolve
-        worse = firing & ~resolve & anom & (dev >= 2.0 * self._dev[gi]) & (self._dev[gi] > 0)
-        self._dev[gi] = np.where(fire | worse, dev, self._dev[gi])
-        # starts_at and peak are captured now: a later round of this batch may start a new run.
-        out = [(int(j), "firing", float(a), float(b)) for j, a, b in zip(pos[fire | worse], starts[fire | worse],
-                                                                           s[fire | worse])]
-        out += [(int(j), "resolved", float(a), float(b)) for j, a, b in zip(pos[resolve], starts[resolve], peak[resolve])]
+        k = len(gi)
+        order = np.argsort(gi, kind="stable")
+        g_sorted = gi[order]
+        first = np.empty(k, dtype=np.bool_)
+        first[0] = True
+        np.not_equal(g_sorted[1:], g_sorted[:-1], out=first[1:])
+        heads = np.flatnonzero(first)
+        counts = np.diff(np.append(heads, k))
+        series = g_sorted[heads]
+        # Each point's count of points seen, itself included: the warm-up is judged per point.
+        rank = np.empty(k, dtype=np.int64)
+        rank[order] = np.arange(k) - np.repeat(heads, counts)
+        n = self._n[gi] + rank + 1
+        anom = (s >= self._thr[gi]) & (n > cfg.warmup_points)
+        self._n[series] += counts
+        self._last_t[series] = t[order[heads + counts - 1]]
+        active = self._firing[gi]
+        if anom.any():
+            touched = np.zeros(self._cap, dtype=np.bool_)
+            touched[gi[anom]] = True
+            active |= touched[gi]
+        quiet = gi[~active]
+        if len(quiet):
+            # Not firing and nothing anomalous: each point only resets the run counters.
+            self._hi[quiet] = 0
+            self._lo[quiet] = 0
+            self._peak[quiet] = np.maximum(self._peak[quiet], 0.0)
+        if not active.any():
+            return []
+        return self._step_states(np.flatnonzero(active).tolist(), pos, gi, t, s, dev, anom)
+
+    def _step_states(self, which: list[int], pos, gi, t, s, dev, anom) -> list[tuple[int, str, float, float]]:
+        """The state machine point by point, for the points ``which`` (indices into ``gi``).
+
+        Values kept in float32 arrays are rounded to float32 after every point, as storing
+        them after each step does."""
+        cfg = self.settings
+        fire_after, resolve_after = cfg.fire_after_points, cfg.resolve_after_points
+        f32 = np.float32
+        state: dict[int, list] = {}
+        out: list[tuple[int, str, float, float]] = []
+        for i in which:
+            g = int(gi[i])
+            st = state.get(g)
+            if st is None:
+                st = state[g] = [int(self._hi[g]), int(self._lo[g]), bool(self._firing[g]), float(self._starts[g]),
+                                 self._peak[g], self._dev[g]]
+            hi_old, lo_old, firing, starts, peak32, dev32 = st
+            a = bool(anom[i])
+            si = float(s[i])
+            hi = hi_old + 1 if a else 0
+            opens = a and hi_old == 0 and not firing
+            if opens:
+                starts = float(t[i])
+                peak = si
+            else:
+                # np.maximum: NaN wins
+                v = si if a else 0.0
+                p = float(peak32)
+                peak = p if (p >= v or p != p) else v
+            lo = lo_old + 1 if firing and not a else 0
+            fire = not firing and hi >= fire_after
+            resolve = firing and lo >= resolve_after
+            if resolve:
+                hi = 0
+            if resolve or fire:
+                lo = 0
+            d = float(dev[i])
+            # In float32 as the array arithmetic does it, then compared in float64.
+            worse = firing and not resolve and a and d >= float(f32(2.0) * dev32) and dev32 > 0
+            if fire or worse:
+                dev32 = f32(d)
+                out.append((int(pos[i]), "firing", starts, si))
+            elif resolve:
+                out.append((int(pos[i]), "resolved", starts, peak))
+            st[:] = hi, lo, (firing or fire) and not resolve, starts, f32(peak), dev32
+        for g, (hi, lo, firing, starts, peak32, dev32) in state.items():
+            self._hi[g], self._lo[g], self._firing[g], self._starts[g] = hi, lo, firing, starts
+            self._peak[g], self._dev[g] = peak32, dev32
         return out
 
     def _alert(self, status: str, i: int, t: float, x: float, score: float, expected: float, starts: float,
