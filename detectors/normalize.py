@@ -54,6 +54,11 @@ class _State:
     __slots__ = ("mode", "t", "v", "start", "count", "total", "bounds", "buckets", "k1", "k2")
 
     def __init__(self, mode: str, k1: SeriesKey, k2: SeriesKey | None = None):
+        self.reset(mode, k1, k2)
+
+    def reset(self, mode: str, k1: SeriesKey, k2: SeriesKey | None = None) -> None:
+        """Start over (a new series, or one that changed its kind of derivation). In place, so
+        what caches the object (see ``Normalizer._by_id``) stays right."""
         self.mode = mode  # the kind of derivation; a series that changes it starts over
         self.t = -math.inf
         self.v = 0.0
@@ -141,119 +146,185 @@ class Normalizer:
 
     def __init__(self) -> None:
         self._state: dict[SeriesKey, _State] = {}
+        # The same states by id() of key objects already seen: decoders share one key object
+        # per series across messages, and an id lookup costs a fraction of hashing the key's
+        # fields. _pins holds those objects, so no other object can take their ids.
+        self._by_id: dict[int, _State] = {}
+        self._pins: list[SeriesKey] = []
+
+    def __getstate__(self) -> dict:
+        return {"_state": self._state}  # ids mean nothing in another process
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+        self._state = state["_state"]
 
     def state_size(self) -> int:
         """Number of series with remembered state."""
         return len(self._state)
 
-    def normalize(self, samples: Iterable[Sample]) -> list[Point]:
-        out: list[Point] = []
-        append = out.append
-        states = self._state
-        for s in samples:
-            key = s.series
-            t = s.t
-            st = states.get(key)
+    def normalize(self, samples: Iterable[Sample | tuple]) -> list[Point]:
+        return [Point(k, t, v) for k, t, v in zip(*self.normalize_rows(samples))]
+
+    def normalize_rows(self, rows: Iterable[Sample | tuple]) -> tuple[list[SeriesKey], list[float], list[float]]:
+        """:meth:`normalize`, taking samples as :class:`Sample` objects or as tuples of their
+        fields in order (trailing defaults may be left out; see
+        :class:`streams.ingest.Decoded`), and giving the points as three parallel lists:
+        series, times, values. Decoding and detection of a large batch then build no
+        object per point."""
+        keys: list[SeriesKey] = []
+        times: list[float] = []
+        values: list[float] = []
+        out = (keys.append, times.append, values.append)
+        if len(self._pins) > 4 * len(self._state) + 4096:
+            self._by_id.clear()  # many short-lived key objects: start over rather than grow
+            self._pins.clear()
+        by_id = self._by_id.get
+        for r in rows:
+            if type(r) is not tuple:
+                r = _fields(r)
+            elif len(r) < 6:
+                r = r + _DEFAULTS[len(r):]
+            key = r[0]
+            t = r[1]
+            st = by_id(id(key))
+            if st is None:
+                st = self._lookup(key)
             if st is not None and t <= st.t:
                 continue  # duplicate or out of order: the point was (or could not be) derived already
-            kind = s.kind
-            if kind == "gauge" or (kind == "sum" and not s.monotonic):
-                if st is None or st.mode != "value":
-                    st = states[key] = _State("value", key)
+            kind = r[2]
+            if kind == "gauge" or (kind == "sum" and not r[4]):
+                if st is None:
+                    st = self._new(key, "value")
+                elif st.mode != "value":
+                    st.reset("value", key)
                 st.t = t
-                if _isfinite(s.value):
-                    append(Point(key, t, s.value))
+                v = r[3]
+                if _isfinite(v):
+                    out[0](key)
+                    out[1](t)
+                    out[2](v)
             elif kind == "sum":
-                if s.temporality == "delta":
-                    self._delta_sum(s, st, append)
+                if len(r) < 7:
+                    r = r + _DEFAULTS[len(r):]
+                if r[5] == "delta":
+                    self._delta_sum(key, t, r[3], r[6], st, out)
                 else:
-                    self._cumulative_sum(s, st, append)
+                    self._cumulative_sum(key, t, r[3], r[6], st, out)
             elif kind == "histogram":
-                self._histogram(s, st, append)
-        return out
+                if len(r) < 11:
+                    r = r + _DEFAULTS[len(r):]
+                self._histogram(key, t, r, st, out)
+        return keys, times, values
 
-    def _new(self, s: Sample, mode: str) -> _State:
-        k = s.series
-        if mode.endswith("hist"):
-            st = _State(mode, SeriesKey(k.service, k.metric + MEAN_SUFFIX, k.labels),
-                        SeriesKey(k.service, k.metric + P95_SUFFIX, k.labels))
-        else:
-            st = _State(mode, SeriesKey(k.service, k.metric + RATE_SUFFIX, k.labels))
-        self._state[k] = st
+    def _lookup(self, key: SeriesKey) -> _State | None:
+        st = self._state.get(key)
+        if st is not None:
+            self._by_id[id(key)] = st
+            self._pins.append(key)
         return st
 
-    def _cumulative_sum(self, s: Sample, st: _State | None, append) -> None:
-        t, v, start = s.t, s.value, s.start_t
+    def _new(self, k: SeriesKey, mode: str) -> _State:
+        """The state of a series first seen, or of one whose derivation changed (reset in place)."""
+        if mode == "value":
+            k1, k2 = k, None
+        elif mode.endswith("hist"):
+            k1 = SeriesKey(k.service, k.metric + MEAN_SUFFIX, k.labels)
+            k2 = SeriesKey(k.service, k.metric + P95_SUFFIX, k.labels)
+        else:
+            k1, k2 = SeriesKey(k.service, k.metric + RATE_SUFFIX, k.labels), None
+        st = self._state.get(k)
+        if st is not None:
+            st.reset(mode, k1, k2)
+            return st
+        st = self._state[k] = _State(mode, k1, k2)
+        self._by_id[id(k)] = st
+        self._pins.append(k)
+        return st
+
+    def _cumulative_sum(self, key: SeriesKey, t: float, v: float, start: float | None, st: _State | None,
+                        out) -> None:
         if st is None or st.mode != "csum":
-            st = self._new(s, "csum")
+            st = self._new(key, "csum")
         elif v < st.v or (start is not None and st.start is not None and start != st.start):
             # Reset: the process restarted (or the counter wrapped). Counting from the restart is
             # right only when we know the restart happened after our previous sample.
             if start is not None and st.t <= start < t:
-                _emit(append, st.k1, t, v / (t - start))
+                _emit(out, st.k1, t, v / (t - start))
         else:
-            _emit(append, st.k1, t, (v - st.v) / (t - st.t))
+            _emit(out, st.k1, t, (v - st.v) / (t - st.t))
         st.t, st.v, st.start = t, v, start
 
-    def _delta_sum(self, s: Sample, st: _State | None, append) -> None:
-        t, start = s.t, s.start_t
+    def _delta_sum(self, key: SeriesKey, t: float, v: float, start: float | None, st: _State | None,
+                   out) -> None:
         if st is None or st.mode != "dsum":
-            st = self._new(s, "dsum")
+            st = self._new(key, "dsum")
         if start is not None and start < t:
-            _emit(append, st.k1, t, s.value / (t - start))
+            _emit(out, st.k1, t, v / (t - start))
         elif st.t > -math.inf:
-            _emit(append, st.k1, t, s.value / (t - st.t))
+            _emit(out, st.k1, t, v / (t - st.t))
         st.t = t
 
-    def _histogram(self, s: Sample, st: _State | None, append) -> None:
-        t = s.t
-        if s.temporality == "delta":
+    def _histogram(self, key: SeriesKey, t: float, r: tuple, st: _State | None, out) -> None:
+        _, _, _, _, _, temporality, start, count, total, bounds, buckets = r
+        if temporality == "delta":
             if st is None or st.mode != "dhist":
-                st = self._new(s, "dhist")
+                st = self._new(key, "dhist")
             st.t = t
-            _emit_histogram(append, st, t, s.count, s.total, s.bounds, s.buckets)
+            _emit_histogram(out, st, t, count, total, bounds, buckets)
             return
         if st is None or st.mode != "chist":
-            st = self._new(s, "chist")
+            st = self._new(key, "chist")
             interval = None
         else:
-            interval = _difference(st, s)
+            interval = _difference(st, start, count, total, bounds, buckets)
             if interval is None:  # reset
-                start = s.start_t
                 if start is not None and st.t <= start < t:
-                    interval = (s.count, s.total, s.buckets)
-        st.t, st.start, st.count, st.total = t, s.start_t, s.count, s.total
-        st.bounds, st.buckets = s.bounds, s.buckets
+                    interval = (count, total, buckets)
+        st.t, st.start, st.count, st.total = t, start, count, total
+        st.bounds, st.buckets = bounds, buckets
         if interval is not None:
-            _emit_histogram(append, st, t, interval[0], interval[1], s.bounds, interval[2])
+            _emit_histogram(out, st, t, interval[0], interval[1], bounds, interval[2])
 
 
-def _difference(st: _State, s: Sample) -> tuple[float, float, tuple[float, ...]] | None:
+# Sample's defaults, by field position: pads a row that leaves trailing ones out.
+_DEFAULTS = (None, None, None, 0.0, False, "cumulative", None, 0.0, 0.0, (), ())
+
+
+def _fields(s: Sample) -> tuple:
+    return (s.series, s.t, s.kind, s.value, s.monotonic, s.temporality, s.start_t, s.count, s.total, s.bounds,
+            s.buckets)
+
+
+def _difference(st: _State, start: float | None, count: float, total: float, bounds: tuple[float, ...],
+                buckets: tuple[float, ...]) -> tuple[float, float, tuple[float, ...]] | None:
     """The interval between two cumulative histogram samples, or ``None`` on a reset."""
-    if s.count < st.count or s.bounds != st.bounds or len(s.buckets) != len(st.buckets):
+    if count < st.count or bounds != st.bounds or len(buckets) != len(st.buckets):
         return None
-    if s.start_t is not None and st.start is not None and s.start_t != st.start:
+    if start is not None and st.start is not None and start != st.start:
         return None
-    buckets = tuple([b - p for b, p in zip(s.buckets, st.buckets)])
-    for d in buckets:
+    diff = tuple([b - p for b, p in zip(buckets, st.buckets)])
+    for d in diff:
         if d < 0:
             return None
-    return s.count - st.count, s.total - st.total, buckets
+    return count - st.count, total - st.total, diff
 
 
-def _emit(append, key: SeriesKey, t: float, value: float) -> None:
+def _emit(out, key: SeriesKey, t: float, value: float) -> None:
     if _isfinite(value):
-        append(Point(key, t, value))
+        out[0](key)
+        out[1](t)
+        out[2](value)
 
 
-def _emit_histogram(append, st: _State, t: float, count: float, total: float,
+def _emit_histogram(out, st: _State, t: float, count: float, total: float,
                     bounds: tuple[float, ...], buckets: tuple[float, ...]) -> None:
     if not count > 0:
         return
-    _emit(append, st.k1, t, total / count)  # NaN when the source sent no sum: no mean point
+    _emit(out, st.k1, t, total / count)  # NaN when the source sent no sum: no mean point
     p95 = histogram_quantile(0.95, bounds, buckets)
     if p95 is not None:
-        _emit(append, st.k2, t, p95)
+        _emit(out, st.k2, t, p95)
 
 
 __all__ = ["Normalizer", "Sample", "histogram_quantile", "RATE_SUFFIX", "MEAN_SUFFIX", "P95_SUFFIX"]
