@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass
 from functools import lru_cache
 
 import orjson
@@ -72,13 +71,39 @@ class PathError(DecodeError):
         return PathError(path, self.problem)
 
 
-@dataclass(frozen=True, slots=True)
 class Decoded:
-    """The usable samples of one message and why the others were dropped."""
+    """The usable samples of one message and why the others were dropped.
 
-    samples: list[Sample]
-    rejects: list[str]  # distinct reasons, at most MAX_REJECTS of them
-    fmt: str  # "otlp" | "prometheus" | "native"
+    Decoders may hand over a sample as a plain tuple of :class:`Sample`'s fields in order
+    (trailing defaults left out): building a frozen dataclass per point costs more than the
+    rest of decoding it. :attr:`rows` is what they handed over, for consumers that read tuples
+    (:meth:`Normalizer.normalize_rows`); :attr:`samples` is the same, as ``Sample`` objects,
+    built on first use.
+    """
+
+    __slots__ = ("rows", "rejects", "fmt", "_samples")
+
+    def __init__(self, samples: list, rejects: list[str], fmt: str):
+        self.rows: list = samples  # tuples in Sample field order, or Sample objects
+        self.rejects = rejects  # distinct reasons, at most MAX_REJECTS of them
+        self.fmt = fmt  # "otlp" | "prometheus" | "native"
+        self._samples: list[Sample] | None = None
+
+    @property
+    def samples(self) -> list[Sample]:
+        if self._samples is None:
+            self._samples = [r if type(r) is Sample else Sample(*r) for r in self.rows]
+        return self._samples
+
+    def __repr__(self) -> str:
+        return f"Decoded(samples={self.samples!r}, rejects={self.rejects!r}, fmt={self.fmt!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Decoded):
+            return NotImplemented
+        return (self.samples, self.rejects, self.fmt) == (other.samples, other.rejects, other.fmt)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable lists inside, as the dataclass had
 
 
 def type_name(v: object) -> str:
@@ -143,7 +168,7 @@ class Context:
     __slots__ = ("samples", "known", "keep", "redactor", "_reasons")
 
     def __init__(self, known: frozenset[str] | None, keep: frozenset[str], redactor: Redactor = DEFAULT_REDACTOR):
-        self.samples: list[Sample] = []
+        self.samples: list = []  # Sample objects, or tuples of their fields (see Decoded)
         self.known = known
         self.keep = keep
         self.redactor = redactor

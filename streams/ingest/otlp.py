@@ -223,6 +223,7 @@ def _resource_metrics(rm: object, ctx: Context) -> None:
     if not ctx.service_ok(service):
         return
     res_labels = ctx.labels(res_attrs) if res_attrs else ()  # what labels({}) returns
+    names = _names(service, res_labels, ctx.redactor)
     for j, sm in enumerate(scope_metrics):
         if type(sm) is not dict:
             raise PathError(f"scopeMetrics[{j}]", f"expected an object (got {type_name(sm)})")
@@ -230,7 +231,7 @@ def _resource_metrics(rm: object, ctx: Context) -> None:
         if type(metrics) is not list:
             metrics = expect_list(metrics, f"scopeMetrics[{j}].metrics")
         for k, m in enumerate(metrics):
-            if _fast_metric(m, service, res_attrs, res_labels, ctx):
+            if _fast_metric(m, service, res_attrs, res_labels, names, ctx):
                 continue
             try:
                 _metric(m, service, res_attrs, res_labels, ctx)
@@ -417,7 +418,8 @@ def _histogram_values(dp: dict, path: str):
 # without building path strings or calling a helper per scalar. At anything else (a wrong type,
 # a value or timestamp the careful path would reject, an attribute it would fail on) they undo
 # what they appended and return ``False``, and the careful functions above decode the metric from
-# scratch: reasons, their order and error messages stay theirs. Every check here accepts a
+# scratch: reasons, their order and error messages stay theirs. Samples go out as tuples of
+# Sample's fields (see streams.ingest.Decoded). Every check here accepts a
 # subset of what the careful path accepts, and computes the same floats the same way.
 # tests/property/test_otlp_fast_path.py holds both paths to the same output.
 
@@ -427,23 +429,51 @@ _INF = math.inf
 _FLOATS = itertools.repeat(float)
 _CACHE_MAX = 65536
 
-# Series keys without point attributes, by (raw metric name, service, resource labels, redactor):
-# one lookup instead of a redaction lookup and a frozen dataclass per point. Keys are immutable
-# and fully determined by the cache key, so sharing them changes nothing.
-_resource_keys: dict[tuple, SeriesKey] = {}
+# Series keys without point attributes: by (service, resource labels, redactor), a dict from
+# the raw metric name to its key. One lookup per resource and one per point then replace a
+# redaction lookup and a frozen dataclass per point. Keys are immutable and fully determined
+# by what they are filed under, so sharing them changes nothing.
+_resource_keys: dict[tuple, dict[str, SeriesKey]] = {}
+_resource_key_count = 0
 # explicitBounds tuples already found finite and increasing. Validity depends on the values
 # only, and equal tuples have equal values (0.0 == -0.0 are equally valid; NaN is never stored).
 _good_bounds: dict[tuple, None] = {}
 
 
-def _resource_key(name: str, service: str, res_labels: tuple, ctx: Context) -> SeriesKey:
-    redactor = ctx.redactor
-    cache_key = (name, service, res_labels, redactor)
-    key = _resource_keys.get(cache_key)
-    if key is None:
-        if len(_resource_keys) >= _CACHE_MAX:
-            _resource_keys.clear()  # a bound, not an LRU: series are few and stable in practice
-        key = _resource_keys[cache_key] = SeriesKey(service, redactor.text(name), res_labels)
+# Timestamp strings already parsed, in seconds: the points of one instant share their
+# timeUnixNano and startTimeUnixNano strings across metrics and services. Only strings that
+# int() reads and that lie within _NS_MIN.._NS_MAX are kept, so a hit means exactly what
+# parsing the string again would.
+_seconds: dict[str, float] = {}
+
+
+def _remember_seconds(raw: str, ns: int) -> float:
+    if len(_seconds) >= _CACHE_MAX:
+        _seconds.clear()  # a bound, not an LRU: the times in flight are few
+    t = _seconds[raw] = ns / 1e9
+    return t
+
+
+def _names(service: str, res_labels: tuple, redactor) -> dict[str, SeriesKey]:
+    """The keys of one resource's metrics, by raw metric name (filled by :func:`_resource_key`)."""
+    cache_key = (service, res_labels, redactor)
+    names = _resource_keys.get(cache_key)
+    if names is None:
+        names = _resource_keys[cache_key] = {}
+    return names
+
+
+def _resource_key(name: str, service: str, res_labels: tuple, names: dict, ctx: Context) -> SeriesKey:
+    global _resource_key_count
+    if _resource_key_count >= _CACHE_MAX:
+        # A bound, not an LRU: series are few and stable in practice. Emptied in place, as
+        # the caller (and decodes further up the stack) may hold one of these dicts.
+        for d in _resource_keys.values():
+            d.clear()
+        _resource_keys.clear()
+        _resource_key_count = 0
+    key = names[name] = SeriesKey(service, ctx.redactor.text(name), res_labels)
+    _resource_key_count += 1
     return key
 
 
@@ -499,7 +529,7 @@ def _fast_int(raw: object) -> int | None:
     return n if -_HUGE <= n <= _HUGE else None
 
 
-def _fast_metric(m: object, service: str, res_attrs: dict, res_labels: tuple, ctx: Context) -> bool:
+def _fast_metric(m: object, service: str, res_attrs: dict, res_labels: tuple, names: dict, ctx: Context) -> bool:
     """Decode a plain metric into ``ctx.samples``; ``False``, with nothing appended, otherwise."""
     if type(m) is not dict:
         return False
@@ -515,7 +545,7 @@ def _fast_metric(m: object, service: str, res_attrs: dict, res_labels: tuple, ct
             data = m.get("histogram")
             if type(data) is not dict:
                 return False
-            return _fast_histogram(data, name, service, res_attrs, res_labels, ctx)
+            return _fast_histogram(data, name, service, res_attrs, res_labels, names, ctx)
     if type(data) is not dict:
         return False
     dps = data.get("dataPoints")
@@ -538,6 +568,7 @@ def _fast_metric(m: object, service: str, res_attrs: dict, res_labels: tuple, ct
             return False
     samples = ctx.samples
     n0 = len(samples)
+    seconds = _seconds.get
     for dp in dps:
         if type(dp) is not dict:
             break
@@ -546,15 +577,20 @@ def _fast_metric(m: object, service: str, res_attrs: dict, res_labels: tuple, ct
             continue
         raw = dp.get("timeUnixNano")
         if type(raw) is str:
-            try:
-                ns = int(raw)
-            except ValueError:
-                break
+            t = seconds(raw)
+            if t is None:
+                try:
+                    ns = int(raw)
+                except ValueError:
+                    break
+                if not (_NS_MIN <= ns <= _NS_MAX):
+                    break
+                t = _remember_seconds(raw, ns)
         elif type(raw) is int:
-            ns = raw
+            if not (_NS_MIN <= raw <= _NS_MAX):
+                break
+            t = raw / 1e9
         else:
-            break
-        if not (_NS_MIN <= ns <= _NS_MAX):
             break
         raw = dp.get("asDouble")
         if raw is not None:
@@ -565,15 +601,26 @@ def _fast_metric(m: object, service: str, res_attrs: dict, res_labels: tuple, ct
             else:
                 break
         else:
-            n = _fast_int(dp.get("asInt"))
-            if n is None:
+            raw = dp.get("asInt")
+            if type(raw) is str:
+                try:
+                    n = int(raw)
+                except ValueError:
+                    break
+            elif type(raw) is int:
+                n = raw
+            else:
+                break
+            if not (-_HUGE <= n <= _HUGE):
                 break
             v = float(n)
         if not (-MAX_ABS_VALUE <= v <= MAX_ABS_VALUE):  # also false for NaN
             break
         attrs = dp.get("attributes")
         if not attrs:
-            key = _resource_key(name, service, res_labels, ctx)
+            key = names.get(name)
+            if key is None:
+                key = _resource_key(name, service, res_labels, names, ctx)
         else:
             key = _point_series(attrs, name, service, res_attrs, ctx)
             if key is None:
@@ -582,27 +629,30 @@ def _fast_metric(m: object, service: str, res_attrs: dict, res_labels: tuple, ct
             raw = dp.get("startTimeUnixNano")
             if raw is None:
                 start = None
-            else:
-                if type(raw) is str:
+            elif type(raw) is str:
+                start = seconds(raw)
+                if start is None:
                     try:
                         s_ns = int(raw)
                     except ValueError:
                         break
-                elif type(raw) is int:
-                    s_ns = raw
-                else:
-                    break
-                start = s_ns / 1e9 if _NS_MIN <= s_ns <= _NS_MAX else None
-            samples.append(Sample(key, ns / 1e9, kind, v, True, temporality, start))
+                    if _NS_MIN <= s_ns <= _NS_MAX:
+                        start = _remember_seconds(raw, s_ns)
+            elif type(raw) is int:
+                start = raw / 1e9 if _NS_MIN <= raw <= _NS_MAX else None
+            else:
+                break
+            samples.append((key, t, kind, v, True, temporality, start))
         else:
-            samples.append(Sample(key, ns / 1e9, kind, v, False, temporality))
+            samples.append((key, t, kind, v, False, temporality))
     else:
         return True
     del samples[n0:]
     return False
 
 
-def _fast_histogram(data: dict, name: str, service: str, res_attrs: dict, res_labels: tuple, ctx: Context) -> bool:
+def _fast_histogram(data: dict, name: str, service: str, res_attrs: dict, res_labels: tuple, names: dict,
+                    ctx: Context) -> bool:
     raw = data.get("aggregationTemporality")
     if type(raw) is not int and type(raw) is not str:
         return False
@@ -612,6 +662,7 @@ def _fast_histogram(data: dict, name: str, service: str, res_attrs: dict, res_la
         return False
     samples = ctx.samples
     n0 = len(samples)
+    seconds = _seconds.get
     for dp in dps:
         if type(dp) is not dict:
             break
@@ -620,15 +671,20 @@ def _fast_histogram(data: dict, name: str, service: str, res_attrs: dict, res_la
             continue
         raw = dp.get("timeUnixNano")
         if type(raw) is str:
-            try:
-                ns = int(raw)
-            except ValueError:
-                break
+            t = seconds(raw)
+            if t is None:
+                try:
+                    ns = int(raw)
+                except ValueError:
+                    break
+                if not (_NS_MIN <= ns <= _NS_MAX):
+                    break
+                t = _remember_seconds(raw, ns)
         elif type(raw) is int:
-            ns = raw
+            if not (_NS_MIN <= raw <= _NS_MAX):
+                break
+            t = raw / 1e9
         else:
-            break
-        if not (_NS_MIN <= ns <= _NS_MAX):
             break
         raw = dp.get("count")
         if raw is None:
@@ -689,7 +745,9 @@ def _fast_histogram(data: dict, name: str, service: str, res_attrs: dict, res_la
             break
         attrs = dp.get("attributes")
         if not attrs:
-            key = _resource_key(name, service, res_labels, ctx)
+            key = names.get(name)
+            if key is None:
+                key = _resource_key(name, service, res_labels, names, ctx)
         else:
             key = _point_series(attrs, name, service, res_attrs, ctx)
             if key is None:
@@ -697,19 +755,20 @@ def _fast_histogram(data: dict, name: str, service: str, res_attrs: dict, res_la
         raw = dp.get("startTimeUnixNano")
         if raw is None:
             start = None
-        else:
-            if type(raw) is str:
+        elif type(raw) is str:
+            start = seconds(raw)
+            if start is None:
                 try:
                     s_ns = int(raw)
                 except ValueError:
                     break
-            elif type(raw) is int:
-                s_ns = raw
-            else:
-                break
-            start = s_ns / 1e9 if _NS_MIN <= s_ns <= _NS_MAX else None
-        samples.append(Sample(key, ns / 1e9, "histogram", 0.0, False, temporality, start, count, total, bounds,
-                              buckets))
+                if _NS_MIN <= s_ns <= _NS_MAX:
+                    start = _remember_seconds(raw, s_ns)
+        elif type(raw) is int:
+            start = raw / 1e9 if _NS_MIN <= raw <= _NS_MAX else None
+        else:
+            break
+        samples.append((key, t, "histogram", 0.0, False, temporality, start, count, total, bounds, buckets))
     else:
         return True
     del samples[n0:]
