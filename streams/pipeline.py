@@ -13,6 +13,7 @@ runtimes, so both see exactly the same (ms-rounded) values.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import networkx as nx
@@ -93,14 +94,23 @@ class DetectStage:
         decoded = decode_metrics(payload, known_services=self._known,
                                  service_label=self.topology.ingest.prometheus_service_label,
                                  keep_labels=self._keep, redactor=self.redactor)
-        points = self._normalizer.normalize(decoded.samples)
-        latest = max((s.t for s in decoded.samples), default=0.0)
+        rows = decoded.rows
+        columns = self._normalizer.normalize_rows(rows)
+        latest = 0.0
         by_service: dict[str, float] = {}
-        for smp in decoded.samples:
-            if smp.t > by_service.get(smp.series.service, 0.0):
-                by_service[smp.series.service] = smp.t
+        if rows:
+            latest = -math.inf
+            for r in rows:
+                if type(r) is not tuple:
+                    r = (r.series, r.t)
+                t = r[1]
+                if t > latest:
+                    latest = t
+                service = r[0].service
+                if t > by_service.get(service, 0.0):
+                    by_service[service] = t
         absent = self._absence.observe(by_service, max(self.watermark, latest))
-        return self._score(points, latest, decoded.rejects, len(decoded.samples), extra=absent)
+        return self._score(columns, latest, decoded.rejects, len(rows), extra=absent)
 
     def process_logs(self, payload: bytes) -> DetectResult:
         """OTLP/JSON logs: error and record rates per service, scored like any series, and
@@ -109,14 +119,17 @@ class DetectStage:
         records, rejects = decode_logs(payload, known_services=self._known, redactor=self.redactor)
         batch = self._logs.add(records)
         latest = max((r.t for r in records), default=0.0)
-        return self._score(batch.points, latest, rejects, len(records), extra=batch.alerts, source="logs")
+        points = batch.points
+        columns = ([p.series for p in points], [p.t for p in points], [p.value for p in points])
+        return self._score(columns, latest, rejects, len(records), extra=batch.alerts, source="logs")
 
-    def _score(self, points, latest: float, rejects: list[str], samples: int, extra=(),
+    def _score(self, columns: tuple[list, list, list], latest: float, rejects: list[str], samples: int, extra=(),
                source: str = "detector") -> DetectResult:
         """``source`` names the clock the alerts and the heartbeat belong to: metrics
         ("detector") or "logs". The correlator lets the slower of the two set event time, so
-        the result does not depend on which topic the worker happens to read first."""
-        alerts, scored = self.engine.process_scored(points)
+        the result does not depend on which topic the worker happens to read first.
+        ``columns`` are the points as parallel lists: series, times, values."""
+        alerts, scored = self.engine.process_columns(*columns)
         # Metrics are a side effect of the stage, never an input to it: the results stay the same.
         anomalous = metrics.observe_scores("metrics" if source == "detector" else source, scored.scores,
                                            self.topology.detectors.threshold)
@@ -130,11 +143,11 @@ class DetectStage:
             events.append(Heartbeat(at=latest, source=source, lane=self.lane))
         self.stats["messages"] += 1
         self.stats["samples"] += samples
-        self.stats["points"] += len(points)
+        self.stats["points"] += len(columns[0])
         self.stats["anomalous_points"] += anomalous
         self.stats["alerts"] += sum(1 for a in alerts if a.status == "firing")
         self.stats["rejected_points"] += len(rejects)
-        return DetectResult(events=events, rejects=rejects, points=len(points), samples=samples,
+        return DetectResult(events=events, rejects=rejects, points=len(columns[0]), samples=samples,
                             anomalous_points=anomalous)
 
 
