@@ -99,6 +99,16 @@ class DetectionEngine:
         self._model_size: list[int] = []
         self._cap = 0
         self._alloc(0)
+        # Series indices by id() of key objects already seen: the normalizer hands over the
+        # same key object for a series every time, and an id lookup costs a fraction of
+        # hashing the key's fields. _pins holds those objects, so no other can take their ids.
+        self._by_id: dict[int, int] = {}
+        self._pins: list[SeriesKey] = []
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_by_id"], state["_pins"] = {}, []  # ids mean nothing in another process
+        return state
 
     # --- registry -------------------------------------------------------------------------
     def _alloc(self, cap: int) -> None:
@@ -194,15 +204,21 @@ class DetectionEngine:
         evaluation = np.full(m, np.nan)
         if m == 0:
             return [], Scored(scores, expected, evaluation)
-        index = self._index
-        get = index.get
-        gl = [get(k) for k in keys]
+        by_id = self._by_id
+        if len(self._pins) > 4 * len(self._keys) + 4096:
+            by_id.clear()  # many short-lived key objects: start over rather than grow
+            self._pins.clear()
+        gl = list(map(by_id.get, map(id, keys)))
         if None in gl:
+            get = self._index.get
             for j, g in enumerate(gl):
                 if g is None:
                     key = keys[j]
-                    g = get(key)  # an earlier point of this batch may have registered it
-                    gl[j] = self._register(key) if g is None else g
+                    g = get(key)
+                    if g is None:
+                        g = self._register(key)
+                    gl[j] = by_id[id(key)] = g
+                    self._pins.append(key)
         gidx = np.array(gl, dtype=np.int64)
         t = np.asarray(t, dtype=np.float64)
         x = np.asarray(x, dtype=np.float64)
