@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from itertools import repeat
+from operator import lt as _lt
+from operator import sub as _sub
 from dataclasses import dataclass
 
 from detectors.records import Point, SeriesKey
@@ -24,6 +27,7 @@ MEAN_SUFFIX = ".mean"
 P95_SUFFIX = ".p95"
 
 _isfinite = math.isfinite
+_ZEROS = repeat(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,10 +307,9 @@ def _difference(st: _State, start: float | None, count: float, total: float, bou
         return None
     if start is not None and st.start is not None and start != st.start:
         return None
-    diff = tuple([b - p for b, p in zip(buckets, st.buckets)])
-    for d in diff:
-        if d < 0:
-            return None
+    diff = tuple(map(_sub, buckets, st.buckets))
+    if any(map(_lt, diff, _ZEROS)):
+        return None
     return count - st.count, total - st.total, diff
 
 
