@@ -2,6 +2,10 @@
 
 Baseline, measured in the same run over the same messages: orjson.loads alone, the floor any
 JSON pipeline pays.
+
+Also the detect stage alone over batched messages (many services' points per message, as the
+Collector's batch processor sends them and as ``kafka_bench`` puts them on the topic): what one
+worker's throughput is made of, against ``orjson.loads`` of those same messages.
 """
 from __future__ import annotations
 
@@ -56,6 +60,20 @@ def main() -> None:
             n_points += res.points
             correlate.process([codec.decode_alert_event(codec.encode_alert_event(e)) for e in res.events])
 
+    from tests.bench.kafka_bench import batched
+
+    bulk = batched(result.requests)[0]
+    n_bulk = 0
+
+    def bulk_baseline():
+        for m in bulk:
+            orjson.loads(m)
+
+    def bulk_detect():
+        nonlocal n_bulk
+        detect = DetectStage(topo)
+        n_bulk = sum(detect.process(m).points for m in bulk)
+
     t_base = _best_of(baseline)
     t_decode = _best_of(decode)
     t_pipe = _best_of(pipeline)
@@ -66,6 +84,12 @@ def main() -> None:
           f" ({n_samples / t_base:,.0f} at the baseline's pace)")
     print(f"   full core pipeline:           {len(messages) / t_pipe:,.0f} msg/s, {n_points / t_pipe:,.0f} points/s")
     print(f"   pipeline / baseline:          {t_base / t_pipe:.3f}")
+    t_bulk_base = _best_of(bulk_baseline)
+    t_bulk = _best_of(bulk_detect)
+    print(f"   {len(bulk)} batched messages ({sum(map(len, bulk)) / 1e6:.1f} MB), {n_bulk} derived points")
+    print(f"   orjson.loads only (baseline): {n_bulk / t_bulk_base:,.0f} points/s")
+    print(f"   detect stage:                 {n_bulk / t_bulk:,.0f} points/s")
+    print(f"   detect stage / baseline:      {t_bulk_base / t_bulk:.3f}")
 
 
 if __name__ == "__main__":
