@@ -5,7 +5,8 @@ points from many series is scored and learned with a handful of numpy operations
 
 - a level and a damped trend, updated from Huber-clipped forecast errors, so one outlier moves
   the baseline by at most ``alpha * clip`` robust standard deviations;
-- a daily profile (``DAY_BINS`` bins of time of day, learned from the same clipped errors) that is
+- a daily profile (``DAY_BINS`` bins of time of day, learned against a slow baseline with errors
+  clipped at the profile's own scale, so a sharp daily step is learned in a few days) that is
   used only while it forecasts better than the plain level, so a series without a daily cycle
   pays nothing for it;
 - a robust scale: the exponentially weighted mean absolute error, its updates clipped too, with a
@@ -36,8 +37,8 @@ DAY = 86400.0
 DAY_BINS = 48
 # Column layout of one series' state row.
 (N, T, DT, LEVEL, TREND, ERR_PLAIN, ERR_SEAS, FAST, RUN, PREV, STEP, LIK_MU, LIK_VAR, ONSET, SMOOTH,
- CALM, PRE_T, PRE_LEVEL, PRE_ERR_PLAIN, PRE_ERR_SEAS) = range(20)
-SEASON0 = 20
+ CALM, PRE_T, PRE_LEVEL, PRE_ERR_PLAIN, PRE_ERR_SEAS, BASE, ERR_BASE) = range(22)
+SEASON0 = 22
 WIDTH = SEASON0 + DAY_BINS
 
 SIGMA_PER_MAE = 1.2533  # sigma / mean |error| for Gaussian noise
@@ -58,6 +59,8 @@ class RobustParams:
     season_rate: float = 0.1     # daily-profile learning rate per point falling in a bin
     season_gain: float = 0.6     # use the profile once its error is below this share of the plain error
     season_max_interval: float = 3 * 3600.0  # no daily profile for series sampled more sparsely than this
+    season_clip: float = 30.0    # clip of the profile's errors, in its own robust standard deviations
+    base_seconds: float = DAY / 2  # time constant of the slow baseline the daily profile is learned against
     shift_z: float = 4.0         # an error beyond this z on one side counts toward a level shift ...
     shift_points: int = 20       # ... and this many in a row re-baseline the level ...
     shift_seconds: float = 1800.0  # ... if they also span this long: a fault shorter than this is not a new normal
@@ -222,6 +225,7 @@ class RobustDetector:
             pre_sigma = np.maximum(SIGMA_PER_MAE * pre_err, floor)
             back = disturbed & (np.abs(x - pre_exp) <= p.shift_z / 2 * pre_sigma)
             if back.any():
+                st[back, BASE] += st[back, PRE_LEVEL] - st[back, LEVEL]
                 st[back, LEVEL] = st[back, PRE_LEVEL]
                 st[back, ERR_PLAIN] = st[back, PRE_ERR_PLAIN]
                 st[back, ERR_SEAS] = st[back, PRE_ERR_SEAS]
@@ -248,11 +252,27 @@ class RobustDetector:
         ec = np.where(early, e_s, np.clip(e_s, -p.clip * sigma, p.clip * sigma))
         new_level = plain + a * ec
         st[:, TREND] = p.phi * trend + p.beta * a * ec
-        st[rows, SEASON0 + bins] = season + p.season_rate * (1.0 - a) * ec
+        # The profile learns against a slow baseline, not the level: the level follows a daily
+        # step within ``shift_points`` (re-baselining), so errors against it would teach the
+        # profile only a step's first few points, and the clip that keeps one outlier from
+        # moving the level (a few sigma of the *level's* noise) would make a 60-sigma daily step
+        # take weeks. The profile's own clip is relative to its own error, which is wide while
+        # the profile is unlearned and narrows as it forecasts.
+        base = np.where(first, x, st[:, BASE])
+        e_b = x - base - season
+        sig_b = np.maximum(SIGMA_PER_MAE * st[:, ERR_BASE], floor)
+        eb_c = np.where(early, e_b, np.clip(e_b, -p.season_clip * sig_b, p.season_clip * sig_b))
+        st[rows, SEASON0 + bins] = season + p.season_rate * eb_c
+        st[:, ERR_BASE] += np.maximum(p.scale_rate, 1.0 / (n + 1.0)) * (np.abs(eb_c) - st[:, ERR_BASE])
+        ab = np.maximum(-np.expm1(-dt / p.base_seconds), 1.0 / (n + 1.0))
+        st[:, BASE] = base + ab * (x - season - base)
         for col, e in ((ERR_PLAIN, e_p), (ERR_SEAS, e_s)):
             cap = np.where(early, np.inf, p.clip * np.maximum(SIGMA_PER_MAE * st[:, col], floor))
             st[:, col] += k * (np.minimum(np.abs(e), cap) - st[:, col])
-        st[:, FAST] += p.fast_rate * ((x - np.where(use_season, season, 0.0)) - st[:, FAST])
+        # Deseasonalized even before the profile is in use: re-baselining to raw values would
+        # keep the seasonal error (against the level) as large as the daily swing, so the
+        # profile would never win the comparison that switches it on.
+        st[:, FAST] += p.fast_rate * (x - season - st[:, FAST])
         step = np.abs(x - st[:, PREV])
         st[:, STEP] += np.maximum(p.step_rate, 1.0 / (n + 1.0)) * (step - st[:, STEP])
         st[:, PREV] = x
@@ -262,6 +282,8 @@ class RobustDetector:
         run = st[:, RUN]
         run = np.where((side != 0) & (np.sign(run) == side), run + side, side)
         shifted = (np.abs(run) >= p.shift_points) & (np.abs(run) * st[:, DT] >= p.shift_seconds)
+        # A lasting shift moves the profile's baseline by the same jump.
+        st[:, BASE] += np.where(shifted, st[:, FAST] - new_level, 0.0)
         new_level = np.where(shifted, st[:, FAST], new_level)
         st[shifted, TREND] = 0.0
         run[shifted] = 0.0
