@@ -263,3 +263,16 @@ def test_fault_that_ends_alerts_once_not_again_on_recovery(fault_points):
     assert alerts[0].starts_at == pts[800].t
     assert pts[800 + fault_points].t <= alerts[1].at <= pts[800 + fault_points + 5].t
     assert scores[800 + fault_points:].max() < 0.9
+
+
+def test_evaluation_score_marks_an_onset_once_per_refractory_period():
+    # The evaluation (NAB) score: a spike at the cut starts a quiet period, so a larger spike an
+    # hour later scores nothing there, while one a day later (past the 12 h period) scores again.
+    x = noise(3000, seed=5)
+    x[1000], x[1060], x[2500] = 112.0, 125.0, 140.0
+    eng = DetectionEngine(DEFAULTS)
+    _, scored = eng.process_scored(points(x))
+    nab = scored.nab
+    assert nab[1000] >= 0.9 and nab[2500] >= 0.9
+    assert nab[1001:2500].max() < 0.9
+    assert nab[1060] == 0.0
