@@ -45,6 +45,7 @@ class Silence(Frozen):
 
 
 Renotify = Literal["priority_raised", "root_cause_changed", "services_added", "any_update"]
+Priority = Literal["P1", "P2", "P3", "P4"]
 
 
 class NotifySettings(Frozen):
@@ -54,7 +55,8 @@ class NotifySettings(Frozen):
     notification: ``page`` when the incident opens or reopens, ``resolve`` when it resolves,
     ``update`` when an open incident got worse in a way listed in ``renotify_on`` (compared with
     the last record that notified) or is repeated after ``repeat_interval``, else ``silent``.
-    Ticket sinks (webhook, PagerDuty, Jira, ClickUp) follow it: a silent record updates no ticket.
+    Ticket sinks (webhook, PagerDuty, Jira, ClickUp) follow it: a silent record updates no ticket,
+    and a ticket is created by the record that pages.
     """
 
     # What re-notifies an open incident: its priority rose above the last notified one; its top
@@ -65,6 +67,28 @@ class NotifySettings(Frozen):
     # How many newly affected services (since the last notification) make the blast radius
     # grow materially. Priority already counts an entry point and three or more services.
     services_added: int = Field(default=3, ge=1)
+    # How long an incident of each priority is published without paging, counted from the record
+    # that opened (or reopened) it. A failure often reaches the entry points a minute or two after
+    # it starts, and its incident's priority rises with it: paging a P3 at once and the same
+    # incident as P1 two minutes later is two pages for one failure. Holding the lower priorities
+    # pages once, at the priority the failure reached; an incident that resolves within its hold
+    # pages nobody (its records are `silent`). A P1 pages at once. A missing priority: no hold.
+    hold: dict[Priority, Duration] = Field(default_factory=lambda: {
+        "P1": parse_duration("0s"), "P2": parse_duration("2m"), "P3": parse_duration("3m"),
+        "P4": parse_duration("10m")})
+
+    @field_validator("hold")
+    @classmethod
+    def _non_negative(cls, v: dict[str, timedelta]) -> dict[str, timedelta]:
+        bad = {p: d for p, d in v.items() if d.total_seconds() < 0}
+        if bad:
+            raise ValueError(f"holds must be durations of 0s or more (got {', '.join(f'{p}: {d}' for p, d in bad.items())})")
+        return v
+
+    def hold_for(self, priority: str) -> float:
+        """Seconds an incident of ``priority`` waits, from its opening record, before it pages."""
+        d = self.hold.get(priority)
+        return d.total_seconds() if d is not None else 0.0
 
 
 class SuspectEdgeSettings(Frozen):

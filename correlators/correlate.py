@@ -44,6 +44,7 @@ class _Group:
     pending_reason: str | None = None
     last_incident: Incident | None = None
     last_notified: Incident | None = None  # what the receiver last heard: "got worse" compares with it
+    open_since: float = 0.0  # when the record that opened (or reopened) it went out: notify.hold counts from here
     key: tuple[str, ...] = ()  # the values of correlation.group_by
     # Calls missing from the topology suspected with this group on one side, by (caller, callee).
     suspects: dict[tuple[str, str], SuspectedEdge] = field(default_factory=dict)
@@ -169,6 +170,10 @@ class Correlator:
                     inc = self._emit(grp, grp.pending_reason, only_if_material=True)
                     if inc is not None:
                         out.append(inc)
+                elif grp.last_notified is None:
+                    # Held (correlation.notify.hold): page once it is due, unless it is already recovering.
+                    if grp.firing() and self.now >= grp.open_since + cfg.notify.hold_for(self._group_priority(grp)):
+                        out.append(self._emit(grp, grp.pending_reason or "hold_elapsed"))
                 elif self.now >= grp.last_notified_at + cfg.repeat_interval.total_seconds():
                     out.append(self._emit(grp, "repeat"))
         self._forget_old()
@@ -444,6 +449,8 @@ class Correlator:
         anything still fires): more alerts of the same failure are not news. Whether the record
         notifies is decided by :func:`notification` against the last record that did."""
         grp.pending_reason = None
+        if grp.last_incident is None or reason == "reopened":
+            grp.open_since = self.now
         alerts = sorted(grp.alerts.values(), key=lambda a: (a.starts_at, a.fingerprint))
         root_causes = self._rank(grp)
         severity = max((a.severity for a in alerts), key=lambda s: _SEVERITY_RANK.get(s, 1), default="warning")
@@ -457,7 +464,7 @@ class Correlator:
             updated_at=self.now if grp.status != "resolved" else grp.resolved_at,
             resolved_at=grp.resolved_at if grp.status == "resolved" else None,
             title=_title(root_causes, services),
-            priority=_priority(self._graph_of(grp), services, severity, alerts),
+            priority=self._group_priority(grp, alerts, severity),
             severity=severity,
             services=services,
             alert_count=len(alerts),
@@ -471,7 +478,8 @@ class Correlator:
         if only_if_material and prev is not None and _same_story(prev, inc):
             self.stats["quiet_updates"] += 1
             return None
-        inc = replace(inc, notification=notification(grp.last_notified, inc, self._cfg.notify))
+        inc = replace(inc, notification=notification(grp.last_notified, inc, self._cfg.notify,
+                                                      waited=self.now - grp.open_since))
         grp.version += 1
         grp.last_sent_at = self.now
         grp.last_incident = inc
@@ -481,6 +489,13 @@ class Correlator:
         self.stats["updates"] += 1
         self.stats["notifications"] += inc.notifies
         return inc
+
+    def _group_priority(self, grp: _Group, alerts: list[Alert] | None = None, severity: str | None = None) -> str:
+        if alerts is None:
+            alerts = list(grp.alerts.values())
+        if severity is None:
+            severity = max((a.severity for a in alerts), key=lambda s: _SEVERITY_RANK.get(s, 1), default="warning")
+        return _priority(self._graph_of(grp), tuple(sorted(grp.services)), severity, alerts)
 
     def _owner(self, root_causes: tuple[RootCause, ...], services: tuple[str, ...]) -> str | None:
         for svc in [rc.service for rc in root_causes[:1]] + list(services):
@@ -501,20 +516,22 @@ class Correlator:
 _PRIORITY_RANK = {"P1": 1, "P2": 2, "P3": 3, "P4": 4}
 
 
-def notification(last: Incident | None, inc: Incident, cfg: NotifySettings) -> str:
+def notification(last: Incident | None, inc: Incident, cfg: NotifySettings, *, waited: float = 0.0) -> str:
     """Whether ``inc`` reaches a receiver, given ``last``, the last record that did (``None``: none
-    did since the incident opened or reopened).
+    did since the incident opened or reopened), ``waited`` seconds after the record that opened it.
 
-    ``page`` for the first record (opened or reopened), ``resolve`` when it resolves, ``update``
-    when it got worse in a way ``cfg.renotify_on`` lists (or for a ``repeat`` reminder), else
-    ``silent``: more alerts of the same failure, a lower priority, nothing firing while the
-    incident waits out ``resolve_after``.
+    ``page`` for the first record once ``cfg.hold`` for its priority has passed, ``resolve`` when
+    it resolves (if it paged), ``update`` when it got worse in a way ``cfg.renotify_on`` lists
+    (or for a ``repeat`` reminder), else ``silent``: still held, more alerts of the same failure,
+    a lower priority, nothing firing while the incident waits out ``resolve_after``.
 
     Examples
     --------
     >>> base = Incident("i", 1, "open", "opened", 0.0, 0.0, None, "t", "P3", "warning", ("db",), 1, 1, ())
     >>> cfg = NotifySettings()
-    >>> notification(None, base, cfg)
+    >>> notification(None, base, cfg), notification(None, base, cfg, waited=180.0)
+    ('silent', 'page')
+    >>> notification(None, replace(base, priority="P1"), cfg)
     'page'
     >>> notification(base, replace(base, version=2, reason="alerts_added", services=("api", "db")), cfg)
     'silent'
@@ -522,11 +539,13 @@ def notification(last: Incident | None, inc: Incident, cfg: NotifySettings) -> s
     'update'
     >>> notification(base, replace(base, version=3, status="resolved", reason="resolved"), cfg)
     'resolve'
+    >>> notification(None, replace(base, version=3, status="resolved", reason="resolved"), cfg)
+    'silent'
     """
     if inc.status == "resolved":
-        return "resolve"
+        return "resolve" if last is not None else "silent"  # nobody heard of it: nothing to resolve
     if last is None:
-        return "page"
+        return "page" if inc.firing_count and waited >= cfg.hold_for(inc.priority) else "silent"
     on = set(cfg.renotify_on)
     if "any_update" in on or inc.reason == "repeat":
         return "update"

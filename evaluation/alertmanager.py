@@ -351,7 +351,9 @@ class FaultCount:
 
     @property
     def ours_detected(self) -> bool:
-        return self.ours_incidents > 0
+        # As for Alertmanager, a fault counts as detected when a firing notification reached the
+        # receiver: an incident held by correlation.notify.hold that recovered unpaged does not.
+        return self.ours_open > 0
 
 
 def count(faults: Sequence[FaultTruth], notifications: Sequence[Notification], records: Sequence[dict]) -> list[FaultCount]:

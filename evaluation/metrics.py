@@ -70,12 +70,25 @@ def notifies(record: dict) -> bool:
 
 
 def first_versions(records: Iterable[dict]) -> dict[str, dict]:
-    """Each incident's version 1 (its first notification), by id."""
-    return {r["id"]: r for r in records if r["version"] == 1}
+    """Each incident's first notification: its earliest open record that notifies, by id. An
+    incident held (``correlation.notify.hold``) publishes silent records before it; one that
+    never paged has none.
+
+    >>> recs = [{"id": "a", "version": 1, "status": "open", "notification": "silent"},
+    ...         {"id": "a", "version": 2, "status": "open", "notification": "page"},
+    ...         {"id": "b", "version": 1, "status": "open"}]
+    >>> {i: r["version"] for i, r in first_versions(recs).items()}
+    {'a': 2, 'b': 1}
+    """
+    out: dict[str, dict] = {}
+    for r in records:
+        if r.get("status", "open") == "open" and notifies(r) and (r["id"] not in out or r["version"] < out[r["id"]]["version"]):
+            out[r["id"]] = r
+    return out
 
 
 def first_notified(records: Iterable[dict]) -> dict[str, float]:
-    """When each incident was first sent (``updated_at`` of its version 1), by id."""
+    """When each incident first notified (``updated_at`` of its first notifying record), by id."""
     return {i: parse_rfc3339(r["updated_at"]) for i, r in first_versions(records).items()}
 
 

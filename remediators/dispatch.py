@@ -265,7 +265,9 @@ def ticket_events(state: DispatchState, inc: Incident, topology: Topology, actio
     if seen is not None and inc.version <= seen[0]:
         return state, []  # a redelivered or replayed update: already handled
     if seen is None:
-        if inc.status != "open" or _PRIORITY_RANK[inc.priority] > _PRIORITY_RANK[cfg.min_priority]:
+        # The ticket opens with the record that pages: one published while correlation.notify.hold
+        # holds the incident (or below min_priority) opens none yet.
+        if inc.status != "open" or not inc.notifies or _PRIORITY_RANK[inc.priority] > _PRIORITY_RANK[cfg.min_priority]:
             return state, []
         event = "create"
     elif inc.status == "resolved":

@@ -32,8 +32,12 @@ def describe_incident(rec: dict) -> list[str]:
                f"at {rec['resolved_at']})"
         return [head]
     verb = {"opened": "OPENED", "reopened": "REOPENED"}.get(rec["reason"], "UPDATED")
+    if verb == "UPDATED" and rec.get("notification") == "page":
+        verb = "PAGED"  # held below P1 (correlation.notify.hold), it notifies now
+    # Whether a receiver hears of it: a record held silent is published all the same.
+    heard = {"page": "pages", "update": "notifies", "silent": "silent"}.get(rec.get("notification", ""), "")
     lines = [f"{_RED}{_BOLD}{verb}{_RESET} [{rec['priority']}] {rec['title']}  ({rec['id']} v{rec['version']}, "
-             f"{rec['reason']}, at {rec['updated_at']})",
+             f"{rec['reason']}, {heard + ', ' if heard else ''}at {rec['updated_at']})",
              f"    services: {', '.join(rec['services'])};  alerts: {rec['alerts']['count']}"]
     for i, rc in enumerate(rec["root_causes"][:3], 1):
         chain = " -> ".join(rc["path"])
@@ -62,7 +66,7 @@ async def _watch(bootstrap: str, topology: Topology, state: dict) -> None:
             state["last_output"] = time.monotonic()
             if msg.topic == t.incidents:
                 state["incidents"][rec["id"]] = rec
-                if rec["reason"] in ("opened", "reopened", "resolved"):
+                if rec["reason"] in ("opened", "reopened", "resolved") or rec.get("notification") in ("page", "update"):
                     for line in describe_incident(rec):
                         _print(line)
                 # Actions and tickets arrive on their own topics, possibly before the incident

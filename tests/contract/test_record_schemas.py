@@ -82,7 +82,7 @@ root_causes = st.builds(
 incidents = st.builds(
     Incident, id=ids, version=versions, status=st.sampled_from(["open", "resolved"]),
     reason=st.sampled_from(["opened", "alerts_added", "alerts_changed", "alerts_resolved", "repeat", "resolved",
-                            "reopened"]),
+                            "reopened", "edge_suspected", "hold_elapsed"]),
     opened_at=times, updated_at=times, resolved_at=st.none() | times, title=text, priority=priorities,
     severity=text, services=st.lists(ids, max_size=8).map(tuple), alert_count=st.integers(0, 10**6),
     firing_count=st.integers(0, 10**6), fingerprints=st.lists(ids, max_size=60).map(tuple),

@@ -61,9 +61,10 @@ def test_a_pushed_config_applies_live_and_an_invalid_one_is_refused(kafka_bootst
     with worker_process(path, kafka_bootstrap, tmp_path) as proc:
         wait_metric(proc, rf'^aiops_config_info{{sha256="{file_sha}",source="file"}} 1\.0$')
 
-        # An incident on log-host under the file's config: its ticket goes to team-platform.
-        produce(kafka_bootstrap, topics.alerts, [alert("log-host", T0), codec.encode_alert_event(Heartbeat(at=T0 + 60))],
-                key=b"log-host")
+        # An incident on log-host under the file's config: its ticket goes to team-platform. It opens
+        # at P3, so it pages, and its ticket opens, once correlation.notify.hold (3 m) has passed.
+        produce(kafka_bootstrap, topics.alerts, [alert("log-host", T0), codec.encode_alert_event(Heartbeat(at=T0 + 60)),
+                                                 codec.encode_alert_event(Heartbeat(at=T0 + 250))], key=b"log-host")
         tickets = consume_until(kafka_bootstrap, topics.tickets, lambda rs: len(rs) >= 1, timeout=60, proc=proc)
         assert [(t["event"], t["team"], t["assignee"]) for t in tickets] == [("create", "team-platform", None)]
 
@@ -83,8 +84,8 @@ def test_a_pushed_config_applies_live_and_an_invalid_one_is_refused(kafka_bootst
         # The next incident's ticket follows the new owner (another series, two hours later: a new incident).
         t1 = T0 + 7200
         produce(kafka_bootstrap, topics.alerts, [alert("log-host", t1, "system.cpu.utilization"),
-                                                 codec.encode_alert_event(Heartbeat(at=t1 + 60))],
-                key=b"log-host")
+                                                 codec.encode_alert_event(Heartbeat(at=t1 + 60)),
+                                                 codec.encode_alert_event(Heartbeat(at=t1 + 250))], key=b"log-host")
         tickets = consume_until(kafka_bootstrap, topics.tickets,
                                 lambda rs: any(t["event"] == "create" and t["team"] == "team-db" for t in rs),
                                 timeout=60, proc=proc)

@@ -11,8 +11,9 @@ from detectors.records import Alert, Heartbeat
 #   frontend -> checkout -> orders -> orders-db ;  search -> search-db  (a disjoint part)
 GRAPH = nx.DiGraph([("frontend", "checkout"), ("checkout", "orders"), ("orders", "orders-db"), ("search", "search-db")])
 GRAPH.nodes["frontend"].update(entrypoint=True, tier=1)
+# No page hold here: these timelines are about grouping and the lifecycle; the hold has its own tests.
 CFG = CorrelationSettings(group_wait=30, group_interval=60, resolve_after=300, window=900, max_hops=2,
-                          reopen_within=1800, repeat_interval=14400)
+                          reopen_within=1800, repeat_interval=14400, notify=NotifySettings(hold={}))
 
 
 def alert(service, t, status="firing", metric="http.server.request.duration.p95", starts_at=None, score=0.99,
@@ -109,7 +110,7 @@ def test_priority_grows_with_severity_tier_and_blast_radius():
 
 
 def test_unchanged_open_incident_is_repeated_after_repeat_interval():
-    cfg = CorrelationSettings(group_wait=30, repeat_interval=3600)
+    cfg = CorrelationSettings(group_wait=30, repeat_interval=3600, notify=NotifySettings(hold={}))
     _, out = run([alert("orders", 100), Heartbeat(131), Heartbeat(3730), Heartbeat(3732)], cfg)
     assert [i.reason for i in out] == ["opened", "repeat"]
 
@@ -210,14 +211,14 @@ def test_only_what_a_responder_acts_on_notifies_the_rest_is_published_silent():
 
 def test_growth_compares_with_the_last_notification_not_the_last_record():
     # One service at a time: never services_added at once, but three since the page is material.
-    cfg = settings(notify=NotifySettings(renotify_on=["services_added"], services_added=2))
+    cfg = settings(notify=NotifySettings(renotify_on=["services_added"], services_added=2, hold={}))
     _, out = run([alert("orders-db", 100), Heartbeat(131), alert("orders", 140), Heartbeat(191),
                   alert("checkout", 200), Heartbeat(251)], cfg)
     assert [(len(i.services), i.notification) for i in out] == [(1, "page"), (2, "silent"), (3, "update")]
 
 
 def test_any_update_makes_every_record_a_notification():
-    cfg = settings(notify=NotifySettings(renotify_on=["any_update"]))
+    cfg = settings(notify=NotifySettings(renotify_on=["any_update"], hold={}))
     _, out = run([alert("orders", 100), Heartbeat(131), alert("checkout", 140), Heartbeat(191)], cfg)
     assert [i.notification for i in out] == ["page", "update"]
 
@@ -233,6 +234,47 @@ def test_a_reopened_incident_pages_again_and_repeats_count_from_the_last_notific
     assert [(i.reason, i.notification, i.updated_at) for i in out] == [
         ("opened", "page", 131), ("alerts_added", "silent", 191), ("repeat", "update", 3732)]
     assert c.stats["notifications"] == 2
+
+
+HELD = settings(notify=NotifySettings(hold={"P2": 120, "P3": 180}))
+
+
+def test_a_failure_that_spreads_pages_once_at_the_priority_it_reached():
+    # The same timeline as above with P3 held 3 minutes: orders opens at P3 (published, silent),
+    # frontend joining makes it P1 within the hold: the one page says P1.
+    _, out = run([alert("orders", 100), Heartbeat(131), alert("checkout", 140), Heartbeat(191),
+                  alert("frontend", 200), Heartbeat(251),
+                  *(alert(s, 300, status="resolved", starts_at=t) for s, t in (("orders", 100), ("checkout", 140),
+                                                                                ("frontend", 200))),
+                  Heartbeat(361), Heartbeat(700)], HELD)
+    assert [(i.version, i.reason, i.priority, i.notification) for i in out] == [
+        (1, "opened", "P3", "silent"), (2, "alerts_added", "P3", "silent"), (3, "alerts_added", "P1", "page"),
+        (4, "alerts_resolved", "P1", "silent"), (5, "resolved", "P1", "resolve")]
+
+
+def test_a_held_incident_pages_when_its_hold_elapses_and_a_p1_pages_at_once():
+    c, out = run([alert("orders", 100), Heartbeat(131), Heartbeat(310), Heartbeat(311), Heartbeat(400)], HELD)
+    assert [(i.reason, i.notification, i.updated_at) for i in out] == [
+        ("opened", "silent", 131), ("hold_elapsed", "page", 311)]
+    assert c.stats["notifications"] == 1
+    _, p1 = run([alert("frontend", 100), Heartbeat(131)], HELD)
+    assert [(i.priority, i.notification) for i in p1] == [("P1", "page")]
+
+
+def test_an_incident_that_recovers_within_its_hold_pages_nobody():
+    _, out = run([alert("orders", 100), Heartbeat(131), alert("orders", 200, status="resolved", starts_at=100),
+                  Heartbeat(320), Heartbeat(501)], HELD)
+    assert [(i.reason, i.notification) for i in out] == [
+        ("opened", "silent"), ("alerts_resolved", "silent"), ("resolved", "silent")]
+
+
+def test_a_reopened_incident_is_held_again_from_its_reopening():
+    _, out = run([alert("orders", 100), Heartbeat(131), Heartbeat(311), alert("orders", 400, status="resolved",
+                  starts_at=100), Heartbeat(701), alert("orders", 900, starts_at=890), Heartbeat(901),
+                  Heartbeat(1081)], HELD)
+    assert [(i.reason, i.notification, i.updated_at) for i in out] == [
+        ("opened", "silent", 131), ("hold_elapsed", "page", 311), ("alerts_resolved", "silent", 400),
+        ("resolved", "resolve", 700), ("reopened", "silent", 900), ("hold_elapsed", "page", 1081)]
 
 
 # --- calls missing from the topology (correlation.suspect_edges) ----------------------------------

@@ -295,7 +295,9 @@ def test_replay_with_external_alerts_is_deterministic_and_names_the_service(tmp_
         outputs.append((out.read_bytes(), dead.read_bytes()))
     assert outputs[0] == outputs[1]
     incidents = [orjson.loads(line) for line in outputs[0][0].splitlines()]
-    assert [(i["version"], i["status"], i["services"]) for i in incidents] == [(1, "open", ["orders-db"])]
+    # Opened below P1, it is held (correlation.notify.hold) and pages when the hold elapses.
+    assert [(i["version"], i["status"], i["services"], i["notification"]) for i in incidents] == [
+        (1, "open", ["orders-db"], "silent"), (2, "open", ["orders-db"], "page")]
     assert summary.external_alerts == 2 and summary.dead_lettered == 2
     dead = [orjson.loads(line) for line in outputs[0][1].splitlines()]
     assert [(d["topic"], d["reason"]) for d in dead] == [

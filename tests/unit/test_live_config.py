@@ -209,15 +209,16 @@ def test_an_open_incident_survives_a_correlation_timing_change():
 
 def test_an_owner_change_reaches_the_next_ticket_and_the_open_incident():
     stage = CorrelateStage(topo(SHIPPED))
-    out = stage.process([alert("log-host", T0), Heartbeat(at=T0 + 40)])
+    # log-host opens at P3, held 3 minutes (correlation.notify.hold): the ticket opens with the page.
+    out = stage.process([alert("log-host", T0), Heartbeat(at=T0 + 40), Heartbeat(at=T0 + 221)])
     assert [(t.event, t.team) for t in out.tickets] == [("create", "team-platform")]
     services = yaml.safe_load(SHIPPED)["services"]
     services["log-host"]["owner"] = "team-db"
     stage.reconfigure(topo(edited(services=services)), stage.runbooks)
-    out = stage.process([alert("log-host", T0 + 50, "resolved"), Heartbeat(at=T0 + 50 + 301)])
+    out = stage.process([alert("log-host", T0 + 230, "resolved"), Heartbeat(at=T0 + 230 + 301)])
     assert [(t.event, t.team, t.assignee) for t in out.tickets] == [("resolve", "team-db", "db-oncall")]
     out = stage.process([alert("log-host", T0 + 7200, metric="system.filesystem.utilization"),
-                         Heartbeat(at=T0 + 7240)])
+                         Heartbeat(at=T0 + 7240), Heartbeat(at=T0 + 7421)])
     assert [(t.event, t.team, t.assignee) for t in out.tickets] == [("create", "team-db", "db-oncall")]
 
 
