@@ -1,12 +1,14 @@
-"""The default detector: a robust, seasonal, self-baselining forecaster, vectorized over series.
+"""The default detector: a robust, seasonal, self-baselining forecaster over batches of series.
 
-Every series keeps a few dozen float64 numbers in one row of a 2-D array, so a batch of
-points from many series is scored and learned with a handful of numpy operations:
+Every series keeps a few dozen float64 numbers in one row of a 2-D array. A batch is scored
+and learned by one compiled loop over its points (:func:`_learn_points`, numba): a series'
+points depend on each other in order, so the work is per point, and as numpy operations over
+"every series' k-th point" it paid a fixed cost of about 150 numpy calls per round; compiled,
+a point costs a few hundred nanoseconds. The model:
 
 - a level and a damped trend, updated from Huber-clipped forecast errors, so one outlier moves
   the baseline by at most ``alpha * clip`` robust standard deviations;
-- a daily profile (``DAY_BINS`` bins of time of day, learned against a slow baseline with errors
-  clipped at the profile's own scale, so a sharp daily step is learned in a few days) that is
+- a daily profile (``DAY_BINS`` bins of time of day, learned from the same clipped errors) that is
   used only while it forecasts better than the plain level, so a series without a daily cycle
   pays nothing for it;
 - a robust scale: the exponentially weighted mean absolute error, its updates clipped too, with a
@@ -31,14 +33,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+import numba
 import numpy as np
 
 DAY = 86400.0
 DAY_BINS = 48
 # Column layout of one series' state row.
 (N, T, DT, LEVEL, TREND, ERR_PLAIN, ERR_SEAS, FAST, RUN, PREV, STEP, LIK_MU, LIK_VAR, ONSET, SMOOTH,
- CALM, PRE_T, PRE_LEVEL, PRE_ERR_PLAIN, PRE_ERR_SEAS, BASE, ERR_BASE, QUIET_UNTIL) = range(23)
-SEASON0 = 23
+ CALM, PRE_T, PRE_LEVEL, PRE_ERR_PLAIN, PRE_ERR_SEAS, QUIET_UNTIL) = range(21)
+SEASON0 = 21
 WIDTH = SEASON0 + DAY_BINS
 
 SIGMA_PER_MAE = 1.2533  # sigma / mean |error| for Gaussian noise
@@ -59,8 +62,6 @@ class RobustParams:
     season_rate: float = 0.1     # daily-profile learning rate per point falling in a bin
     season_gain: float = 0.6     # use the profile once its error is below this share of the plain error
     season_max_interval: float = 3 * 3600.0  # no daily profile for series sampled more sparsely than this
-    season_clip: float = 30.0    # clip of the profile's errors, in its own robust standard deviations
-    base_seconds: float = DAY / 2  # time constant of the slow baseline the daily profile is learned against
     shift_z: float = 4.0         # an error beyond this z on one side counts toward a level shift ...
     shift_points: int = 20       # ... and this many in a row re-baseline the level ...
     shift_seconds: float = 1800.0  # ... if they also span this long: a fault shorter than this is not a new normal
@@ -138,6 +139,7 @@ class RobustDetector:
 
     def __init__(self, params: Mapping[str, object] | None = None) -> None:
         self.params = RobustParams.from_mapping(params or {})
+        self._packed = np.array([float(getattr(self.params, k)) for k in _PARAM_ORDER], dtype=np.float64)
         self._state = np.zeros((0, WIDTH), dtype=np.float64)
         self._size = 0
 
@@ -181,154 +183,11 @@ class RobustDetector:
         x = np.asarray(x, dtype=np.float64)
         if len(idx) and idx.max() >= self._size:
             self.grow(int(idx.max()) + 1)
-        z = np.zeros(len(idx))
-        expected = np.zeros(len(idx))
-        onset = np.zeros(len(idx))
-        for pos in rounds(idx):
-            z[pos], expected[pos], onset[pos] = self._step(idx[pos], t[pos], x[pos])
-        return z, expected, onset
-
-    def _step(self, idx: np.ndarray, t: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One point for each of distinct series ``idx``."""
-        p = self.params
-        st = self._state[idx]  # a copy; written back at the end
-        m = len(idx)
-        rows = np.arange(m)
-        n = st[:, N]
-        first = n == 0
-        st[first, LEVEL] = x[first]
-        st[first, FAST] = x[first]
-        st[first, T] = t[first]
-        st[first, PREV] = x[first]
-
-        dt = np.where(first, 0.0, t - st[:, T])
-        level, trend = st[:, LEVEL], st[:, TREND]
-        bins = ((t % DAY) * (DAY_BINS / DAY)).astype(np.int64) % DAY_BINS
-        season = st[rows, SEASON0 + bins]
-
-        plain = level + p.phi * trend
-        seasonal = plain + season
-        err_p, err_s = st[:, ERR_PLAIN], st[:, ERR_SEAS]
-        use_season = (st[:, DT] > 0) & (st[:, DT] <= p.season_max_interval) & (n > 2 * DAY_BINS) \
-            & (n * st[:, DT] >= DAY) & (err_s < p.season_gain * err_p)
-        expected = np.where(use_season, seasonal, plain)
-        err = np.where(use_season, err_s, err_p)
-        floor = np.maximum(p.rel_floor * np.abs(level), p.step_floor * st[:, STEP]) + p.abs_floor
-        sigma = np.maximum(SIGMA_PER_MAE * err, floor)
-        r = x - expected
-        z = np.where(n < 2, 0.0, r / sigma)
-
-        # Recovery: back within the calm baseline's band while disturbed -> restore it, score 0.
-        disturbed = (st[:, PRE_T] > 0) & (st[:, CALM] * st[:, DT] < p.calm_seconds) & (np.abs(z) > p.shift_z / 2)
-        if disturbed.any():
-            pre_exp = st[:, PRE_LEVEL] + np.where(use_season, season, 0.0)
-            pre_err = np.where(use_season, st[:, PRE_ERR_SEAS], st[:, PRE_ERR_PLAIN])
-            pre_sigma = np.maximum(SIGMA_PER_MAE * pre_err, floor)
-            back = disturbed & (np.abs(x - pre_exp) <= p.shift_z / 2 * pre_sigma)
-            if back.any():
-                st[back, BASE] += st[back, PRE_LEVEL] - st[back, LEVEL]
-                st[back, LEVEL] = st[back, PRE_LEVEL]
-                st[back, ERR_PLAIN] = st[back, PRE_ERR_PLAIN]
-                st[back, ERR_SEAS] = st[back, PRE_ERR_SEAS]
-                st[back, TREND] = 0.0
-                st[back, RUN] = 0.0
-                st[back, FAST] = st[back, PRE_LEVEL]
-                level, trend = st[:, LEVEL], st[:, TREND]
-                plain = level + p.phi * trend
-                seasonal = plain + season
-                expected = np.where(back, pre_exp, expected)
-                sigma = np.where(back, pre_sigma, sigma)
-                err_p, err_s = st[:, ERR_PLAIN], st[:, ERR_SEAS]
-                z = np.where(back, 0.0, z)
-
-        # --- learn ---
-        # Cold start: rates no smaller than 1/(n+1), so the first points set level and scale
-        # as plain averages instead of decaying from zero.
-        gain = np.where(np.abs(z) > p.shift_z, p.disturbed_gain, 1.0)
-        a = np.maximum(p.alpha, 1.0 / (n + 1.0)) * gain
-        k = np.maximum(p.scale_rate, 1.0 / (n + 1.0)) * gain
-        early = n < 3  # nothing to clip against yet
-        e_s = x - seasonal
-        e_p = x - plain
-        ec = np.where(early, e_s, np.clip(e_s, -p.clip * sigma, p.clip * sigma))
-        new_level = plain + a * ec
-        st[:, TREND] = p.phi * trend + p.beta * a * ec
-        # The profile learns against a slow baseline, not the level: the level follows a daily
-        # step within ``shift_points`` (re-baselining), so errors against it would teach the
-        # profile only a step's first few points, and the clip that keeps one outlier from
-        # moving the level (a few sigma of the *level's* noise) would make a 60-sigma daily step
-        # take weeks. The profile's own clip is relative to its own error, which is wide while
-        # the profile is unlearned and narrows as it forecasts.
-        base = np.where(first, x, st[:, BASE])
-        e_b = x - base - season
-        sig_b = np.maximum(SIGMA_PER_MAE * st[:, ERR_BASE], floor)
-        eb_c = np.where(early, e_b, np.clip(e_b, -p.season_clip * sig_b, p.season_clip * sig_b))
-        st[rows, SEASON0 + bins] = season + p.season_rate * eb_c
-        st[:, ERR_BASE] += np.maximum(p.scale_rate, 1.0 / (n + 1.0)) * (np.abs(eb_c) - st[:, ERR_BASE])
-        ab = np.maximum(-np.expm1(-dt / p.base_seconds), 1.0 / (n + 1.0))
-        st[:, BASE] = base + ab * (x - season - base)
-        for col, e in ((ERR_PLAIN, e_p), (ERR_SEAS, e_s)):
-            cap = np.where(early, np.inf, p.clip * np.maximum(SIGMA_PER_MAE * st[:, col], floor))
-            st[:, col] += k * (np.minimum(np.abs(e), cap) - st[:, col])
-        # Deseasonalized even before the profile is in use: re-baselining to raw values would
-        # keep the seasonal error (against the level) as large as the daily swing, so the
-        # profile would never win the comparison that switches it on.
-        st[:, FAST] += p.fast_rate * (x - season - st[:, FAST])
-        step = np.abs(x - st[:, PREV])
-        st[:, STEP] += np.maximum(p.step_rate, 1.0 / (n + 1.0)) * (step - st[:, STEP])
-        st[:, PREV] = x
-
-        # Lasting shift: count consecutive large errors on one side; re-baseline when enough.
-        side = np.where(z > p.shift_z, 1.0, np.where(z < -p.shift_z, -1.0, 0.0))
-        run = st[:, RUN]
-        run = np.where((side != 0) & (np.sign(run) == side), run + side, side)
-        shifted = (np.abs(run) >= p.shift_points) & (np.abs(run) * st[:, DT] >= p.shift_seconds)
-        # A lasting shift moves the profile's baseline by the same jump.
-        st[:, BASE] += np.where(shifted, st[:, FAST] - new_level, 0.0)
-        new_level = np.where(shifted, st[:, FAST], new_level)
-        st[shifted, TREND] = 0.0
-        run[shifted] = 0.0
-        st[:, RUN] = run
-        st[:, LEVEL] = new_level
-
-        # The calm baseline: refreshed on every point of a long enough calm stretch.
-        calm = np.where(np.abs(z) <= p.shift_z, st[:, CALM] + 1.0, 0.0)
-        st[:, CALM] = calm
-        settled = calm * st[:, DT] >= p.calm_seconds
-        st[settled, PRE_T] = t[settled]
-        st[settled, PRE_LEVEL] = new_level[settled]
-        st[settled, PRE_ERR_PLAIN] = st[settled, ERR_PLAIN]
-        st[settled, PRE_ERR_SEAS] = st[settled, ERR_SEAS]
-
-        # Evaluation score: how unusual this surprise is for this series (standardized against
-        # its own history), counted only where it rises above the recent peak, so a lasting
-        # anomaly scores once at its onset.
-        zz = np.minimum(np.abs(z), 1e6)
-        if p.smooth_rate > 0:
-            zs = st[:, SMOOTH] + p.smooth_rate * (np.clip(z, -p.clip, p.clip) - st[:, SMOOTH])
-            st[:, SMOOTH] = zs
-            zz = np.maximum(zz, np.abs(zs) * np.sqrt((2.0 - p.smooth_rate) / p.smooth_rate))
-        u = np.log1p(zz)
-        mu, var = st[:, LIK_MU], st[:, LIK_VAR]
-        v = np.where(n < p.lik_warmup, 0.0, np.minimum((u - mu) / np.sqrt(var + 0.01), 50.0))
-        lr = np.maximum(p.lik_rate, 1.0 / (n + 1.0))
-        d = u - mu
-        st[:, LIK_MU] = mu + lr * d
-        st[:, LIK_VAR] = (1.0 - lr) * (var + lr * d * d)
-        peak = st[:, ONSET]
-        onset = np.maximum(v - peak, 0.0)
-        st[:, ONSET] = np.maximum(v, peak * np.exp2(-dt / p.onset_halflife))
-        # A refractory period after an alert-level onset: a repeat outside the anomaly's window
-        # is a false positive and one inside it earns nothing, and the surprises that follow a
-        # large one (aftershocks, a second step of the same event) often climb above its peak.
-        onset = np.where(t < st[:, QUIET_UNTIL], 0.0, onset)
-        st[:, QUIET_UNTIL] = np.where(onset >= ONSET_CUT, t + p.onset_refractory, st[:, QUIET_UNTIL])
-
-        dt_c = np.minimum(dt, 10.0 * st[:, DT] + (st[:, DT] == 0) * dt)
-        st[:, DT] = np.where(n == 0, 0.0, np.where(n == 1, dt, st[:, DT] + 0.05 * (dt_c - st[:, DT])))
-        st[:, T] = t
-        st[:, N] = n + 1
-        self._state[idx] = st
+        z = np.empty(len(idx))
+        expected = np.empty(len(idx))
+        onset = np.empty(len(idx))
+        _learn_points(self._state, np.ascontiguousarray(idx), np.ascontiguousarray(t), np.ascontiguousarray(x),
+                      self._packed, z, expected, onset)
         return z, expected, onset
 
 
@@ -346,3 +205,143 @@ def onset_score(onset: np.ndarray) -> np.ndarray:
     [0.0, 0.9, 0.99]
     """
     return -np.expm1(-np.maximum(onset, 0.0) / ONSET_SCALE)
+
+
+# Params, packed in this order for the compiled kernel (see RobustParams).
+_PARAM_ORDER = ("alpha", "beta", "phi", "scale_rate", "clip", "season_rate", "season_gain", "season_max_interval",
+                "shift_z", "shift_points", "shift_seconds", "calm_seconds",
+                "disturbed_gain", "fast_rate", "rel_floor", "abs_floor", "step_floor", "step_rate", "lik_rate",
+                "onset_halflife", "lik_warmup", "smooth_rate", "onset_refractory")
+
+
+@numba.njit(cache=True, nogil=True)
+def _learn_points(state, idx, t, x, pa, z_out, exp_out, onset_out):  # pragma: no cover - compiled
+    """Score and learn each point in order against its series' row of ``state``.
+
+    One point at a time, in the order given, so a series' points are taken in order; each
+    operation is the scalar form of the one the vectorized model did per round, in the same
+    order, so the results are the same to the bit."""
+    (alpha, beta, phi, scale_rate, clip, season_rate, season_gain, season_max_interval, shift_z, shift_points,
+     shift_seconds, calm_seconds, disturbed_gain, fast_rate, rel_floor, abs_floor, step_floor, step_rate, lik_rate,
+     onset_halflife, lik_warmup, smooth_rate, onset_refractory) = (
+        pa[0], pa[1], pa[2], pa[3], pa[4], pa[5], pa[6], pa[7], pa[8], pa[9], pa[10], pa[11], pa[12], pa[13],
+        pa[14], pa[15], pa[16], pa[17], pa[18], pa[19], pa[20], pa[21], pa[22])
+    for j in range(len(idx)):
+        st = state[idx[j]]
+        tj = t[j]
+        xj = x[j]
+        n = st[N]
+        first = n == 0
+        if first:
+            st[LEVEL] = xj
+            st[FAST] = xj
+            st[T] = tj
+            st[PREV] = xj
+        dt = 0.0 if first else tj - st[T]
+        level = st[LEVEL]
+        trend = st[TREND]
+        b = np.int64((tj % DAY) * (DAY_BINS / DAY)) % DAY_BINS
+        season = st[SEASON0 + b]
+        plain = level + phi * trend
+        seasonal = plain + season
+        err_p = st[ERR_PLAIN]
+        err_s = st[ERR_SEAS]
+        sdt = st[DT]
+        use_season = (sdt > 0) and (sdt <= season_max_interval) and (n > 2 * DAY_BINS) \
+            and (n * sdt >= DAY) and (err_s < season_gain * err_p)
+        expected = seasonal if use_season else plain
+        err = err_s if use_season else err_p
+        floor = max(rel_floor * abs(level), step_floor * st[STEP]) + abs_floor
+        sigma = max(SIGMA_PER_MAE * err, floor)
+        r = xj - expected
+        z = 0.0 if n < 2 else r / sigma
+
+        # Recovery: back within the calm baseline's band while disturbed -> restore it, score 0.
+        if (st[PRE_T] > 0) and (st[CALM] * sdt < calm_seconds) and (abs(z) > shift_z / 2):
+            pre_exp = st[PRE_LEVEL] + (season if use_season else 0.0)
+            pre_err = st[PRE_ERR_SEAS] if use_season else st[PRE_ERR_PLAIN]
+            pre_sigma = max(SIGMA_PER_MAE * pre_err, floor)
+            if abs(xj - pre_exp) <= shift_z / 2 * pre_sigma:
+                st[LEVEL] = st[PRE_LEVEL]
+                st[ERR_PLAIN] = st[PRE_ERR_PLAIN]
+                st[ERR_SEAS] = st[PRE_ERR_SEAS]
+                st[TREND] = 0.0
+                st[RUN] = 0.0
+                st[FAST] = st[PRE_LEVEL]
+                level = st[LEVEL]
+                trend = st[TREND]
+                plain = level + phi * trend
+                seasonal = plain + season
+                expected = pre_exp
+                sigma = pre_sigma
+                z = 0.0
+
+        # --- learn ---
+        gain = disturbed_gain if abs(z) > shift_z else 1.0
+        a = max(alpha, 1.0 / (n + 1.0)) * gain
+        k = max(scale_rate, 1.0 / (n + 1.0)) * gain
+        early = n < 3
+        e_s = xj - seasonal
+        e_p = xj - plain
+        ec = e_s if early else min(max(e_s, -clip * sigma), clip * sigma)
+        new_level = plain + a * ec
+        st[TREND] = phi * trend + beta * a * ec
+        st[SEASON0 + b] = season + season_rate * (1.0 - a) * ec
+        cap = np.inf if early else clip * max(SIGMA_PER_MAE * st[ERR_PLAIN], floor)
+        st[ERR_PLAIN] += k * (min(abs(e_p), cap) - st[ERR_PLAIN])
+        cap = np.inf if early else clip * max(SIGMA_PER_MAE * st[ERR_SEAS], floor)
+        st[ERR_SEAS] += k * (min(abs(e_s), cap) - st[ERR_SEAS])
+        st[FAST] += fast_rate * ((xj - (season if use_season else 0.0)) - st[FAST])
+        step = abs(xj - st[PREV])
+        st[STEP] += max(step_rate, 1.0 / (n + 1.0)) * (step - st[STEP])
+        st[PREV] = xj
+
+        # Lasting shift: count consecutive large errors on one side; re-baseline when enough.
+        side = 1.0 if z > shift_z else (-1.0 if z < -shift_z else 0.0)
+        run = st[RUN]
+        run = run + side if (side != 0 and np.sign(run) == side) else side
+        shifted = (abs(run) >= shift_points) and (abs(run) * sdt >= shift_seconds)
+        if shifted:
+            new_level = st[FAST]
+            st[TREND] = 0.0
+            run = 0.0
+        st[RUN] = run
+        st[LEVEL] = new_level
+
+        calm = st[CALM] + 1.0 if abs(z) <= shift_z else 0.0
+        st[CALM] = calm
+        if calm * sdt >= calm_seconds:
+            st[PRE_T] = tj
+            st[PRE_LEVEL] = new_level
+            st[PRE_ERR_PLAIN] = st[ERR_PLAIN]
+            st[PRE_ERR_SEAS] = st[ERR_SEAS]
+
+        # Evaluation score (see the module docstring of RobustDetector.score_learn_eval).
+        zz = min(abs(z), 1e6)
+        if smooth_rate > 0:
+            zs = st[SMOOTH] + smooth_rate * (min(max(z, -clip), clip) - st[SMOOTH])
+            st[SMOOTH] = zs
+            zz = max(zz, abs(zs) * np.sqrt((2.0 - smooth_rate) / smooth_rate))
+        u = np.log1p(zz)
+        mu = st[LIK_MU]
+        var = st[LIK_VAR]
+        v = 0.0 if n < lik_warmup else min((u - mu) / np.sqrt(var + 0.01), 50.0)
+        lr = max(lik_rate, 1.0 / (n + 1.0))
+        d = u - mu
+        st[LIK_MU] = mu + lr * d
+        st[LIK_VAR] = (1.0 - lr) * (var + lr * d * d)
+        peak = st[ONSET]
+        onset = max(v - peak, 0.0)
+        st[ONSET] = max(v, peak * np.exp2(-dt / onset_halflife))
+        if tj < st[QUIET_UNTIL]:
+            onset = 0.0
+        if onset >= ONSET_CUT:
+            st[QUIET_UNTIL] = tj + onset_refractory
+
+        dt_c = min(dt, 10.0 * sdt + (1.0 if sdt == 0 else 0.0) * dt)
+        st[DT] = 0.0 if n == 0 else (dt if n == 1 else sdt + 0.05 * (dt_c - sdt))
+        st[T] = tj
+        st[N] = n + 1
+        z_out[j] = z
+        exp_out[j] = expected
+        onset_out[j] = onset
