@@ -18,6 +18,7 @@ Uses ``KAFKA_BOOTSTRAP_SERVERS`` when set, else the embedded tansu broker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import subprocess
@@ -39,6 +40,19 @@ from tests.integration.harness import free_port, private_topology, produce
 
 REPO = Path(__file__).resolve().parents[2]
 BATCH_REQUESTS = 200  # simulator requests (one service, one instant each) merged per Kafka message
+
+
+@contextlib.contextmanager
+def bench_broker(tmp: Path):
+    """``(bootstrap, broker)``: ``KAFKA_BOOTSTRAP_SERVERS`` when set (``broker`` is ``None``), else
+    an embedded tansu broker that lives as long as the block."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    broker = None if external else EmbeddedBroker(log_path=tmp / "tansu.log").start()
+    try:
+        yield external or broker.bootstrap, broker
+    finally:
+        if broker is not None:
+            broker.stop()
 
 
 def batched(requests: list[dict], size: int = BATCH_REQUESTS) -> tuple[list[bytes], list[float]]:
@@ -259,31 +273,24 @@ def main() -> None:
     mb = sum(map(len, bulk)) / 1e6
     print(f"   {len(bulk)} messages ({mb:.1f} MB, {points / len(bulk):,.0f} points each), {points:,} points")
     print(f"   detect stage in-process, no Kafka:   {points / core_s:,.0f} points/s")
-    with tempfile.TemporaryDirectory(prefix="aiops-kbench-") as d:
+    with tempfile.TemporaryDirectory(prefix="aiops-kbench-") as d, bench_broker(Path(d)) as (bootstrap, broker):
         tmp = Path(d)
-        external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-        broker = None if external else EmbeddedBroker(log_path=tmp / "tansu.log").start()
-        bootstrap = external or broker.bootstrap
-        try:
-            tp = throughput(bootstrap, tmp, bulk, points)
-            print(f"   raw aiokafka consume + orjson.loads: {tp['raw_points_per_s']:,.0f} points/s "
-                  f"({tp['raw_msgs_per_s']:,.0f} msg/s, {tp['raw_mb_per_s']:.0f} MB/s)  (baseline)")
-            print(f"   one aiops worker, end to end:        {tp['worker_points_per_s']:,.0f} points/s "
-                  f"over {tp['worker_seconds']:.1f} s")
-            print(f"   worker / raw loop:                   {tp['worker_points_per_s'] / tp['raw_points_per_s']:.3f}")
-            print(f"   worker / in-process detect stage:    {tp['worker_points_per_s'] / (points / core_s):.3f}")
-            # Half the measured throughput, so the latency is the pipeline's and not a queue's.
-            rate = 0.5 * tp["worker_points_per_s"] / (points / len(bulk))
-            lt = latency(bootstrap, tmp, messages, times, rate)
-            if lt.get("records"):
-                print(f"   produce -> incident latency at {rate:.1f} msg/s: p50 {lt['p50_s'] * 1000:,.0f} ms, "
-                      f"p99 {lt['p99_s'] * 1000:,.0f} ms, max {lt['max_s'] * 1000:,.0f} ms "
-                      f"over {lt['records']} incident records")
-            else:
-                print("   produce -> incident latency: no incident records arrived")
-        finally:
-            if broker is not None:
-                broker.stop()
+        tp = throughput(bootstrap, tmp, bulk, points)
+        print(f"   raw aiokafka consume + orjson.loads: {tp['raw_points_per_s']:,.0f} points/s "
+              f"({tp['raw_msgs_per_s']:,.0f} msg/s, {tp['raw_mb_per_s']:.0f} MB/s)  (baseline)")
+        print(f"   one aiops worker, end to end:        {tp['worker_points_per_s']:,.0f} points/s "
+              f"over {tp['worker_seconds']:.1f} s")
+        print(f"   worker / raw loop:                   {tp['worker_points_per_s'] / tp['raw_points_per_s']:.3f}")
+        print(f"   worker / in-process detect stage:    {tp['worker_points_per_s'] / (points / core_s):.3f}")
+        # Half the measured throughput, so the latency is the pipeline's and not a queue's.
+        rate = 0.5 * tp["worker_points_per_s"] / (points / len(bulk))
+        lt = latency(bootstrap, tmp, messages, times, rate)
+        if lt.get("records"):
+            print(f"   produce -> incident latency at {rate:.1f} msg/s: p50 {lt['p50_s'] * 1000:,.0f} ms, "
+                  f"p99 {lt['p99_s'] * 1000:,.0f} ms, max {lt['max_s'] * 1000:,.0f} ms "
+                  f"over {lt['records']} incident records")
+        else:
+            print("   produce -> incident latency: no incident records arrived")
 
 
 if __name__ == "__main__":

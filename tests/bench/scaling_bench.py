@@ -44,9 +44,9 @@ import orjson
 import yaml
 
 from streams import simulate as sim
-from streams.broker import EmbeddedBroker, ensure_topics
+from streams.broker import ensure_topics
 from streams.config import load_topology
-from tests.bench.kafka_bench import REPO, _event_time, _points_counter, batched
+from tests.bench.kafka_bench import REPO, _event_time, _points_counter, batched, bench_broker
 from tests.integration.harness import private_topology, worker_process
 
 CASES = [(1, 1), (1, 2), (1, 4), (2, 2), (2, 4)]
@@ -362,35 +362,28 @@ def main(argv: list[str] | None = None) -> None:
 
     results: dict[tuple[int, int], dict] = {}
     raw: dict[int, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="aiops-scale-") as d:
+    with tempfile.TemporaryDirectory(prefix="aiops-scale-") as d, bench_broker(Path(d)) as (bootstrap, broker):
         tmp = Path(d)
-        external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-        broker = None if external else EmbeddedBroker(log_path=tmp / "tansu.log").start()
-        bootstrap = external or broker.bootstrap
-        try:
-            for p in sorted({p for _, p in cases}):
-                services = partition_services(groups, p)
-                messages = partition_messages(requests, services)
-                expected = [sum(weights[s] for s in g) for g in services]
-                counts = [len(m) for m in messages]
-                for n in sorted(n for n, q in cases if q == p):
-                    runs = []
-                    for _ in range(args.repeat):
-                        res, topic = run_workers(bootstrap, tmp, n, p, messages, services, expected,
-                                                 broker.proc.pid if broker is not None else None)
-                        runs.append(res)
-                        if p not in raw or len(raw[p][1]) < args.repeat:
-                            # The topic just drained still holds every message: the baselines read
-                            # it with no worker running.
-                            for k in (1, 2) if p >= 2 else (1,):
-                                raw.setdefault(p, {}).setdefault(k, []).append(
-                                    total / raw_loops(bootstrap, topic, counts, k))
-                    runs.sort(key=lambda r: r["points_per_s"])
-                    results[(n, p)] = {**runs[len(runs) // 2], "range": (runs[0]["points_per_s"],
-                                                                          runs[-1]["points_per_s"])}
-        finally:
-            if broker is not None:
-                broker.stop()
+        for p in sorted({p for _, p in cases}):
+            services = partition_services(groups, p)
+            messages = partition_messages(requests, services)
+            expected = [sum(weights[s] for s in g) for g in services]
+            counts = [len(m) for m in messages]
+            for n in sorted(n for n, q in cases if q == p):
+                runs = []
+                for _ in range(args.repeat):
+                    res, topic = run_workers(bootstrap, tmp, n, p, messages, services, expected,
+                                             broker.proc.pid if broker is not None else None)
+                    runs.append(res)
+                    if p not in raw or len(raw[p][1]) < args.repeat:
+                        # The topic just drained still holds every message: the baselines read
+                        # it with no worker running.
+                        for k in (1, 2) if p >= 2 else (1,):
+                            raw.setdefault(p, {}).setdefault(k, []).append(
+                                total / raw_loops(bootstrap, topic, counts, k))
+                runs.sort(key=lambda r: r["points_per_s"])
+                results[(n, p)] = {**runs[len(runs) // 2], "range": (runs[0]["points_per_s"],
+                                                                      runs[-1]["points_per_s"])}
 
     spread = {p: {k: (min(v), max(v)) for k, v in by_k.items()} for p, by_k in raw.items()}
     raw = {p: {k: sorted(v)[len(v) // 2] for k, v in by_k.items()} for p, by_k in raw.items()}
