@@ -24,6 +24,14 @@ def _bootstrap_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or localhost:9092)")
 
 
+def _group_help(parser: argparse.ArgumentParser):
+    """The action of a command group given no subcommand: its help, exit status 2."""
+    def show(_args) -> int:
+        parser.print_help()
+        return 2
+    return show
+
+
 def _topology_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topology", "-t", type=Path, default=Path(os.environ.get("AIOPS_TOPOLOGY", "topology.yaml")),
                    help="the operator's topology file (default: $AIOPS_TOPOLOGY or ./topology.yaml)")
@@ -364,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--by", help="who pushes (default: $AIOPS_OPERATOR or the login name)")
     _bootstrap_arg(c)
     c.set_defaults(func=cmd_config_push)
-    p.set_defaults(func=lambda args, _p=p: (_p.print_help(), 2)[1])
+    p.set_defaults(func=_group_help(p))
 
     p = sub.add_parser("approve", help="approve a risky action that awaits approval",
                        description="Send an approval for ACTION_ID (the `id` of an aiops.actions record with decision "
@@ -419,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     _bootstrap_arg(d)
     d.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on http://HOST:PORT/metrics (default: off)")
     d.set_defaults(func=cmd_tickets_deliver)
-    p.set_defaults(func=lambda args, _p=p: (_p.print_help(), 2)[1])
+    p.set_defaults(func=_group_help(p))
 
     from streams.knowledge_cli import add_subcommands as add_knowledge_subcommands
 

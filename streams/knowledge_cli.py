@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 
-from streams.cli import _load as _load_topology, _topology_arg  # one definition for every command
+from streams.cli import _group_help, _load as _load_topology, _topology_arg  # one definition for every command
 
 RUNBOOK_DIR = Path("runbooks")
 
@@ -191,13 +191,6 @@ def cmd_topology_show(args) -> int:
                     return 2
                 print(f"wrote the topology picture to {path}", file=sys.stderr)
     return 0
-
-
-def _group_help(parser: argparse.ArgumentParser):
-    def show(_args) -> int:
-        parser.print_help()
-        return 2
-    return show
 
 
 def add_subcommands(subparsers) -> None:
