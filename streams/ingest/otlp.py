@@ -454,6 +454,27 @@ def _remember_seconds(raw: str, ns: int) -> float:
     return t
 
 
+_MALFORMED = object()
+
+
+def _fast_seconds(raw: object) -> float | None | object:
+    """A timestamp (``timeUnixNano``, ``startTimeUnixNano``) in seconds as :func:`parse_int` and
+    the range check read it: ``None`` for an integer outside ``_NS_MIN.._NS_MAX``, ``_MALFORMED``
+    for anything but an integer or an integer string."""
+    if type(raw) is str:
+        t = _seconds.get(raw)
+        if t is not None:
+            return t
+        try:
+            ns = int(raw)
+        except ValueError:
+            return _MALFORMED
+        return _remember_seconds(raw, ns) if _NS_MIN <= ns <= _NS_MAX else None
+    if type(raw) is int:
+        return raw / 1e9 if _NS_MIN <= raw <= _NS_MAX else None
+    return _MALFORMED
+
+
 def _names(service: str, res_labels: tuple, redactor) -> dict[str, SeriesKey]:
     """The keys of one resource's metrics, by raw metric name (filled by :func:`_resource_key`)."""
     cache_key = (service, res_labels, redactor)
@@ -568,29 +589,14 @@ def _fast_metric(m: object, service: str, res_attrs: dict, res_labels: tuple, na
             return False
     samples = ctx.samples
     n0 = len(samples)
-    seconds = _seconds.get
     for dp in dps:
         if type(dp) is not dict:
             break
         flags = dp.get("flags")
         if type(flags) is int and flags & _FLAG_NO_RECORDED_VALUE:
             continue
-        raw = dp.get("timeUnixNano")
-        if type(raw) is str:
-            t = seconds(raw)
-            if t is None:
-                try:
-                    ns = int(raw)
-                except ValueError:
-                    break
-                if not (_NS_MIN <= ns <= _NS_MAX):
-                    break
-                t = _remember_seconds(raw, ns)
-        elif type(raw) is int:
-            if not (_NS_MIN <= raw <= _NS_MAX):
-                break
-            t = raw / 1e9
-        else:
+        t = _fast_seconds(dp.get("timeUnixNano"))
+        if type(t) is not float:
             break
         raw = dp.get("asDouble")
         if raw is not None:
@@ -627,20 +633,8 @@ def _fast_metric(m: object, service: str, res_attrs: dict, res_labels: tuple, na
                 break
         if monotonic:
             raw = dp.get("startTimeUnixNano")
-            if raw is None:
-                start = None
-            elif type(raw) is str:
-                start = seconds(raw)
-                if start is None:
-                    try:
-                        s_ns = int(raw)
-                    except ValueError:
-                        break
-                    if _NS_MIN <= s_ns <= _NS_MAX:
-                        start = _remember_seconds(raw, s_ns)
-            elif type(raw) is int:
-                start = raw / 1e9 if _NS_MIN <= raw <= _NS_MAX else None
-            else:
+            start = None if raw is None else _fast_seconds(raw)
+            if start is _MALFORMED:
                 break
             samples.append((key, t, kind, v, True, temporality, start))
         else:
@@ -662,29 +656,14 @@ def _fast_histogram(data: dict, name: str, service: str, res_attrs: dict, res_la
         return False
     samples = ctx.samples
     n0 = len(samples)
-    seconds = _seconds.get
     for dp in dps:
         if type(dp) is not dict:
             break
         flags = dp.get("flags")
         if type(flags) is int and flags & _FLAG_NO_RECORDED_VALUE:
             continue
-        raw = dp.get("timeUnixNano")
-        if type(raw) is str:
-            t = seconds(raw)
-            if t is None:
-                try:
-                    ns = int(raw)
-                except ValueError:
-                    break
-                if not (_NS_MIN <= ns <= _NS_MAX):
-                    break
-                t = _remember_seconds(raw, ns)
-        elif type(raw) is int:
-            if not (_NS_MIN <= raw <= _NS_MAX):
-                break
-            t = raw / 1e9
-        else:
+        t = _fast_seconds(dp.get("timeUnixNano"))
+        if type(t) is not float:
             break
         raw = dp.get("count")
         if raw is None:
@@ -753,20 +732,8 @@ def _fast_histogram(data: dict, name: str, service: str, res_attrs: dict, res_la
             if key is None:
                 break
         raw = dp.get("startTimeUnixNano")
-        if raw is None:
-            start = None
-        elif type(raw) is str:
-            start = seconds(raw)
-            if start is None:
-                try:
-                    s_ns = int(raw)
-                except ValueError:
-                    break
-                if _NS_MIN <= s_ns <= _NS_MAX:
-                    start = _remember_seconds(raw, s_ns)
-        elif type(raw) is int:
-            start = raw / 1e9 if _NS_MIN <= raw <= _NS_MAX else None
-        else:
+        start = None if raw is None else _fast_seconds(raw)
+        if start is _MALFORMED:
             break
         samples.append((key, t, "histogram", 0.0, False, temporality, start, count, total, bounds, buckets))
     else:
