@@ -2,9 +2,9 @@
 
 The engine owns a registry of series (``SeriesKey -> index``), the per-series alert state in
 numpy arrays, and one detector instance per distinct ``(model, params)`` among the rules; each
-instance keeps its own per-series state. A batch is scored in *rounds*: round ``k`` holds the
-``k``-th point of every series in the batch, so each round is a few vectorized operations and a
-series' points are still seen in order.
+instance keeps its own per-series state. A batch goes to each model in one call, which takes a
+series' points in the order given; the alert state machine steps point by point only for the
+series that fire or are anomalous in the batch.
 """
 from __future__ import annotations
 

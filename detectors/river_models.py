@@ -22,7 +22,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from detectors.robust import SIGMA_PER_MAE, rounds, z_to_score
+from detectors.robust import SIGMA_PER_MAE, z_to_score
 
 HST_DEFAULTS = {"n_trees": 10, "height": 8, "window_size": 250, "seed": 42}
 SNARIMAX_DEFAULTS = {"p": 2, "d": 1, "q": 1, "m": 1, "sp": 0, "sd": 0, "sq": 0}
@@ -96,9 +96,9 @@ class RiverDetector:
             self.grow(int(idx.max()) + 1)
         scores = np.zeros(len(idx))
         expected = np.zeros(len(idx))
-        for pos in rounds(idx):
-            for j in pos:
-                scores[j], expected[j] = self._one(int(idx[j]), float(x[j]))
+        # In order: each series' state is its own, so its points are taken in turn.
+        for j in range(len(idx)):
+            scores[j], expected[j] = self._one(int(idx[j]), float(x[j]))
         return scores, expected
 
     def _one(self, i: int, x: float) -> tuple[float, float]:

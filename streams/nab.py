@@ -3,8 +3,8 @@
 Each file is one series fed to :class:`~detectors.engine.DetectionEngine`, the object the worker
 runs, with the given (by default the production) settings. Scoring is streaming: each point is
 scored against the state learned from the points before it, then learned. Series never share
-state, so every file goes through one engine in one batch (the engine splits a batch into rounds
-of one point per series), which gives the same scores as one engine per file, only faster.
+state, so every file goes through one engine in one batch (the models take each series' points
+in order), which gives the same scores as one engine per file, only faster.
 
 For every input file ``DATA/<rel>.csv`` the output ``OUT/<rel>.csv`` holds
 ``timestamp,value,anomaly_score`` (the layout ``nab_score.py --results OUT`` reads).

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from detectors.config import DetectorRule, DetectorSettings, SeriesMatch
 from detectors.engine import DetectionEngine, Scored, _score_learn_eval
 from detectors.records import Point, SeriesKey
-from detectors.robust import rounds
+from tests.unit.rounds import rounds
 
 
 class RoundEngine(DetectionEngine):

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from detectors.robust import (CALM, DAY, DAY_BINS, DT, ERR_PLAIN, ERR_SEAS, FAST, LEVEL, LIK_MU,
                               LIK_VAR, N, ONSET, ONSET_CUT, PRE_ERR_PLAIN, PRE_ERR_SEAS, PRE_LEVEL, PRE_T, PREV,
-                              QUIET_UNTIL, RUN, SEASON0, SIGMA_PER_MAE, SMOOTH, STEP, TREND, T, RobustDetector, rounds)
+                              QUIET_UNTIL, RUN, SEASON0, SIGMA_PER_MAE, SMOOTH, STEP, TREND, T, RobustDetector)
+from tests.unit.rounds import rounds
 
 
 # numpy's log1p, expm1 and exp2 use SIMD code where the CPU has it (AVX-512 here), which differs
