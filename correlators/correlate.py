@@ -453,7 +453,7 @@ class Correlator:
             grp.open_since = self.now
         alerts = sorted(grp.alerts.values(), key=lambda a: (a.starts_at, a.fingerprint))
         root_causes = self._rank(grp)
-        severity = max((a.severity for a in alerts), key=lambda s: _SEVERITY_RANK.get(s, 1), default="warning")
+        severity = _worst_severity(alerts)
         services = tuple(sorted(grp.services))
         inc = Incident(
             id=grp.id,
@@ -493,9 +493,7 @@ class Correlator:
     def _group_priority(self, grp: _Group, alerts: list[Alert] | None = None, severity: str | None = None) -> str:
         if alerts is None:
             alerts = list(grp.alerts.values())
-        if severity is None:
-            severity = max((a.severity for a in alerts), key=lambda s: _SEVERITY_RANK.get(s, 1), default="warning")
-        return _priority(self._graph_of(grp), tuple(sorted(grp.services)), severity, alerts)
+        return _priority(self._graph_of(grp), tuple(sorted(grp.services)), severity or _worst_severity(alerts), alerts)
 
     def _owner(self, root_causes: tuple[RootCause, ...], services: tuple[str, ...]) -> str | None:
         for svc in [rc.service for rc in root_causes[:1]] + list(services):
@@ -514,6 +512,10 @@ class Correlator:
 
 
 _PRIORITY_RANK = {"P1": 1, "P2": 2, "P3": 3, "P4": 4}
+
+
+def _worst_severity(alerts) -> str:
+    return max((a.severity for a in alerts), key=lambda s: _SEVERITY_RANK.get(s, 1), default="warning")
 
 
 def notification(last: Incident | None, inc: Incident, cfg: NotifySettings, *, waited: float = 0.0) -> str:
