@@ -289,7 +289,7 @@ def cmd_demo(args) -> int:
 def cmd_nab(args) -> int:
     from streams.nab import run_nab
 
-    summary = run_nab(args.data, args.out)
+    summary = run_nab(args.data, args.out, output=args.score)
     print(summary, file=sys.stderr)
     return 0
 
@@ -450,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
                                    "path and write timestamp,value,anomaly_score at the same relative path under --out.")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--score", choices=("evaluation", "alerts"), default="evaluation",
+                   help="evaluation: the detector's onset score, in [0,1] (default); alerts: 1 where an alert "
+                        "fires (what production pages on), else 0")
     p.set_defaults(func=cmd_nab)
 
     args = parser.parse_args(argv)

@@ -8,6 +8,14 @@ in order), which gives the same scores as one engine per file, only faster.
 
 For every input file ``DATA/<rel>.csv`` the output ``OUT/<rel>.csv`` holds
 ``timestamp,value,anomaly_score`` (the layout ``nab_score.py --results OUT`` reads).
+
+Two scores can be written (``OUTPUTS``):
+
+- ``evaluation`` (the default): the model's evaluation score, for the robust model its onset
+  score (how far a surprise exceeds the series' recent peak, silent for 12 h after an onset);
+- ``alerts``: 1 at each point where the engine fires an alert (the point that pages, after
+  ``fire_after_points`` anomalous points), 0 elsewhere. This is what production acts on, so its
+  NAB score at any threshold in (0, 1] is the score of the pipeline's own alerts.
 """
 from __future__ import annotations
 
@@ -22,6 +30,7 @@ from detectors.engine import DetectionEngine
 from detectors.records import Point, SeriesKey
 
 SERVICE = "nab"
+OUTPUTS = ("evaluation", "alerts")
 
 
 def _parse_time(text: str) -> float:
@@ -44,11 +53,21 @@ def read_series(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     return stamps, t, x
 
 
-def score_corpus(series: dict[str, tuple[np.ndarray, np.ndarray]], settings: DetectorSettings) -> dict[str, np.ndarray]:
+def score_corpus(series: dict[str, tuple[np.ndarray, np.ndarray]], settings: DetectorSettings,
+                 output: str = "evaluation") -> dict[str, np.ndarray]:
     """NAB anomaly scores for each named series ``(t, x)``, from one engine.
 
-    Points are interleaved by their rank in each series, so the batch stays in per-series order.
+    ``output`` is one of ``OUTPUTS`` (see the module docstring). Points are interleaved by their
+    rank in each series, so the batch stays in per-series order.
+
+    >>> t = np.arange(200) * 300.0
+    >>> x = np.r_[np.full(150, 10.0) + np.sin(np.arange(150)), np.full(50, 40.0)]
+    >>> s = score_corpus({"a.csv": (t, x)}, DetectorSettings(), output="alerts")["a.csv"]
+    >>> np.flatnonzero(s).tolist()  # the second point at 40 fires (fire_after_points = 2)
+    [151]
     """
+    if output not in OUTPUTS:
+        raise ValueError(f"unknown NAB output {output!r}; known: {', '.join(OUTPUTS)}")
     names = sorted(series)
     keys = {name: SeriesKey(SERVICE, name) for name in names}
     pts: list[Point] = []
@@ -61,14 +80,24 @@ def score_corpus(series: dict[str, tuple[np.ndarray, np.ndarray]], settings: Det
                 pts.append(Point(keys[name], float(t[k]), float(x[k])))
                 owner.append((name, k))
     engine = DetectionEngine(settings)
-    _, scored = engine.process_scored(pts)
+    alerts, scored = engine.process_scored(pts)
     out = {name: np.zeros(len(series[name][0])) for name in names}
+    if output == "alerts":
+        by_id = {keys[name].id: name for name in names}
+        # A firing alert goes out again when its deviation doubles; only its first firing pages.
+        paged = {(a.series, a.starts_at): a for a in reversed(alerts) if a.status == "firing"}
+        for a in paged.values():
+            name = by_id[a.series]
+            k = int(np.searchsorted(series[name][0], a.at))
+            out[name][k] = 1.0
+        return out
     for (name, k), s in zip(owner, scored.nab):
         out[name][k] = s
     return out
 
 
-def run_nab(data_dir: str | Path, out_dir: str | Path, settings: DetectorSettings | None = None) -> dict:
+def run_nab(data_dir: str | Path, out_dir: str | Path, settings: DetectorSettings | None = None,
+            output: str = "evaluation") -> dict:
     """Score every ``*.csv`` under ``data_dir`` and write results under ``out_dir``.
 
     Returns a summary: files, rows, and anomalous rows at the settings' threshold.
@@ -77,7 +106,7 @@ def run_nab(data_dir: str | Path, out_dir: str | Path, settings: DetectorSetting
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     files = sorted(p for p in data_dir.rglob("*.csv") if p.is_file())
     loaded = {str(p.relative_to(data_dir)): read_series(p) for p in files}
-    scores = score_corpus({rel: (t, x) for rel, (_, t, x) in loaded.items()}, settings)
+    scores = score_corpus({rel: (t, x) for rel, (_, t, x) in loaded.items()}, settings, output)
     rows = flagged = 0
     for rel, (stamps, _, x) in loaded.items():
         dest = out_dir / rel
@@ -91,4 +120,4 @@ def run_nab(data_dir: str | Path, out_dir: str | Path, settings: DetectorSetting
         rows += len(s)
         flagged += int((s >= settings.threshold).sum())
     return {"files": len(loaded), "rows": rows, "flagged_rows": flagged, "threshold": settings.threshold,
-            "out": str(out_dir)}
+            "output": output, "out": str(out_dir)}
