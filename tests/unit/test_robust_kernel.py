@@ -143,6 +143,7 @@ class RoundsReference(RobustDetector):
         mu, var = st[:, LIK_MU], st[:, LIK_VAR]
         v = np.where(n < p.lik_warmup, 0.0, np.minimum((u - mu) / np.sqrt(var + 0.01), 50.0))
         lr = np.maximum(p.lik_rate, 1.0 / (n + 1.0))
+        lr = np.where((np.abs(z) > p.lik_disturbed_z) & (n >= p.lik_warmup), lr * p.disturbed_gain, lr)
         d = u - mu
         st[:, LIK_MU] = mu + lr * d
         st[:, LIK_VAR] = (1.0 - lr) * (var + lr * d * d)
