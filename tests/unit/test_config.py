@@ -83,3 +83,44 @@ def test_unreadable_and_malformed_files_name_the_file(tmp_path):
 def test_the_shipped_topology_is_valid():
     topo = load_topology(REPO / "topology.yaml")
     assert topo.services
+
+
+def documented_model_options(text: str) -> dict[str, dict[str, object]]:
+    """The ``detectors.params`` option list commented in topology.yaml, as {model: {option: default}}."""
+    import re
+
+    import yaml
+
+    models: dict[str, dict[str, object]] = {}
+    current = None
+    for line in text.splitlines():
+        head = re.match(r"^  # (robust|halfspacetrees|snarimax|holtwinters) \(", line)
+        if head:
+            current = models.setdefault(head.group(1), {})
+            continue
+        if current is None:
+            continue
+        if not line.startswith("  #   "):
+            if not line.startswith("  # "):
+                current = None
+            continue
+        body = line[6:]
+        if ": " not in body.split()[0] + " ":
+            continue  # a sub-heading inside a model's list
+        for item in re.split(r",\s+(?=\w+: )", body):
+            key, _, rest = item.partition(": ")
+            current[key.strip()] = yaml.safe_load(rest.split()[0])
+    return models
+
+
+def test_topology_yaml_documents_every_model_option_with_its_default():
+    from dataclasses import fields
+
+    from detectors.river_models import HOLTWINTERS_DEFAULTS, HST_DEFAULTS, SNARIMAX_DEFAULTS
+    from detectors.robust import RobustParams
+
+    doc = documented_model_options((Path(__file__).parents[2] / "topology.yaml").read_text())
+    assert doc["robust"] == {f.name: f.default for f in fields(RobustParams)}
+    assert doc["halfspacetrees"] == HST_DEFAULTS
+    assert doc["snarimax"] == SNARIMAX_DEFAULTS
+    assert doc["holtwinters"] == HOLTWINTERS_DEFAULTS
