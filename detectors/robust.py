@@ -14,6 +14,11 @@ a point costs a few hundred nanoseconds. The model:
 - a robust scale: the exponentially weighted mean absolute error, its updates clipped too, with a
   floor relative to the level so a constant series scores a change as large without dividing
   by zero;
+- for a series whose values have all been integers (counts per interval: errors, queued jobs,
+  messages), a second floor of ``count_floor * sqrt(level)``, the Poisson standard deviation: a
+  mostly-zero count has a tiny mean absolute error, and without it a cluster of three events
+  scores like a fault. It is capped at ``count_floor_steps`` mean point-to-point changes, so a
+  constant count (replicas: 3) keeps no floor and a change of one still alerts;
 - a re-baseline rule: after ``shift_points`` consecutive errors beyond ``shift_z`` on the same side,
   lasting at least ``shift_seconds``, the level jumps to a fast tracker of recent values, so a
   lasting level shift stops alerting within a bounded time;
@@ -40,8 +45,8 @@ DAY = 86400.0
 DAY_BINS = 48
 # Column layout of one series' state row.
 (N, T, DT, LEVEL, TREND, ERR_PLAIN, ERR_SEAS, FAST, RUN, PREV, STEP, LIK_MU, LIK_VAR, ONSET, SMOOTH,
- CALM, PRE_T, PRE_LEVEL, PRE_ERR_PLAIN, PRE_ERR_SEAS, QUIET_UNTIL) = range(21)
-SEASON0 = 21
+ CALM, PRE_T, PRE_LEVEL, PRE_ERR_PLAIN, PRE_ERR_SEAS, QUIET_UNTIL, FRACTIONAL) = range(22)
+SEASON0 = 22
 WIDTH = SEASON0 + DAY_BINS
 
 SIGMA_PER_MAE = 1.2533  # sigma / mean |error| for Gaussian noise
@@ -72,6 +77,8 @@ class RobustParams:
     abs_floor: float = 1e-9      # absolute scale floor (a series constant at zero)
     step_floor: float = 1.0      # scale floor relative to the mean absolute point-to-point change
     step_rate: float = 0.01      # learning rate of that mean change
+    count_floor: float = 1.0     # scale floor of an integer-valued series, times sqrt(level): Poisson noise; 0 disables ...
+    count_floor_steps: float = 3.0  # ... at most this many mean point-to-point changes (a constant series keeps no floor)
     # The evaluation (onset) score, see ``_step``:
     lik_rate: float = 0.002      # learning rate of the history of surprise
     lik_disturbed_z: float = 3.0  # a point beyond this |z| teaches that history at ``disturbed_gain``
@@ -187,8 +194,9 @@ def onset_score(onset: np.ndarray) -> np.ndarray:
 # Params, packed in this order for the compiled kernel (see RobustParams).
 _PARAM_ORDER = ("alpha", "beta", "phi", "scale_rate", "clip", "season_rate", "season_gain", "season_max_interval",
                 "shift_z", "shift_points", "shift_seconds", "calm_seconds",
-                "disturbed_gain", "fast_rate", "rel_floor", "abs_floor", "step_floor", "step_rate", "lik_rate",
-                "onset_halflife", "lik_warmup", "smooth_rate", "onset_refractory", "lik_disturbed_z")
+                "disturbed_gain", "fast_rate", "rel_floor", "abs_floor", "step_floor", "step_rate", "count_floor",
+                "count_floor_steps", "lik_rate", "onset_halflife", "lik_warmup", "smooth_rate", "onset_refractory",
+                "lik_disturbed_z")
 
 
 @numba.njit(cache=True, nogil=True)
@@ -199,10 +207,11 @@ def _learn_points(state, idx, t, x, pa, z_out, exp_out, onset_out):  # pragma: n
     operation is the scalar form of the one the vectorized model did per round, in the same
     order, so the results are the same to the bit."""
     (alpha, beta, phi, scale_rate, clip, season_rate, season_gain, season_max_interval, shift_z, shift_points,
-     shift_seconds, calm_seconds, disturbed_gain, fast_rate, rel_floor, abs_floor, step_floor, step_rate, lik_rate,
-     onset_halflife, lik_warmup, smooth_rate, onset_refractory, lik_disturbed_z) = (
+     shift_seconds, calm_seconds, disturbed_gain, fast_rate, rel_floor, abs_floor, step_floor, step_rate,
+     count_floor, count_floor_steps, lik_rate, onset_halflife, lik_warmup, smooth_rate, onset_refractory,
+     lik_disturbed_z) = (
         pa[0], pa[1], pa[2], pa[3], pa[4], pa[5], pa[6], pa[7], pa[8], pa[9], pa[10], pa[11], pa[12], pa[13],
-        pa[14], pa[15], pa[16], pa[17], pa[18], pa[19], pa[20], pa[21], pa[22], pa[23])
+        pa[14], pa[15], pa[16], pa[17], pa[18], pa[19], pa[20], pa[21], pa[22], pa[23], pa[24], pa[25])
     for j in range(len(idx)):
         st = state[idx[j]]
         tj = t[j]
@@ -228,7 +237,11 @@ def _learn_points(state, idx, t, x, pa, z_out, exp_out, onset_out):  # pragma: n
             and (n * sdt >= DAY) and (err_s < season_gain * err_p)
         expected = seasonal if use_season else plain
         err = err_s if use_season else err_p
+        if xj != np.floor(xj):
+            st[FRACTIONAL] = 1.0
         floor = max(rel_floor * abs(level), step_floor * st[STEP]) + abs_floor
+        if count_floor > 0 and st[FRACTIONAL] == 0.0:
+            floor = max(floor, min(count_floor * np.sqrt(max(abs(level), 1.0)), count_floor_steps * st[STEP]))
         sigma = max(SIGMA_PER_MAE * err, floor)
         r = xj - expected
         z = 0.0 if n < 2 else r / sigma

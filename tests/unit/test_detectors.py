@@ -8,6 +8,7 @@ import pytest
 from detectors.config import DetectorSettings
 from detectors.engine import DetectionEngine
 from detectors.records import Point, SeriesKey
+from detectors.robust import RobustParams
 
 DEFAULTS = DetectorSettings()
 KEY = SeriesKey("orders-db", "db.client.connections.utilization")
@@ -234,6 +235,45 @@ def test_counter_rate_with_sparse_counts_and_a_burst():
     _, pts, alerts, scores = run(counts / 60.0)
     assert firing_indices(alerts, pts) == [1801]
     assert (scores[100:1800] >= 0.9).sum() <= 2
+
+
+def sparse_counts_firings(count_floor):
+    """Firings on 100 series of 2,000 over-dispersed small counts (negative binomial, mean 0.5:
+    mostly zeros, now and then a cluster of a few): errors or queued jobs per minute."""
+    rng = np.random.default_rng(11)
+    n_series, n, r, mean = 100, 2000, 0.3, 0.5
+    x = rng.negative_binomial(r, r / (r + mean), (n_series, n)).astype(float)
+    eng = DetectionEngine(DetectorSettings(params={"count_floor": count_floor}))
+    keys = [SeriesKey("svc", "errors", (("i", str(i)),)) for i in range(n_series)]
+    fired = 0
+    for k in range(n):
+        batch = [Point(keys[i], 1e9 + STEP * k, float(x[i, k])) for i in range(n_series)]
+        fired += sum(a.status == "firing" for a in eng.process(batch))
+    return fired, n_series * n
+
+
+def test_integer_counts_get_a_poisson_scale_floor():
+    """Stated rate: at most 1 firing per 10,000 points on sparse, over-dispersed integer counts
+    (the same rate as on continuous noise). Without the count floor (``count_floor: 0``) the
+    robust scale of a mostly-zero series is tiny and a cluster of 3 scores like a fault."""
+    fired, points_seen = sparse_counts_firings(RobustParams().count_floor)
+    assert fired <= points_seen / 10_000
+    unfloored, _ = sparse_counts_firings(0.0)
+    assert unfloored > 2 * points_seen / 10_000
+
+
+def test_integer_counts_still_alert_on_a_burst_and_a_constant_count_on_any_change():
+    rng = np.random.default_rng(3)
+    counts = rng.poisson(2.0, 1500).astype(float)
+    counts[1200:1205] = 40.0
+    _, pts, alerts, _ = run(counts)
+    assert firing_indices(alerts, pts) == [1201]
+    # A constant integer series (replicas: 3) has no point-to-point change, so no count floor:
+    # one replica fewer is a change like any other.
+    replicas = np.full(300, 3.0)
+    replicas[250:] = 2.0
+    _, pts, alerts, _ = run(replicas)
+    assert firing_indices(alerts, pts) == [251]
 
 
 @pytest.mark.parametrize("fault_points", [60, 150])

@@ -10,7 +10,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.robust import (CALM, DAY, DAY_BINS, DT, ERR_PLAIN, ERR_SEAS, FAST, LEVEL, LIK_MU,
+from detectors.robust import (CALM, DAY, DAY_BINS, DT, ERR_PLAIN, ERR_SEAS, FAST, FRACTIONAL, LEVEL, LIK_MU,
                               LIK_VAR, N, ONSET, ONSET_CUT, PRE_ERR_PLAIN, PRE_ERR_SEAS, PRE_LEVEL, PRE_T, PREV,
                               QUIET_UNTIL, RUN, SEASON0, SIGMA_PER_MAE, SMOOTH, STEP, TREND, T, RobustDetector)
 from tests.unit.rounds import rounds
@@ -63,7 +63,11 @@ class RoundsReference(RobustDetector):
             & (n * st[:, DT] >= DAY) & (err_s < p.season_gain * err_p)
         expected = np.where(use_season, seasonal, plain)
         err = np.where(use_season, err_s, err_p)
+        st[:, FRACTIONAL] = np.where(x != np.floor(x), 1.0, st[:, FRACTIONAL])
         floor = np.maximum(p.rel_floor * np.abs(level), p.step_floor * st[:, STEP]) + p.abs_floor
+        if p.count_floor > 0:
+            counts = np.minimum(p.count_floor * np.sqrt(np.maximum(np.abs(level), 1.0)), p.count_floor_steps * st[:, STEP])
+            floor = np.where(st[:, FRACTIONAL] == 0.0, np.maximum(floor, counts), floor)
         sigma = np.maximum(SIGMA_PER_MAE * err, floor)
         r = x - expected
         z = np.where(n < 2, 0.0, r / sigma)
