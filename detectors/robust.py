@@ -86,6 +86,7 @@ class RobustParams:
     lik_warmup: int = 30         # points before the evaluation score starts
     smooth_rate: float = 0.4     # rate of the smoothed z (a sustained small shift); 0 disables
     onset_refractory: float = DAY / 2  # after an onset at the cut (``ONSET_CUT``), later onsets score 0 this long
+    onset_min_z: float = 3.5     # no onset below this |z| (or the smoothed z's equivalent): a quiet series' small wobble is not news
 
     @classmethod
     def from_mapping(cls, params: Mapping[str, object]) -> "RobustParams":
@@ -196,7 +197,7 @@ _PARAM_ORDER = ("alpha", "beta", "phi", "scale_rate", "clip", "season_rate", "se
                 "shift_z", "shift_points", "shift_seconds", "calm_seconds",
                 "disturbed_gain", "fast_rate", "rel_floor", "abs_floor", "step_floor", "step_rate", "count_floor",
                 "count_floor_steps", "lik_rate", "onset_halflife", "lik_warmup", "smooth_rate", "onset_refractory",
-                "lik_disturbed_z")
+                "lik_disturbed_z", "onset_min_z")
 
 
 @numba.njit(cache=True, nogil=True)
@@ -209,9 +210,9 @@ def _learn_points(state, idx, t, x, pa, z_out, exp_out, onset_out):  # pragma: n
     (alpha, beta, phi, scale_rate, clip, season_rate, season_gain, season_max_interval, shift_z, shift_points,
      shift_seconds, calm_seconds, disturbed_gain, fast_rate, rel_floor, abs_floor, step_floor, step_rate,
      count_floor, count_floor_steps, lik_rate, onset_halflife, lik_warmup, smooth_rate, onset_refractory,
-     lik_disturbed_z) = (
+     lik_disturbed_z, onset_min_z) = (
         pa[0], pa[1], pa[2], pa[3], pa[4], pa[5], pa[6], pa[7], pa[8], pa[9], pa[10], pa[11], pa[12], pa[13],
-        pa[14], pa[15], pa[16], pa[17], pa[18], pa[19], pa[20], pa[21], pa[22], pa[23], pa[24], pa[25])
+        pa[14], pa[15], pa[16], pa[17], pa[18], pa[19], pa[20], pa[21], pa[22], pa[23], pa[24], pa[25], pa[26])
     for j in range(len(idx)):
         st = state[idx[j]]
         tj = t[j]
@@ -323,7 +324,7 @@ def _learn_points(state, idx, t, x, pa, z_out, exp_out, onset_out):  # pragma: n
         st[LIK_MU] = mu + lr * d
         st[LIK_VAR] = (1.0 - lr) * (var + lr * d * d)
         peak = st[ONSET]
-        onset = max(v - peak, 0.0)
+        onset = max(v - peak, 0.0) if zz >= onset_min_z else 0.0
         st[ONSET] = max(v, peak * np.exp2(-dt / onset_halflife))
         if tj < st[QUIET_UNTIL]:
             onset = 0.0

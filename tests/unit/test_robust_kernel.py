@@ -152,7 +152,7 @@ class RoundsReference(RobustDetector):
         st[:, LIK_MU] = mu + lr * d
         st[:, LIK_VAR] = (1.0 - lr) * (var + lr * d * d)
         peak = st[:, ONSET]
-        onset = np.maximum(v - peak, 0.0)
+        onset = np.where(zz >= p.onset_min_z, np.maximum(v - peak, 0.0), 0.0)
         st[:, ONSET] = np.maximum(v, peak * _exp2(-dt / p.onset_halflife))
         # A refractory period after an alert-level onset: a repeat outside the anomaly's window
         # is a false positive and one inside it earns nothing, and the surprises that follow a
