@@ -153,7 +153,9 @@ class RoundsReference(RobustDetector):
         st[:, LIK_VAR] = (1.0 - lr) * (var + lr * d * d)
         peak = st[:, ONSET]
         onset = np.where(zz >= p.onset_min_z, np.maximum(v - peak, 0.0), 0.0)
-        st[:, ONSET] = np.maximum(v, peak * _exp2(-dt / p.onset_halflife))
+        decay = _exp2(-dt / p.onset_halflife)
+        st[:, ONSET] = np.maximum(v, np.where(peak > p.onset_peak_floor,
+                                              p.onset_peak_floor + (peak - p.onset_peak_floor) * decay, peak * decay))
         # A refractory period after an alert-level onset: a repeat outside the anomaly's window
         # is a false positive and one inside it earns nothing, and the surprises that follow a
         # large one (aftershocks, a second step of the same event) often climb above its peak.
