@@ -31,7 +31,18 @@ a point costs a few hundred nanoseconds. The model:
   time of day once would learn the first disturbance as "what happens at this hour".
 
 The score of a point is ``1 - exp(-(z / a) ** b)`` of its robust z-score, with ``a`` and ``b`` set
-so that ``z = 6`` scores 0.9 and ``z = 9`` scores 0.99. It needs no tuning per series.
+so that ``z = 6`` scores 0.9 and ``z = 9`` scores 0.99. It needs no tuning per series. Alerts fire
+on it (``detectors.threshold``, ``fire_after_points``).
+
+The evaluation score (:func:`onset_score`, what ``aiops nab`` reports) asks a different question:
+is this the start of something larger than anything the series did lately? A point's surprise is
+``log1p`` of its |z| (or of the smoothed z's equivalent, for a sustained small shift),
+standardized against the series' own history of surprise (a running mean and variance at
+``lik_rate``; a point beyond ``lik_disturbed_z`` teaches that history at ``disturbed_gain``, so a
+burst does not raise the bar for the next one). The onset is how far that exceeds the recent
+peak (which decays with ``onset_halflife`` towards ``onset_peak_floor``), counted only from
+``onset_min_z``; after an onset at ``ONSET_CUT`` the score is 0 for ``onset_refractory``, because
+a repeat outside a labelled window is a false positive and one inside it earns nothing.
 """
 from __future__ import annotations
 
@@ -79,7 +90,7 @@ class RobustParams:
     step_rate: float = 0.01      # learning rate of that mean change
     count_floor: float = 1.0     # scale floor of an integer-valued series, times sqrt(level): Poisson noise; 0 disables ...
     count_floor_steps: float = 3.0  # ... at most this many mean point-to-point changes (a constant series keeps no floor)
-    # The evaluation (onset) score, see ``_step``:
+    # The evaluation (onset) score, see the module docstring:
     lik_rate: float = 0.002      # learning rate of the history of surprise
     lik_disturbed_z: float = 3.0  # a point beyond this |z| teaches that history at ``disturbed_gain``
     onset_halflife: float = 5 * DAY  # half-life of the recent surprise peak, in seconds ...
@@ -197,8 +208,8 @@ def onset_score(onset: np.ndarray) -> np.ndarray:
 _PARAM_ORDER = ("alpha", "beta", "phi", "scale_rate", "clip", "season_rate", "season_gain", "season_max_interval",
                 "shift_z", "shift_points", "shift_seconds", "calm_seconds",
                 "disturbed_gain", "fast_rate", "rel_floor", "abs_floor", "step_floor", "step_rate", "count_floor",
-                "count_floor_steps", "lik_rate", "onset_halflife", "onset_peak_floor", "lik_warmup", "smooth_rate", "onset_refractory",
-                "lik_disturbed_z", "onset_min_z")
+                "count_floor_steps", "lik_rate", "onset_halflife", "onset_peak_floor", "lik_warmup", "smooth_rate",
+                "onset_refractory", "lik_disturbed_z", "onset_min_z")
 
 
 @numba.njit(cache=True, nogil=True)
@@ -309,7 +320,7 @@ def _learn_points(state, idx, t, x, pa, z_out, exp_out, onset_out):  # pragma: n
             st[PRE_ERR_PLAIN] = st[ERR_PLAIN]
             st[PRE_ERR_SEAS] = st[ERR_SEAS]
 
-        # Evaluation score (see the module docstring of RobustDetector.score_learn_eval).
+        # Evaluation score (see the module docstring).
         zz = min(abs(z), 1e6)
         if smooth_rate > 0:
             zs = st[SMOOTH] + smooth_rate * (min(max(z, -clip), clip) - st[SMOOTH])
