@@ -43,7 +43,9 @@ def describe_incident(rec: dict) -> list[str]:
         chain = " -> ".join(rc["path"])
         lines.append(f"    root cause #{i}: {rc['service']} ({rc['kind']}, score {rc['score']:.2f})  chain: {chain}")
         for ev in rc["evidence"][:2]:
-            if ev["value"] is None or rc["kind"] == "unobserved":
+            # A log alert's detail holds its template, a sample line and the host: what names the node.
+            if ev["value"] is None or rc["kind"] == "unobserved" or (ev.get("metric", "").startswith("log.template.")
+                                                                   and ev["detail"]):
                 lines.append(f"{_DIM}        evidence: {ev['detail'] or ev['series']}{_RESET}")
             else:
                 lines.append(f"{_DIM}        evidence: {ev['series']} = {ev['value']:.4g} "
