@@ -92,6 +92,7 @@ class RobustParams:
     count_floor_steps: float = 3.0  # ... at most this many mean point-to-point changes (a constant series keeps no floor)
     # The evaluation (onset) score, see the module docstring:
     lik_rate: float = 0.002      # learning rate of the history of surprise
+    lik_var_floor: float = 0.03  # floor of that history's variance: a very steady series' next wobble is not 10 sigma
     lik_disturbed_z: float = 3.0  # a point beyond this |z| teaches that history at ``disturbed_gain``
     onset_halflife: float = 5 * DAY  # half-life of the recent surprise peak, in seconds ...
     onset_peak_floor: float = 1.0  # ... above this: a peak decays towards it, not to 0
@@ -208,8 +209,8 @@ def onset_score(onset: np.ndarray) -> np.ndarray:
 _PARAM_ORDER = ("alpha", "beta", "phi", "scale_rate", "clip", "season_rate", "season_gain", "season_max_interval",
                 "shift_z", "shift_points", "shift_seconds", "calm_seconds",
                 "disturbed_gain", "fast_rate", "rel_floor", "abs_floor", "step_floor", "step_rate", "count_floor",
-                "count_floor_steps", "lik_rate", "onset_halflife", "onset_peak_floor", "lik_warmup", "smooth_rate",
-                "onset_refractory", "lik_disturbed_z", "onset_min_z")
+                "count_floor_steps", "lik_rate", "lik_var_floor", "onset_halflife", "onset_peak_floor", "lik_warmup",
+                "smooth_rate", "onset_refractory", "lik_disturbed_z", "onset_min_z")
 
 
 @numba.njit(cache=True, nogil=True)
@@ -221,11 +222,11 @@ def _learn_points(state, idx, t, x, pa, z_out, exp_out, onset_out):  # pragma: n
     order, so the results are the same to the bit."""
     (alpha, beta, phi, scale_rate, clip, season_rate, season_gain, season_max_interval, shift_z, shift_points,
      shift_seconds, calm_seconds, disturbed_gain, fast_rate, rel_floor, abs_floor, step_floor, step_rate,
-     count_floor, count_floor_steps, lik_rate, onset_halflife, onset_peak_floor, lik_warmup, smooth_rate,
-     onset_refractory, lik_disturbed_z, onset_min_z) = (
+     count_floor, count_floor_steps, lik_rate, lik_var_floor, onset_halflife, onset_peak_floor, lik_warmup,
+     smooth_rate, onset_refractory, lik_disturbed_z, onset_min_z) = (
         pa[0], pa[1], pa[2], pa[3], pa[4], pa[5], pa[6], pa[7], pa[8], pa[9], pa[10], pa[11], pa[12], pa[13],
         pa[14], pa[15], pa[16], pa[17], pa[18], pa[19], pa[20], pa[21], pa[22], pa[23], pa[24], pa[25], pa[26],
-        pa[27])
+        pa[27], pa[28])
     for j in range(len(idx)):
         st = state[idx[j]]
         tj = t[j]
@@ -329,7 +330,7 @@ def _learn_points(state, idx, t, x, pa, z_out, exp_out, onset_out):  # pragma: n
         u = np.log1p(zz)
         mu = st[LIK_MU]
         var = st[LIK_VAR]
-        v = 0.0 if n < lik_warmup else min((u - mu) / np.sqrt(var + 0.01), 50.0)
+        v = 0.0 if n < lik_warmup else min((u - mu) / np.sqrt(var + lik_var_floor), 50.0)
         lr = max(lik_rate, 1.0 / (n + 1.0))
         if abs(z) > lik_disturbed_z and n >= lik_warmup:
             lr *= disturbed_gain

@@ -145,7 +145,7 @@ class RoundsReference(RobustDetector):
             zz = np.maximum(zz, np.abs(zs) * np.sqrt((2.0 - p.smooth_rate) / p.smooth_rate))
         u = _log1p(zz)
         mu, var = st[:, LIK_MU], st[:, LIK_VAR]
-        v = np.where(n < p.lik_warmup, 0.0, np.minimum((u - mu) / np.sqrt(var + 0.01), 50.0))
+        v = np.where(n < p.lik_warmup, 0.0, np.minimum((u - mu) / np.sqrt(var + p.lik_var_floor), 50.0))
         lr = np.maximum(p.lik_rate, 1.0 / (n + 1.0))
         lr = np.where((np.abs(z) > p.lik_disturbed_z) & (n >= p.lik_warmup), lr * p.disturbed_gain, lr)
         d = u - mu
