@@ -35,7 +35,7 @@ NAB_SCORE = $(PY) $(SHARED)/nab/nab_score.py --data $(SHARED)/nab/data --labels 
 nab: install
 	$(VENV)/bin/aiops nab --data $(SHARED)/nab/data --out out/nab
 	$(NAB_SCORE) --results out/nab
-	$(PY) -c "import json, yaml; t = yaml.safe_load(open('topology.yaml'))['detectors']['threshold']; \
+	$(PY) -c "import json; from streams.config import load_topology; t = load_topology('topology.yaml').detectors.threshold; \
 	print(json.dumps(dict.fromkeys(('standard', 'reward_low_FP_rate', 'reward_low_FN_rate'), t)))" > out/nab-thresholds.json
 	$(NAB_SCORE) --results out/nab --thresholds out/nab-thresholds.json
 	$(VENV)/bin/aiops nab --data $(SHARED)/nab/data --out out/nab-alerts --score alerts
