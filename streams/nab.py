@@ -27,7 +27,7 @@ import numpy as np
 
 from detectors.config import DetectorSettings
 from detectors.engine import DetectionEngine
-from detectors.records import Point, SeriesKey
+from detectors.records import Alert, Point, SeriesKey
 
 SERVICE = "nab"
 OUTPUTS = ("evaluation", "alerts")
@@ -85,7 +85,10 @@ def score_corpus(series: dict[str, tuple[np.ndarray, np.ndarray]], settings: Det
     if output == "alerts":
         by_id = {keys[name].id: name for name in names}
         # A firing alert goes out again when its deviation doubles; only its first firing pages.
-        paged = {(a.series, a.starts_at): a for a in reversed(alerts) if a.status == "firing"}
+        paged: dict[tuple[str, float], Alert] = {}
+        for a in alerts:
+            if a.status == "firing":
+                paged.setdefault((a.series, a.starts_at), a)
         for a in paged.values():
             name = by_id[a.series]
             k = int(np.searchsorted(series[name][0], a.at))
