@@ -29,6 +29,16 @@ a point costs a few hundred nanoseconds. The model:
   restored. Without this, every fault that outlives a few dozen points alerts twice.
 - the daily profile is used only after a day of history, because a profile that has seen each
   time of day once would learn the first disturbance as "what happens at this hour".
+- weekly seasonality as seven weekday offsets (weekends, a weekly batch day), learned once a day
+  in :func:`_close_day` from the day's mean against a slow baseline of daily means, so the level's
+  fast updates do not absorb them and an hour-long fault moves them by a twenty-fourth of its size
+  (a whole-day holiday by at most ``clip`` typical errors). They enter the forecast once they
+  predict daily means better than no offsets do (``week_gain``) and after ``week_min_days``; a
+  series without a weekly cycle never uses them. Days start at midnight ``week_utc_offset_hours``
+  from UTC. With the wrong zone, offsets that step at midnight UTC would fire at both midnights
+  (the forecast's and the data's), so the first minutes of each day that should step are
+  checked: when the step comes late on two such days in a row, the offsets are left out and the
+  series is forecast as without them. Set the series' business time zone in its rule to have them.
 
 The score of a point is ``1 - exp(-(z / a) ** b)`` of its robust z-score, with ``a`` and ``b`` set
 so that ``z = 6`` scores 0.9 and ``z = 9`` scores 0.99. It needs no tuning per series. Alerts fire
@@ -58,7 +68,10 @@ DAY_BINS = 48
 (N, T, DT, LEVEL, TREND, ERR_PLAIN, ERR_SEAS, FAST, RUN, PREV, STEP, LIK_MU, LIK_VAR, ONSET, SMOOTH,
  CALM, PRE_T, PRE_LEVEL, PRE_ERR_PLAIN, PRE_ERR_SEAS, QUIET_UNTIL, FRACTIONAL) = range(22)
 SEASON0 = 22
-WIDTH = SEASON0 + DAY_BINS
+WEEK0 = SEASON0 + DAY_BINS  # seven weekday offsets, Monday first
+(DAY_SUM, DAY_CNT, WEEK_BASE, WEEK_ERR_ON, WEEK_ERR_OFF, WEEK_ON, DAYS, PROBE_SUM, PROBE_CNT,
+ MISALIGNED) = range(WEEK0 + 7, WEEK0 + 17)
+WIDTH = WEEK0 + 17
 
 SIGMA_PER_MAE = 1.2533  # sigma / mean |error| for Gaussian noise
 # score(z) = 1 - exp(-(z/a)^b): 0.9 at z=6 and 0.99 at z=9
@@ -100,6 +113,11 @@ class RobustParams:
     smooth_rate: float = 0.4     # rate of the smoothed z (a sustained small shift); 0 disables
     onset_refractory: float = DAY / 2  # after an onset at the cut (``ONSET_CUT``), later onsets score 0 this long
     onset_min_z: float = 3.5     # no onset below this |z| (or the smoothed z's equivalent): a quiet series' small wobble is not news
+    # Weekly seasonality, see the module docstring:
+    week_rate: float = 0.3       # learning rate of a weekday's offset, per week
+    week_gain: float = 0.5       # use the offsets once they cut the error of daily means below this share
+    week_min_days: int = 14      # ... and not before this many whole days of history
+    week_utc_offset_hours: float = 0.0  # where the series' days start: its business time zone, hours east of UTC
 
     @classmethod
     def from_mapping(cls, params: Mapping[str, object]) -> "RobustParams":
@@ -210,7 +228,69 @@ _PARAM_ORDER = ("alpha", "beta", "phi", "scale_rate", "clip", "season_rate", "se
                 "shift_z", "shift_points", "shift_seconds", "calm_seconds",
                 "disturbed_gain", "fast_rate", "rel_floor", "abs_floor", "step_floor", "step_rate", "count_floor",
                 "count_floor_steps", "lik_rate", "lik_var_floor", "onset_halflife", "onset_peak_floor", "lik_warmup",
-                "smooth_rate", "onset_refractory", "lik_disturbed_z", "onset_min_z")
+                "smooth_rate", "onset_refractory", "lik_disturbed_z", "onset_min_z",
+                "week_rate", "week_gain", "week_min_days", "week_utc_offset_hours")
+
+
+@numba.njit(cache=True, nogil=True)
+def _close_day(st, day, week_rate, week_gain, week_min_days, clip):  # pragma: no cover - compiled
+    """Learn the weekday offset from the day that just ended, and decide whether the forecast uses them.
+
+    A day's effect is its mean (less the daily profile) against a slow baseline of daily means: a
+    fault of an hour moves it by a twenty-fourth of its size, and the level's fast updates do not
+    absorb it. The offsets are used while they predict daily means better than none does."""
+    if st[PROBE_CNT] > 0:
+        st[MISALIGNED] += 0.5 * (st[PROBE_SUM] / st[PROBE_CNT] - st[MISALIGNED])
+        st[PROBE_SUM] = 0.0
+        st[PROBE_CNT] = 0.0
+    cnt = st[DAY_CNT]
+    covered = cnt * st[DT] >= 0.75 * DAY
+    mean = st[DAY_SUM] / cnt if cnt > 0 else 0.0
+    st[DAY_SUM] = 0.0
+    st[DAY_CNT] = 0.0
+    if not covered:
+        return
+    days = st[DAYS]
+    d = WEEK0 + np.int64(day + 3.0) % 7
+    if days == 0:
+        st[WEEK_BASE] = mean
+    effect = mean - st[WEEK_BASE]
+    before = st[d]
+    if days >= 7:  # every weekday has an offset to test
+        r = max(0.1, 1.0 / (days - 6.0))
+        st[WEEK_ERR_OFF] += r * (abs(effect) - st[WEEK_ERR_OFF])
+        st[WEEK_ERR_ON] += r * (abs(effect - before) - st[WEEK_ERR_ON])
+    step = effect - before
+    if days >= 7:
+        # Huber, as the level: a holiday moves next week's offset by at most clip typical errors.
+        cap = clip * max(SIGMA_PER_MAE * st[WEEK_ERR_ON], SIGMA_PER_MAE * min(st[ERR_PLAIN], st[ERR_SEAS]))
+        step = min(max(step, -cap), cap)
+    st[d] = before + max(week_rate, 1.0 / (days // 7 + 1.0)) * step
+    st[WEEK_BASE] += max(0.15, 1.0 / (days + 1.0)) * (mean - st[d] - st[WEEK_BASE])
+    # Offsets average zero, so the baseline is the week's mean and "no offsets" is a fair rival.
+    centre = 0.0
+    for i in range(WEEK0, WEEK0 + 7):
+        centre += st[i]
+    centre /= 7.0
+    for i in range(WEEK0, WEEK0 + 7):
+        st[i] -= centre
+    st[WEEK_BASE] += centre
+    if st[WEEK_ON] > 0:  # the forecast (level + offset) stays where it was
+        st[LEVEL] += centre
+        st[FAST] += centre
+        st[PRE_LEVEL] += centre
+    st[DAYS] = days + 1.0
+    # Offsets whose steps come hours after the day starts (a weekend at another midnight) would fire
+    # at both midnights: worse than none. Two such days in a row and they are left out.
+    on = (days + 1.0 >= week_min_days) and (st[WEEK_ERR_ON] < week_gain * st[WEEK_ERR_OFF]) \
+        and st[MISALIGNED] < 0.6
+    if on != (st[WEEK_ON] > 0):
+        # The level carried the ended day's offset while the forecast did not (or the reverse).
+        shift = -st[d] if on else st[d]
+        st[LEVEL] += shift
+        st[FAST] += shift
+        st[PRE_LEVEL] += shift
+        st[WEEK_ON] = 1.0 if on else 0.0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -223,10 +303,12 @@ def _learn_points(state, idx, t, x, pa, z_out, exp_out, onset_out):  # pragma: n
     (alpha, beta, phi, scale_rate, clip, season_rate, season_gain, season_max_interval, shift_z, shift_points,
      shift_seconds, calm_seconds, disturbed_gain, fast_rate, rel_floor, abs_floor, step_floor, step_rate,
      count_floor, count_floor_steps, lik_rate, lik_var_floor, onset_halflife, onset_peak_floor, lik_warmup,
-     smooth_rate, onset_refractory, lik_disturbed_z, onset_min_z) = (
+     smooth_rate, onset_refractory, lik_disturbed_z, onset_min_z, week_rate, week_gain, week_min_days,
+     week_utc_offset_hours) = (
         pa[0], pa[1], pa[2], pa[3], pa[4], pa[5], pa[6], pa[7], pa[8], pa[9], pa[10], pa[11], pa[12], pa[13],
         pa[14], pa[15], pa[16], pa[17], pa[18], pa[19], pa[20], pa[21], pa[22], pa[23], pa[24], pa[25], pa[26],
-        pa[27], pa[28])
+        pa[27], pa[28], pa[29], pa[30], pa[31], pa[32])
+    day_shift = week_utc_offset_hours * 3600.0
     for j in range(len(idx)):
         st = state[idx[j]]
         tj = t[j]
@@ -239,11 +321,17 @@ def _learn_points(state, idx, t, x, pa, z_out, exp_out, onset_out):  # pragma: n
             st[T] = tj
             st[PREV] = xj
         dt = 0.0 if first else tj - st[T]
+        day = np.floor((tj + day_shift) / DAY)
+        prev_day = np.floor((st[T] + day_shift) / DAY)
+        if (not first) and day != prev_day:
+            _close_day(st, prev_day, week_rate, week_gain, week_min_days, clip)
+        # 1970-01-01 was a Thursday: +3 makes Monday 0.
+        week = st[WEEK0 + np.int64(day + 3.0) % 7] if st[WEEK_ON] > 0 else 0.0
         level = st[LEVEL]
         trend = st[TREND]
         b = np.int64((tj % DAY) * (DAY_BINS / DAY)) % DAY_BINS
         season = st[SEASON0 + b]
-        plain = level + phi * trend
+        plain = level + phi * trend + week
         seasonal = plain + season
         err_p = st[ERR_PLAIN]
         err_s = st[ERR_SEAS]
@@ -261,9 +349,19 @@ def _learn_points(state, idx, t, x, pa, z_out, exp_out, onset_out):  # pragma: n
         r = xj - expected
         z = 0.0 if n < 2 else r / sigma
 
+        # Does the series step where its day starts? The first minutes of a day whose offset differs
+        # from the day before's by a visible step: a fraction of 0 if the step is there, 1 if not yet.
+        if st[DAYS] >= 7 and n >= 2 and (tj + day_shift) - day * DAY < max(1200.0, 1.5 * sdt):
+            wd = np.int64(day + 3.0) % 7
+            jump = st[WEEK0 + wd] - st[WEEK0 + (wd + 6) % 7]
+            if abs(jump) >= 3.0 * sigma:
+                late = -(r - (0.0 if st[WEEK_ON] > 0 else jump)) / jump
+                st[PROBE_SUM] += min(max(late, 0.0), 1.0)
+                st[PROBE_CNT] += 1.0
+
         # Recovery: back within the calm baseline's band while disturbed -> restore it, score 0.
         if (st[PRE_T] > 0) and (st[CALM] * sdt < calm_seconds) and (abs(z) > shift_z / 2):
-            pre_exp = st[PRE_LEVEL] + (season if use_season else 0.0)
+            pre_exp = st[PRE_LEVEL] + week + (season if use_season else 0.0)
             pre_err = st[PRE_ERR_SEAS] if use_season else st[PRE_ERR_PLAIN]
             pre_sigma = max(SIGMA_PER_MAE * pre_err, floor)
             if abs(xj - pre_exp) <= shift_z / 2 * pre_sigma:
@@ -275,7 +373,7 @@ def _learn_points(state, idx, t, x, pa, z_out, exp_out, onset_out):  # pragma: n
                 st[FAST] = st[PRE_LEVEL]
                 level = st[LEVEL]
                 trend = st[TREND]
-                plain = level + phi * trend
+                plain = level + phi * trend + week
                 seasonal = plain + season
                 expected = pre_exp
                 sigma = pre_sigma
@@ -289,14 +387,16 @@ def _learn_points(state, idx, t, x, pa, z_out, exp_out, onset_out):  # pragma: n
         e_s = xj - seasonal
         e_p = xj - plain
         ec = e_s if early else min(max(e_s, -clip * sigma), clip * sigma)
-        new_level = plain + a * ec
+        new_level = plain - week + a * ec
         st[TREND] = phi * trend + beta * a * ec
         st[SEASON0 + b] = season + season_rate * (1.0 - a) * ec
         cap = np.inf if early else clip * max(SIGMA_PER_MAE * st[ERR_PLAIN], floor)
         st[ERR_PLAIN] += k * (min(abs(e_p), cap) - st[ERR_PLAIN])
         cap = np.inf if early else clip * max(SIGMA_PER_MAE * st[ERR_SEAS], floor)
         st[ERR_SEAS] += k * (min(abs(e_s), cap) - st[ERR_SEAS])
-        st[FAST] += fast_rate * ((xj - (season if use_season else 0.0)) - st[FAST])
+        st[FAST] += fast_rate * ((xj - week - (season if use_season else 0.0)) - st[FAST])
+        st[DAY_SUM] += xj - season
+        st[DAY_CNT] += 1.0
         step = abs(xj - st[PREV])
         st[STEP] += max(step_rate, 1.0 / (n + 1.0)) * (step - st[STEP])
         st[PREV] = xj

@@ -228,6 +228,46 @@ def test_daily_seasonality_is_learned():
     assert firing_indices(alerts, pts) == [trough + 1]
 
 
+def weekly_series(utc_offset_hours=0.0, weeks=6, seed=4):
+    """Five-minute points: a daily cycle, and weekends 40 (20 sigma) lower from local midnight."""
+    step = 300.0
+    t = 1_700_006_400.0 + step * np.arange(weeks * 7 * 288)  # a Wednesday, midnight UTC
+    local_day = ((t + utc_offset_hours * 3600.0) // 86400).astype(np.int64)
+    weekday = (local_day + 3) % 7  # Monday 0
+    x = 100.0 + 20.0 * np.sin(2 * np.pi * (t % 86400) / 86400) - 40.0 * (weekday >= 5)
+    x += 2.0 * np.random.default_rng(seed).standard_normal(len(t))
+    # A Tuesday of the fifth week at the weekend's level: an outage, not a weekend.
+    outage = int(np.flatnonzero((weekday == 1) & (local_day >= local_day[0] + 33))[0])
+    x[outage:outage + 288] -= 40.0
+    return t, x, outage
+
+
+@pytest.mark.parametrize("utc_offset_hours", [0.0, -5.0])
+def test_weekly_seasonality_is_learned(utc_offset_hours):
+    t, x, outage = weekly_series(utc_offset_hours)
+    learned = DetectorSettings(params={"week_utc_offset_hours": utc_offset_hours})
+    _, pts, alerts, _ = run(x, settings=learned, t=t)
+    fired = firing_indices(alerts, pts)
+    two_weeks = 14 * 288
+    # Before two weeks of history, each weekend fires as it starts and ends (2 a week); after,
+    # none of the 8 weekend edges of weeks 3-6 fires, and the outage fires at its start and end.
+    assert [i for i in fired if i >= two_weeks] == [outage + 1, outage + 288 + 1]  # fire_after_points 2
+    # Without the weekday offsets every weekend edge keeps firing: the test can tell.
+    never = DetectorSettings(params={"week_utc_offset_hours": utc_offset_hours, "week_min_days": 10**6})
+    _, pts, alerts, _ = run(x, settings=never, t=t)
+    assert len([i for i in firing_indices(alerts, pts) if i >= two_weeks]) == 8 + 2
+
+
+def test_weekly_offsets_at_the_wrong_midnight_are_left_out():
+    # Weekends at midnight UTC-5, the zone left at UTC: offsets stepping at midnight UTC would fire
+    # at both midnights (21 alerts in six weeks). The model sees the steps come late and leaves
+    # them out, so it fires as it would without them.
+    t, x, _ = weekly_series(-5.0)
+    _, pts, alerts, _ = run(x, t=t)
+    _, pts, without, _ = run(x, settings=DetectorSettings(params={"week_min_days": 10**6}), t=t)
+    assert firing_indices(alerts, pts) == firing_indices(without, pts)
+
+
 def test_counter_rate_with_sparse_counts_and_a_burst():
     rng = np.random.default_rng(2)
     counts = rng.poisson(0.5, 2000)  # errors per minute: mostly zero or one

@@ -10,9 +10,11 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.robust import (CALM, DAY, DAY_BINS, DT, ERR_PLAIN, ERR_SEAS, FAST, FRACTIONAL, LEVEL, LIK_MU,
-                              LIK_VAR, N, ONSET, ONSET_CUT, PRE_ERR_PLAIN, PRE_ERR_SEAS, PRE_LEVEL, PRE_T, PREV,
-                              QUIET_UNTIL, RUN, SEASON0, SIGMA_PER_MAE, SMOOTH, STEP, TREND, T, RobustDetector)
+from detectors.robust import (CALM, DAY, DAY_BINS, DAY_CNT, DAY_SUM, DAYS, DT, ERR_PLAIN, ERR_SEAS, FAST, FRACTIONAL,
+                              LEVEL, LIK_MU, LIK_VAR, MISALIGNED, N, ONSET, ONSET_CUT, PRE_ERR_PLAIN, PRE_ERR_SEAS,
+                              PRE_LEVEL, PRE_T, PREV, PROBE_CNT, PROBE_SUM, QUIET_UNTIL, RUN, SEASON0, SIGMA_PER_MAE,
+                              SMOOTH, STEP, TREND, WEEK0, WEEK_BASE, WEEK_ERR_OFF, WEEK_ERR_ON, WEEK_ON, T,
+                              RobustDetector)
 from tests.unit.rounds import rounds
 
 
@@ -52,11 +54,18 @@ class RoundsReference(RobustDetector):
         st[first, PREV] = x[first]
 
         dt = np.where(first, 0.0, t - st[:, T])
+        shift = p.week_utc_offset_hours * 3600.0
+        day = np.floor((t + shift) / DAY)
+        prev_day = np.floor((st[:, T] + shift) / DAY)
+        for r in np.flatnonzero(~first & (day != prev_day)):
+            self._close_day(st[r], prev_day[r])
+        weekday = (day + 3.0).astype(np.int64) % 7
+        week = np.where(st[:, WEEK_ON] > 0, st[rows, WEEK0 + weekday], 0.0)
         level, trend = st[:, LEVEL], st[:, TREND]
         bins = ((t % DAY) * (DAY_BINS / DAY)).astype(np.int64) % DAY_BINS
         season = st[rows, SEASON0 + bins]
 
-        plain = level + p.phi * trend
+        plain = level + p.phi * trend + week
         seasonal = plain + season
         err_p, err_s = st[:, ERR_PLAIN], st[:, ERR_SEAS]
         use_season = (st[:, DT] > 0) & (st[:, DT] <= p.season_max_interval) & (n > 2 * DAY_BINS) \
@@ -72,10 +81,19 @@ class RoundsReference(RobustDetector):
         r = x - expected
         z = np.where(n < 2, 0.0, r / sigma)
 
+        # The weekday offsets' alignment probe: the first minutes of a day that should step.
+        jump = st[rows, WEEK0 + weekday] - st[rows, WEEK0 + (weekday + 6) % 7]
+        probe = (st[:, DAYS] >= 7) & (n >= 2) & ((t + shift) - day * DAY < np.maximum(1200.0, 1.5 * st[:, DT])) \
+            & (np.abs(jump) >= 3.0 * sigma)
+        if probe.any():
+            late = -(r - np.where(st[:, WEEK_ON] > 0, 0.0, jump)) / np.where(probe, jump, 1.0)
+            st[probe, PROBE_SUM] += np.clip(late, 0.0, 1.0)[probe]
+            st[probe, PROBE_CNT] += 1.0
+
         # Recovery: back within the calm baseline's band while disturbed -> restore it, score 0.
         disturbed = (st[:, PRE_T] > 0) & (st[:, CALM] * st[:, DT] < p.calm_seconds) & (np.abs(z) > p.shift_z / 2)
         if disturbed.any():
-            pre_exp = st[:, PRE_LEVEL] + np.where(use_season, season, 0.0)
+            pre_exp = st[:, PRE_LEVEL] + week + np.where(use_season, season, 0.0)
             pre_err = np.where(use_season, st[:, PRE_ERR_SEAS], st[:, PRE_ERR_PLAIN])
             pre_sigma = np.maximum(SIGMA_PER_MAE * pre_err, floor)
             back = disturbed & (np.abs(x - pre_exp) <= p.shift_z / 2 * pre_sigma)
@@ -87,7 +105,7 @@ class RoundsReference(RobustDetector):
                 st[back, RUN] = 0.0
                 st[back, FAST] = st[back, PRE_LEVEL]
                 level, trend = st[:, LEVEL], st[:, TREND]
-                plain = level + p.phi * trend
+                plain = level + p.phi * trend + week
                 seasonal = plain + season
                 expected = np.where(back, pre_exp, expected)
                 sigma = np.where(back, pre_sigma, sigma)
@@ -104,13 +122,15 @@ class RoundsReference(RobustDetector):
         e_s = x - seasonal
         e_p = x - plain
         ec = np.where(early, e_s, np.clip(e_s, -p.clip * sigma, p.clip * sigma))
-        new_level = plain + a * ec
+        new_level = plain - week + a * ec
         st[:, TREND] = p.phi * trend + p.beta * a * ec
         st[rows, SEASON0 + bins] = season + p.season_rate * (1.0 - a) * ec
         for col, e in ((ERR_PLAIN, e_p), (ERR_SEAS, e_s)):
             cap = np.where(early, np.inf, p.clip * np.maximum(SIGMA_PER_MAE * st[:, col], floor))
             st[:, col] += k * (np.minimum(np.abs(e), cap) - st[:, col])
-        st[:, FAST] += p.fast_rate * ((x - np.where(use_season, season, 0.0)) - st[:, FAST])
+        st[:, FAST] += p.fast_rate * ((x - week - np.where(use_season, season, 0.0)) - st[:, FAST])
+        st[:, DAY_SUM] += x - season
+        st[:, DAY_CNT] += 1.0
         step = np.abs(x - st[:, PREV])
         st[:, STEP] += np.maximum(p.step_rate, 1.0 / (n + 1.0)) * (step - st[:, STEP])
         st[:, PREV] = x
@@ -168,6 +188,48 @@ class RoundsReference(RobustDetector):
         st[:, N] = n + 1
         self._state[idx] = st
         return z, expected, onset
+
+    def _close_day(self, row: np.ndarray, day: float) -> None:
+        """The weekday offsets learn the day that ended (``row`` is one series' state, in place)."""
+        p = self.params
+        if row[PROBE_CNT] > 0:
+            row[MISALIGNED] += 0.5 * (row[PROBE_SUM] / row[PROBE_CNT] - row[MISALIGNED])
+            row[PROBE_SUM] = row[PROBE_CNT] = 0.0
+        cnt, total = row[DAY_CNT], row[DAY_SUM]
+        row[DAY_SUM] = row[DAY_CNT] = 0.0
+        if not cnt * row[DT] >= 0.75 * DAY:
+            return
+        mean = total / cnt
+        days = row[DAYS]
+        col = WEEK0 + int(day + 3.0) % 7
+        if days == 0:
+            row[WEEK_BASE] = mean
+        effect = mean - row[WEEK_BASE]
+        before = row[col]
+        step = effect - before
+        if days >= 7:
+            r = max(0.1, 1.0 / (days - 6.0))
+            row[WEEK_ERR_OFF] += r * (abs(effect) - row[WEEK_ERR_OFF])
+            row[WEEK_ERR_ON] += r * (abs(effect - before) - row[WEEK_ERR_ON])
+            cap = p.clip * max(SIGMA_PER_MAE * row[WEEK_ERR_ON], SIGMA_PER_MAE * min(row[ERR_PLAIN], row[ERR_SEAS]))
+            step = min(max(step, -cap), cap)
+        row[col] = before + max(p.week_rate, 1.0 / (days // 7 + 1.0)) * step
+        row[WEEK_BASE] += max(0.15, 1.0 / (days + 1.0)) * (mean - row[col] - row[WEEK_BASE])
+        centre = 0.0
+        for i in range(WEEK0, WEEK0 + 7):
+            centre += row[i]
+        centre /= 7.0
+        row[WEEK0:WEEK0 + 7] -= centre
+        row[WEEK_BASE] += centre
+        moved = [LEVEL, FAST, PRE_LEVEL]
+        if row[WEEK_ON] > 0:
+            row[moved] += centre
+        row[DAYS] = days + 1.0
+        on = days + 1.0 >= p.week_min_days and row[WEEK_ERR_ON] < p.week_gain * row[WEEK_ERR_OFF] \
+            and row[MISALIGNED] < 0.6
+        if on != (row[WEEK_ON] > 0):
+            row[moved] += -row[col] if on else row[col]
+            row[WEEK_ON] = float(on)
 
 
 def same(a, b):
@@ -235,3 +297,30 @@ def test_any_batch_layout(points, batch):
     t = np.array([r[1] for r in rows])
     x = np.array([r[2] for r in rows])
     check([(idx[i:i + batch], t[i:i + batch], x[i:i + batch]) for i in range(0, len(idx), batch)])
+
+
+def test_weekly_offsets_switch_on_then_off():
+    # Four weeks with a weekend step, then three without: the offsets come into use, then out.
+    rng = np.random.default_rng(7)
+    step, days = 1800.0, 49
+    tt = 1_700_006_400.0 + step * np.arange(int(days * DAY / step))
+    weekend = ((tt // DAY).astype(np.int64) + 3) % 7 >= 5
+    idx, t, x = [], [], []
+    late = (((tt - 5 * 3600.0) // DAY).astype(np.int64) + 3) % 7 >= 5  # weekends at midnight UTC-5
+    for s in range(4):
+        v = 100.0 + 10.0 * np.sin(2 * np.pi * tt / DAY) + rng.normal(0, 1 + s % 3, len(tt))
+        v -= np.where((late if s == 3 else weekend) & (tt < tt[0] + 28 * DAY), 30.0 + 10 * (s % 3), 0.0)
+        idx += [s] * len(tt)
+        t += list(tt + 60.0 * s)
+        x += list(v)
+    order = np.argsort(np.array(t), kind="stable")
+    idx, t, x = np.array(idx)[order], np.array(t)[order], np.array(x)[order]
+    check([(idx[i:i + 61], t[i:i + 61], x[i:i + 61]) for i in range(0, len(idx), 61)])
+    on = []
+    d = RobustDetector()
+    for i in range(0, len(idx), 61):
+        d.z_learn(idx[i:i + 61], t[i:i + 61], x[i:i + 61])
+        on.append(d._state[:4, WEEK_ON].copy())
+    on = np.array(on)
+    # the UTC-5 weekends step hours after the series' days start: their offsets never come into use
+    assert on.max(axis=0).tolist() == [1.0, 1.0, 1.0, 0.0] and on[-1].tolist() == [0.0, 0.0, 0.0, 0.0]
