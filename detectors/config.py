@@ -1,12 +1,13 @@
 """Detector settings from the ``detectors:`` section of topology.yaml."""
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -61,11 +62,36 @@ class SeriesMatch(Frozen):
 ModelName = Literal["robust", "halfspacetrees", "snarimax", "holtwinters"]
 
 
+def unknown_params_message(model: str, unknown: list[str], known: list[str]) -> str:
+    """``robust: unknown param 'alpah' (did you mean 'alpha'?); known: [...]``"""
+    names = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1)
+        names.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    return f"{model}: unknown param{'s' if len(names) > 1 else ''} {', '.join(names)}; known: {sorted(known)}"
+
+
+def _params_fit_model(params: dict, info: ValidationInfo) -> dict:
+    """A model's params are checked when the config loads, not when its first series arrives."""
+    model = info.data.get("model")
+    if model is None:  # the model itself was invalid; that error is reported
+        return params
+    from detectors.engine import make_detector  # lazily: the engine imports this module
+
+    try:
+        make_detector(model, params)
+    except (TypeError, ValueError) as e:
+        raise ValueError(str(e)) from None
+    return params
+
+
 class DetectorRule(Frozen):
     match: SeriesMatch = Field(default_factory=SeriesMatch)
     model: ModelName = "robust"
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     params: dict[str, float | int | str | bool] = Field(default_factory=dict)
+
+    _check_params = field_validator("params")(_params_fit_model)
 
 
 class DetectorSettings(Frozen):
@@ -79,6 +105,8 @@ class DetectorSettings(Frozen):
     resolve_after_points: int = Field(default=3, ge=1)
     params: dict[str, float | int | str | bool] = Field(default_factory=dict)
     rules: list[DetectorRule] = Field(default_factory=list)
+
+    _check_params = field_validator("params")(_params_fit_model)
 
     def rule_for(self, service: str, metric: str, labels) -> DetectorRule:
         """The first matching rule, else the defaults as a rule."""

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from detectors.config import unknown_params_message
 from detectors.robust import SIGMA_PER_MAE, z_to_score
 
 HST_DEFAULTS = {"n_trees": 10, "height": 8, "window_size": 250, "seed": 42}
@@ -33,7 +34,7 @@ ERROR_RATE = 0.02  # learning rate of the running mean absolute forecast error
 def _merge(defaults: Mapping, params: Mapping, model: str) -> dict:
     unknown = sorted(set(params) - set(defaults))
     if unknown:
-        raise ValueError(f"{model}: unknown param(s) {unknown}; known: {sorted(defaults)}")
+        raise ValueError(unknown_params_message(model, unknown, list(defaults)))
     return {**defaults, **params}
 
 

@@ -62,6 +62,8 @@ from dataclasses import dataclass, fields
 import numba
 import numpy as np
 
+from detectors.config import unknown_params_message
+
 DAY = 86400.0
 DAY_BINS = 48
 # Column layout of one series' state row.
@@ -124,8 +126,16 @@ class RobustParams:
         known = {f.name: f.type for f in fields(cls)}
         unknown = sorted(set(params) - set(known))
         if unknown:
-            raise ValueError(f"robust: unknown param(s) {unknown}; known: {sorted(known)}")
-        return cls(**{k: type(getattr(cls, k))(v) for k, v in params.items()})
+            raise ValueError(unknown_params_message("robust", unknown, list(known)))
+        values = {}
+        for k, v in params.items():
+            kind = type(getattr(cls, k))
+            try:
+                values[k] = kind(v)
+            except (TypeError, ValueError):
+                raise ValueError(f"robust: param {k!r} expects {'a number' if kind in (int, float) else kind.__name__}, "
+                                 f"got {v!r}") from None
+        return cls(**values)
 
 
 def z_to_score(z: np.ndarray) -> np.ndarray:

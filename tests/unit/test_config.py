@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from detectors.robust import RobustParams
 from streams.config import ConfigError, load_topology, parse_topology
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,6 +53,13 @@ def test_every_problem_is_reported_with_its_path():
     ({"services": {"a": {}}, "remediation": {"policies": [{"name": "p", "steps": [{"kind": "ssh", "target": "x"}]}]}},
      "remediation.policies[0].steps[0].kind", "Input should be 'exec', 'http', 'kubernetes' or 'kafka' (got 'ssh')"),
     ({}, "services", "required key is missing"),
+    # a model's params are checked at load, not when its first series arrives inside an agent
+    ({"services": {"a": {}}, "detectors": {"params": {"alpah": 0.1}}}, "detectors.params",
+     "robust: unknown param 'alpah' (did you mean 'alpha'?); known: " + str(sorted(RobustParams.__dataclass_fields__))),
+    ({"services": {"a": {}}, "detectors": {"rules": [{"params": {"shift_points": "many"}}]}},
+     "detectors.rules[0].params", "robust: param 'shift_points' expects a number, got 'many'"),
+    ({"services": {"a": {}}, "detectors": {"rules": [{"model": "snarimax", "params": {"period": 24}}]}},
+     "detectors.rules[0].params", "snarimax: unknown param 'period'; known: ['d', 'm', 'p', 'q', 'sd', 'sp', 'sq']"),
 ])
 def test_each_problem_names_its_path_and_expectation(doc, path, message):
     with pytest.raises(ConfigError) as exc:
