@@ -20,7 +20,9 @@ a point costs a few hundred nanoseconds. The model:
   scores like a fault. It is capped at ``count_floor_steps`` mean point-to-point changes, so a
   constant count (replicas: 3) keeps no floor and a change of one still alerts;
 - a re-baseline rule: after ``shift_points`` consecutive errors beyond ``shift_z`` on the same side,
-  lasting at least ``shift_seconds``, the level jumps to a fast tracker of recent values, so a
+  lasting at least ``shift_seconds``, the level jumps to a fast tracker of recent values less the
+  daily profile (the level is a deseasonalized level; jumping to raw values made the profile
+  learn each daily step twice over, +40 then -40 around a 40 step, and never forecast it), so a
   lasting level shift stops alerting within a bounded time;
 - a recovery rule: the baseline of the last calm stretch (``calm_seconds`` without a large
   error) is kept aside. While a disturbance lasts, the clipped updates still let the baseline
@@ -34,11 +36,13 @@ a point costs a few hundred nanoseconds. The model:
   fast updates do not absorb them and an hour-long fault moves them by a twenty-fourth of its size
   (a whole-day holiday by at most ``clip`` typical errors). They enter the forecast once they
   predict daily means better than no offsets do (``week_gain``) and after ``week_min_days``; a
-  series without a weekly cycle never uses them. Days start at midnight ``week_utc_offset_hours``
-  from UTC. With the wrong zone, offsets that step at midnight UTC would fire at both midnights
-  (the forecast's and the data's), so the first minutes of each day that should step are
-  checked: when the step comes late on two such days in a row, the offsets are left out and the
-  series is forecast as without them. Set the series' business time zone in its rule to have them.
+  series without a weekly cycle never uses them. Days start at midnight in ``time_zone``. With the
+  wrong zone, offsets that step at midnight UTC would fire at both midnights (the forecast's and
+  the data's), so the first minutes of each day that should step are checked: when the step
+  comes late on two such days in a row, the offsets are left out and the series is forecast as
+  without them. Set the series' business time zone in its rule to have them.
+- time of day and day of week are the series' local time (``time_zone``, UTC by default), so a
+  daylight saving change does not move a business-hours cycle by an hour against its profile.
 
 The score of a point is ``1 - exp(-(z / a) ** b)`` of its robust z-score, with ``a`` and ``b`` set
 so that ``z = 6`` scores 0.9 and ``z = 9`` scores 0.99. It needs no tuning per series. Alerts fire
@@ -56,6 +60,9 @@ a repeat outside a labelled window is a false positive and one inside it earns n
 """
 from __future__ import annotations
 
+import datetime
+import functools
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
@@ -71,9 +78,9 @@ DAY_BINS = 48
  CALM, PRE_T, PRE_LEVEL, PRE_ERR_PLAIN, PRE_ERR_SEAS, QUIET_UNTIL, FRACTIONAL) = range(22)
 SEASON0 = 22
 WEEK0 = SEASON0 + DAY_BINS  # seven weekday offsets, Monday first
-(DAY_SUM, DAY_CNT, WEEK_BASE, WEEK_ERR_ON, WEEK_ERR_OFF, WEEK_ON, DAYS, PROBE_SUM, PROBE_CNT,
- MISALIGNED) = range(WEEK0 + 7, WEEK0 + 17)
-WIDTH = WEEK0 + 17
+(DAY_SUM, DAY_CNT, WEEK_BASE, WEEK_ERR_ON, WEEK_ERR_OFF, WEEK_ON, DAYS, PROBE_SUM, PROBE_CNT, MISALIGNED,
+ DAY_IDX) = range(WEEK0 + 7, WEEK0 + 18)
+WIDTH = WEEK0 + 18
 
 SIGMA_PER_MAE = 1.2533  # sigma / mean |error| for Gaussian noise
 # score(z) = 1 - exp(-(z/a)^b): 0.9 at z=6 and 0.99 at z=9
@@ -119,7 +126,9 @@ class RobustParams:
     week_rate: float = 0.3       # learning rate of a weekday's offset, per week
     week_gain: float = 0.5       # use the offsets once they cut the error of daily means below this share
     week_min_days: int = 14      # ... and not before this many whole days of history
-    week_utc_offset_hours: float = 0.0  # where the series' days start: its business time zone, hours east of UTC
+    # The series' local time, an IANA name: the daily profile's hours and where days and weekends
+    # start, through daylight saving time changes.
+    time_zone: str = "UTC"
 
     @classmethod
     def from_mapping(cls, params: Mapping[str, object]) -> "RobustParams":
@@ -135,6 +144,12 @@ class RobustParams:
             except (TypeError, ValueError):
                 raise ValueError(f"robust: param {k!r} expects {'a number' if kind in (int, float) else kind.__name__}, "
                                  f"got {v!r}") from None
+        if "time_zone" in values:
+            try:
+                _transitions(values["time_zone"])
+            except (ValueError, KeyError, OSError):
+                raise ValueError(f"robust: time_zone {values['time_zone']!r} is not a time zone name "
+                                 "(IANA, such as 'UTC' or 'America/New_York')") from None
         return cls(**values)
 
 
@@ -145,6 +160,55 @@ def z_to_score(z: np.ndarray) -> np.ndarray:
     [0.0, 0.505, 0.9, 0.99]
     """
     return -np.expm1(-np.power(np.abs(z) / _A, _B))
+
+
+@functools.lru_cache(maxsize=64)
+def _transitions(zone: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(starts, offsets)``: from UTC second ``starts[i]`` on, local time is UTC + ``offsets[i]``.
+
+    Found once per zone by probing each day from 1970 to 2100 at noon UTC and bisecting the days
+    whose offset changed, so a batch's offsets are one ``searchsorted`` away."""
+    tz = zoneinfo.ZoneInfo(zone)
+
+    def offset(ts: float) -> float:
+        return datetime.datetime.fromtimestamp(ts, tz).utcoffset().total_seconds()
+
+    starts, offsets = [-np.inf], [offset(0.0)]
+    noon = 43200.0 + DAY * np.arange(0, 47482)  # 1970-01-01 .. 2099-12-31
+    prev = offsets[0]
+    for lo in noon:
+        cur = offset(lo + DAY)
+        if cur != prev:
+            a, b = lo, lo + DAY  # offset(a) == prev, offset(b) == cur
+            while b - a > 1.0:
+                mid = np.floor((a + b) / 2)
+                a, b = (mid, b) if offset(mid) == prev else (a, mid)
+            starts.append(b)
+            offsets.append(cur)
+            prev = cur
+    return np.array(starts), np.array(offsets)
+
+
+_ZEROS = np.zeros(0)  # UTC's offsets, shared read-only: most batches are UTC
+
+
+def utc_offsets(zone: str, t: np.ndarray) -> np.ndarray:
+    """Local time less UTC time at each of the UTC seconds ``t``, in ``zone``.
+
+    >>> utc_offsets("America/New_York", np.array([1704067200.0, 1719792000.0])) / 3600  # 1 Jan, 1 Jul 2024
+    array([-5., -4.])
+    """
+    global _ZEROS
+    if zone == "UTC" or not len(t):
+        if len(_ZEROS) < len(t):
+            _ZEROS = np.zeros(max(len(t), 2 * len(_ZEROS)))
+            _ZEROS.flags.writeable = False
+        return _ZEROS[: len(t)]
+    starts, offsets = _transitions(zone)
+    first, last = np.searchsorted(starts, (t.min(), t.max()), side="right") - 1
+    if first == last:  # no change inside the batch: nearly always
+        return np.full(len(t), offsets[first])
+    return offsets[np.searchsorted(starts, t, side="right") - 1]
 
 
 class RobustDetector:
@@ -212,8 +276,9 @@ class RobustDetector:
         z = np.empty(len(idx))
         expected = np.empty(len(idx))
         onset = np.empty(len(idx))
-        _learn_points(self._state, np.ascontiguousarray(idx), np.ascontiguousarray(t), np.ascontiguousarray(x),
-                      self._packed, z, expected, onset)
+        t = np.ascontiguousarray(t)
+        _learn_points(self._state, np.ascontiguousarray(idx), t, utc_offsets(self.params.time_zone, t),
+                      np.ascontiguousarray(x), self._packed, z, expected, onset)
         return z, expected, onset
 
 
@@ -239,7 +304,7 @@ _PARAM_ORDER = ("alpha", "beta", "phi", "scale_rate", "clip", "season_rate", "se
                 "disturbed_gain", "fast_rate", "rel_floor", "abs_floor", "step_floor", "step_rate", "count_floor",
                 "count_floor_steps", "lik_rate", "lik_var_floor", "onset_halflife", "onset_peak_floor", "lik_warmup",
                 "smooth_rate", "onset_refractory", "lik_disturbed_z", "onset_min_z",
-                "week_rate", "week_gain", "week_min_days", "week_utc_offset_hours")
+                "week_rate", "week_gain", "week_min_days")  # time_zone: the offsets passed with the points
 
 
 @numba.njit(cache=True, nogil=True)
@@ -304,21 +369,20 @@ def _close_day(st, day, week_rate, week_gain, week_min_days, clip):  # pragma: n
 
 
 @numba.njit(cache=True, nogil=True)
-def _learn_points(state, idx, t, x, pa, z_out, exp_out, onset_out):  # pragma: no cover - compiled
+def _learn_points(state, idx, t, utc_offset, x, pa, z_out, exp_out, onset_out):  # pragma: no cover - compiled
     """Score and learn each point in order against its series' row of ``state``.
 
     One point at a time, in the order given, so a series' points are taken in order; each
     operation is the scalar form of the one the vectorized model did per round, in the same
-    order, so the results are the same to the bit."""
+    order, so the results are the same to the bit. ``utc_offset`` is each point's local time less
+    its UTC time, in seconds (see :func:`utc_offsets`)."""
     (alpha, beta, phi, scale_rate, clip, season_rate, season_gain, season_max_interval, shift_z, shift_points,
      shift_seconds, calm_seconds, disturbed_gain, fast_rate, rel_floor, abs_floor, step_floor, step_rate,
      count_floor, count_floor_steps, lik_rate, lik_var_floor, onset_halflife, onset_peak_floor, lik_warmup,
-     smooth_rate, onset_refractory, lik_disturbed_z, onset_min_z, week_rate, week_gain, week_min_days,
-     week_utc_offset_hours) = (
+     smooth_rate, onset_refractory, lik_disturbed_z, onset_min_z, week_rate, week_gain, week_min_days) = (
         pa[0], pa[1], pa[2], pa[3], pa[4], pa[5], pa[6], pa[7], pa[8], pa[9], pa[10], pa[11], pa[12], pa[13],
         pa[14], pa[15], pa[16], pa[17], pa[18], pa[19], pa[20], pa[21], pa[22], pa[23], pa[24], pa[25], pa[26],
-        pa[27], pa[28], pa[29], pa[30], pa[31], pa[32])
-    day_shift = week_utc_offset_hours * 3600.0
+        pa[27], pa[28], pa[29], pa[30], pa[31])
     for j in range(len(idx)):
         st = state[idx[j]]
         tj = t[j]
@@ -331,15 +395,18 @@ def _learn_points(state, idx, t, x, pa, z_out, exp_out, onset_out):  # pragma: n
             st[T] = tj
             st[PREV] = xj
         dt = 0.0 if first else tj - st[T]
-        day = np.floor((tj + day_shift) / DAY)
-        prev_day = np.floor((st[T] + day_shift) / DAY)
-        if (not first) and day != prev_day:
-            _close_day(st, prev_day, week_rate, week_gain, week_min_days, clip)
+        local = tj + utc_offset[j]
+        day = np.floor(local / DAY)
+        if first:
+            st[DAY_IDX] = day
+        if day != st[DAY_IDX]:
+            _close_day(st, st[DAY_IDX], week_rate, week_gain, week_min_days, clip)
+            st[DAY_IDX] = day
         # 1970-01-01 was a Thursday: +3 makes Monday 0.
         week = st[WEEK0 + np.int64(day + 3.0) % 7] if st[WEEK_ON] > 0 else 0.0
         level = st[LEVEL]
         trend = st[TREND]
-        b = np.int64((tj % DAY) * (DAY_BINS / DAY)) % DAY_BINS
+        b = np.int64((local % DAY) * (DAY_BINS / DAY)) % DAY_BINS
         season = st[SEASON0 + b]
         plain = level + phi * trend + week
         seasonal = plain + season
@@ -361,7 +428,7 @@ def _learn_points(state, idx, t, x, pa, z_out, exp_out, onset_out):  # pragma: n
 
         # Does the series step where its day starts? The first minutes of a day whose offset differs
         # from the day before's by a visible step: a fraction of 0 if the step is there, 1 if not yet.
-        if st[DAYS] >= 7 and n >= 2 and (tj + day_shift) - day * DAY < max(1200.0, 1.5 * sdt):
+        if st[DAYS] >= 7 and n >= 2 and local - day * DAY < max(1200.0, 1.5 * sdt):
             wd = np.int64(day + 3.0) % 7
             jump = st[WEEK0 + wd] - st[WEEK0 + (wd + 6) % 7]
             if abs(jump) >= 3.0 * sigma:
@@ -404,7 +471,7 @@ def _learn_points(state, idx, t, x, pa, z_out, exp_out, onset_out):  # pragma: n
         st[ERR_PLAIN] += k * (min(abs(e_p), cap) - st[ERR_PLAIN])
         cap = np.inf if early else clip * max(SIGMA_PER_MAE * st[ERR_SEAS], floor)
         st[ERR_SEAS] += k * (min(abs(e_s), cap) - st[ERR_SEAS])
-        st[FAST] += fast_rate * ((xj - week - (season if use_season else 0.0)) - st[FAST])
+        st[FAST] += fast_rate * ((xj - week - season) - st[FAST])
         st[DAY_SUM] += xj - season
         st[DAY_CNT] += 1.0
         step = abs(xj - st[PREV])

@@ -58,6 +58,8 @@ def test_every_problem_is_reported_with_its_path():
      "robust: unknown param 'alpah' (did you mean 'alpha'?); known: " + str(sorted(RobustParams.__dataclass_fields__))),
     ({"services": {"a": {}}, "detectors": {"rules": [{"params": {"shift_points": "many"}}]}},
      "detectors.rules[0].params", "robust: param 'shift_points' expects a number, got 'many'"),
+    ({"services": {"a": {}}, "detectors": {"params": {"time_zone": "America/New_Yrok"}}}, "detectors.params",
+     "robust: time_zone 'America/New_Yrok' is not a time zone name (IANA, such as 'UTC' or 'America/New_York')"),
     ({"services": {"a": {}}, "detectors": {"rules": [{"model": "snarimax", "params": {"period": 24}}]}},
      "detectors.rules[0].params", "snarimax: unknown param 'period'; known: ['d', 'm', 'p', 'q', 'sd', 'sp', 'sq']"),
 ])

@@ -8,7 +8,7 @@ import pytest
 from detectors.config import DetectorSettings
 from detectors.engine import DetectionEngine
 from detectors.records import Point, SeriesKey
-from detectors.robust import RobustParams
+from detectors.robust import RobustParams, utc_offsets
 
 DEFAULTS = DetectorSettings()
 KEY = SeriesKey("orders-db", "db.client.connections.utilization")
@@ -228,11 +228,29 @@ def test_daily_seasonality_is_learned():
     assert firing_indices(alerts, pts) == [trough + 1]
 
 
-def weekly_series(utc_offset_hours=0.0, weeks=6, seed=4):
+def test_business_hours_steps_are_learned_on_the_local_clock():
+    # Three weeks of five-minute points, 40 (20 sigma) higher from 9:00 to 17:00 in New York,
+    # across the start of daylight saving time (10 March 2024), which moves both steps an hour
+    # earlier in UTC. On New York's clock the steps are learned within a week and nothing fires
+    # after; on UTC's the change fires again. (Before re-baselines kept the profile out of the
+    # level, both steps fired every day for three weeks: 42 alerts.)
+    t = 1709251200.0 + 300.0 * np.arange(21 * 288)  # 1 March 2024, midnight UTC
+    hour = (t + utc_offsets("America/New_York", t)) % 86400 / 3600
+    x = 100.0 + 40.0 * ((hour >= 9) & (hour < 17)) + 2.0 * np.random.default_rng(1).standard_normal(len(t))
+    week = 7 * 288
+    local = DetectorSettings(params={"time_zone": "America/New_York"})
+    _, pts, alerts, _ = run(x, settings=local, t=t)
+    fired = firing_indices(alerts, pts)
+    assert fired and max(fired) < week
+    _, pts, alerts, _ = run(x, t=t)
+    assert [i // 288 for i in firing_indices(alerts, pts) if i >= week] == [9, 10]  # the days after the change
+
+
+def weekly_series(time_zone="UTC", weeks=6, seed=4):
     """Five-minute points: a daily cycle, and weekends 40 (20 sigma) lower from local midnight."""
     step = 300.0
     t = 1_700_006_400.0 + step * np.arange(weeks * 7 * 288)  # a Wednesday, midnight UTC
-    local_day = ((t + utc_offset_hours * 3600.0) // 86400).astype(np.int64)
+    local_day = ((t + utc_offsets(time_zone, t)) // 86400).astype(np.int64)
     weekday = (local_day + 3) % 7  # Monday 0
     x = 100.0 + 20.0 * np.sin(2 * np.pi * (t % 86400) / 86400) - 40.0 * (weekday >= 5)
     x += 2.0 * np.random.default_rng(seed).standard_normal(len(t))
@@ -242,10 +260,10 @@ def weekly_series(utc_offset_hours=0.0, weeks=6, seed=4):
     return t, x, outage
 
 
-@pytest.mark.parametrize("utc_offset_hours", [0.0, -5.0])
-def test_weekly_seasonality_is_learned(utc_offset_hours):
-    t, x, outage = weekly_series(utc_offset_hours)
-    learned = DetectorSettings(params={"week_utc_offset_hours": utc_offset_hours})
+@pytest.mark.parametrize("time_zone", ["UTC", "America/New_York"])
+def test_weekly_seasonality_is_learned(time_zone):
+    t, x, outage = weekly_series(time_zone)
+    learned = DetectorSettings(params={"time_zone": time_zone})
     _, pts, alerts, _ = run(x, settings=learned, t=t)
     fired = firing_indices(alerts, pts)
     two_weeks = 14 * 288
@@ -253,16 +271,16 @@ def test_weekly_seasonality_is_learned(utc_offset_hours):
     # none of the 8 weekend edges of weeks 3-6 fires, and the outage fires at its start and end.
     assert [i for i in fired if i >= two_weeks] == [outage + 1, outage + 288 + 1]  # fire_after_points 2
     # Without the weekday offsets every weekend edge keeps firing: the test can tell.
-    never = DetectorSettings(params={"week_utc_offset_hours": utc_offset_hours, "week_min_days": 10**6})
+    never = DetectorSettings(params={"time_zone": time_zone, "week_min_days": 10**6})
     _, pts, alerts, _ = run(x, settings=never, t=t)
     assert len([i for i in firing_indices(alerts, pts) if i >= two_weeks]) == 8 + 2
 
 
 def test_weekly_offsets_at_the_wrong_midnight_are_left_out():
-    # Weekends at midnight UTC-5, the zone left at UTC: offsets stepping at midnight UTC would fire
-    # at both midnights (21 alerts in six weeks). The model sees the steps come late and leaves
-    # them out, so it fires as it would without them.
-    t, x, _ = weekly_series(-5.0)
+    # Weekends at midnight in New York, the zone left at UTC: offsets stepping at midnight UTC would
+    # fire at both midnights (21 alerts in six weeks). The model sees the steps come late and
+    # leaves them out, so it fires as it would without them.
+    t, x, _ = weekly_series("America/New_York")
     _, pts, alerts, _ = run(x, t=t)
     _, pts, without, _ = run(x, settings=DetectorSettings(params={"week_min_days": 10**6}), t=t)
     assert firing_indices(alerts, pts) == firing_indices(without, pts)

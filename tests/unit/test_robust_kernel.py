@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from detectors.robust import (CALM, DAY, DAY_BINS, DAY_CNT, DAY_SUM, DAYS, DT, ERR_PLAIN, ERR_SEAS, FAST, FRACTIONAL,
                               LEVEL, LIK_MU, LIK_VAR, MISALIGNED, N, ONSET, ONSET_CUT, PRE_ERR_PLAIN, PRE_ERR_SEAS,
                               PRE_LEVEL, PRE_T, PREV, PROBE_CNT, PROBE_SUM, QUIET_UNTIL, RUN, SEASON0, SIGMA_PER_MAE,
-                              SMOOTH, STEP, TREND, WEEK0, WEEK_BASE, WEEK_ERR_OFF, WEEK_ERR_ON, WEEK_ON, T,
-                              RobustDetector)
+                              SMOOTH, STEP, TREND, WEEK0, WEEK_BASE, WEEK_ERR_OFF, WEEK_ERR_ON, WEEK_ON, DAY_IDX, T,
+                              RobustDetector, utc_offsets)
 from tests.unit.rounds import rounds
 
 
@@ -36,11 +36,12 @@ class RoundsReference(RobustDetector):
         z = np.zeros(len(idx))
         expected = np.zeros(len(idx))
         onset = np.zeros(len(idx))
+        off = utc_offsets(self.params.time_zone, t)
         for pos in rounds(idx):
-            z[pos], expected[pos], onset[pos] = self._step(idx[pos], t[pos], x[pos])
+            z[pos], expected[pos], onset[pos] = self._step(idx[pos], t[pos], off[pos], x[pos])
         return z, expected, onset
 
-    def _step(self, idx: np.ndarray, t: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _step(self, idx: np.ndarray, t: np.ndarray, off: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One point for each of distinct series ``idx``."""
         p = self.params
         st = self._state[idx]  # a copy; written back at the end
@@ -54,15 +55,16 @@ class RoundsReference(RobustDetector):
         st[first, PREV] = x[first]
 
         dt = np.where(first, 0.0, t - st[:, T])
-        shift = p.week_utc_offset_hours * 3600.0
-        day = np.floor((t + shift) / DAY)
-        prev_day = np.floor((st[:, T] + shift) / DAY)
-        for r in np.flatnonzero(~first & (day != prev_day)):
-            self._close_day(st[r], prev_day[r])
+        local = t + off
+        day = np.floor(local / DAY)
+        st[first, DAY_IDX] = day[first]
+        for r in np.flatnonzero(day != st[:, DAY_IDX]):
+            self._close_day(st[r], st[r, DAY_IDX])
+        st[:, DAY_IDX] = day
         weekday = (day + 3.0).astype(np.int64) % 7
         week = np.where(st[:, WEEK_ON] > 0, st[rows, WEEK0 + weekday], 0.0)
         level, trend = st[:, LEVEL], st[:, TREND]
-        bins = ((t % DAY) * (DAY_BINS / DAY)).astype(np.int64) % DAY_BINS
+        bins = ((local % DAY) * (DAY_BINS / DAY)).astype(np.int64) % DAY_BINS
         season = st[rows, SEASON0 + bins]
 
         plain = level + p.phi * trend + week
@@ -83,7 +85,7 @@ class RoundsReference(RobustDetector):
 
         # The weekday offsets' alignment probe: the first minutes of a day that should step.
         jump = st[rows, WEEK0 + weekday] - st[rows, WEEK0 + (weekday + 6) % 7]
-        probe = (st[:, DAYS] >= 7) & (n >= 2) & ((t + shift) - day * DAY < np.maximum(1200.0, 1.5 * st[:, DT])) \
+        probe = (st[:, DAYS] >= 7) & (n >= 2) & (local - day * DAY < np.maximum(1200.0, 1.5 * st[:, DT])) \
             & (np.abs(jump) >= 3.0 * sigma)
         if probe.any():
             late = -(r - np.where(st[:, WEEK_ON] > 0, 0.0, jump)) / np.where(probe, jump, 1.0)
@@ -128,7 +130,7 @@ class RoundsReference(RobustDetector):
         for col, e in ((ERR_PLAIN, e_p), (ERR_SEAS, e_s)):
             cap = np.where(early, np.inf, p.clip * np.maximum(SIGMA_PER_MAE * st[:, col], floor))
             st[:, col] += k * (np.minimum(np.abs(e), cap) - st[:, col])
-        st[:, FAST] += p.fast_rate * ((x - week - np.where(use_season, season, 0.0)) - st[:, FAST])
+        st[:, FAST] += p.fast_rate * ((x - week - season) - st[:, FAST])
         st[:, DAY_SUM] += x - season
         st[:, DAY_CNT] += 1.0
         step = np.abs(x - st[:, PREV])
@@ -324,3 +326,12 @@ def test_weekly_offsets_switch_on_then_off():
     on = np.array(on)
     # the UTC-5 weekends step hours after the series' days start: their offsets never come into use
     assert on.max(axis=0).tolist() == [1.0, 1.0, 1.0, 0.0] and on[-1].tolist() == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_local_time_across_a_daylight_saving_change():
+    # Batches that straddle New York's change to summer time take the per-point offsets.
+    rng = np.random.default_rng(11)
+    idx, t, x = realistic(rng, series=3, points=2000)
+    t = t - t[0] + 1709251200.0  # 1 March 2024; the change is on 10 March
+    check([(idx[i:i + 97], t[i:i + 97], x[i:i + 97]) for i in range(0, len(idx), 97)],
+          {"time_zone": "America/New_York"})
