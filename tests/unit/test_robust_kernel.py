@@ -176,7 +176,8 @@ class RoundsReference(RobustDetector):
         peak = st[:, ONSET]
         onset = np.where(zz >= p.onset_min_z, np.maximum(v - peak, 0.0), 0.0)
         decay = _exp2(-dt / p.onset_halflife)
-        st[:, ONSET] = np.maximum(v, np.where(peak > p.onset_peak_floor,
+        record = np.where(n * st[:, DT] < p.onset_cold_start, np.minimum(v, p.onset_peak_floor), v)
+        st[:, ONSET] = np.maximum(record, np.where(peak > p.onset_peak_floor,
                                               p.onset_peak_floor + (peak - p.onset_peak_floor) * decay, peak * decay))
         # A refractory period after an alert-level onset: a repeat outside the anomaly's window
         # is a false positive and one inside it earns nothing, and the surprises that follow a
