@@ -116,7 +116,7 @@ class RobustParams:
     # The evaluation (onset) score, see the module docstring:
     lik_rate: float = 0.002      # learning rate of the history of surprise
     lik_var_floor: float = 0.03  # floor of that history's variance: a very steady series' next wobble is not 10 sigma
-    lik_disturbed_z: float = 3.0  # a point beyond this |z| teaches that history at ``disturbed_gain``
+    lik_disturbed_z: float = 2.25  # a point beyond this |z| teaches that history at ``disturbed_gain``
     onset_halflife: float = 5 * DAY  # half-life of the recent surprise peak, in seconds ...
     onset_peak_floor: float = 1.0  # ... above this: a peak decays towards it, not to 0
     lik_warmup: int = 30         # points before the evaluation score starts
@@ -285,9 +285,8 @@ class RobustDetector:
 
 
 # The onset that scores 0.9, the production threshold. The NAB folds (leave-one-category-out)
-# choose thresholds of 0.908-0.916 with it (onsets of 0.46-0.48), and the whole split's best cut
-# is 0.43-0.47, so 0.9 sits just below the folds' cut.
-ONSET_CUT = 0.45
+# choose thresholds of 0.911-0.920 with it (onsets of 0.49-0.51), so 0.9 sits just below their cut.
+ONSET_CUT = 0.47
 ONSET_SCALE = ONSET_CUT / float(np.log(10.0))
 
 
