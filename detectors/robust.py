@@ -191,21 +191,14 @@ def _transitions(zone: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array(starts), np.array(offsets)
 
 
-_ZEROS = np.zeros(0)  # UTC's offsets, shared read-only: most batches are UTC
-
-
 def utc_offsets(zone: str, t: np.ndarray) -> np.ndarray:
     """Local time less UTC time at each of the UTC seconds ``t``, in ``zone``.
 
     >>> utc_offsets("America/New_York", np.array([1704067200.0, 1719792000.0])) / 3600  # 1 Jan, 1 Jul 2024
     array([-5., -4.])
     """
-    global _ZEROS
     if zone == "UTC" or not len(t):
-        if len(_ZEROS) < len(t):
-            _ZEROS = np.zeros(max(len(t), 2 * len(_ZEROS)))
-            _ZEROS.flags.writeable = False
-        return _ZEROS[: len(t)]
+        return np.zeros(len(t))
     starts, offsets = _transitions(zone)
     first, last = np.searchsorted(starts, (t.min(), t.max()), side="right") - 1
     if first == last:  # no change inside the batch: nearly always
@@ -270,18 +263,20 @@ class RobustDetector:
 
     def z_learn(self, idx: np.ndarray, t: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Signed robust z-scores, forecasts and raw onset surprise of each point; learns them."""
-        idx = np.asarray(idx, dtype=np.int64)
-        t = np.asarray(t, dtype=np.float64)
-        x = np.asarray(x, dtype=np.float64)
+        idx = np.ascontiguousarray(idx, dtype=np.int64)
+        t = np.ascontiguousarray(t, dtype=np.float64)
+        x = np.ascontiguousarray(x, dtype=np.float64)
         if len(idx) and idx.max() >= self._size:
             self.grow(int(idx.max()) + 1)
         z = np.empty(len(idx))
         expected = np.empty(len(idx))
         onset = np.empty(len(idx))
-        t = np.ascontiguousarray(t)
-        _learn_points(self._state, np.ascontiguousarray(idx), t, utc_offsets(self.params.time_zone, t),
-                      np.ascontiguousarray(x), self._packed, z, expected, onset)
+        self._learn(idx, t, utc_offsets(self.params.time_zone, t), x, z, expected, onset)
         return z, expected, onset
+
+    def _learn(self, idx, t, utc_offset, x, z, expected, onset) -> None:
+        """Fill ``z``, ``expected`` and ``onset`` for the points, learning each in order."""
+        _learn_points(self._state, idx, t, utc_offset, x, self._packed, z, expected, onset)
 
 
 # The onset that scores 0.9, the production threshold. The NAB folds (leave-one-category-out)
@@ -309,6 +304,12 @@ _PARAM_ORDER = ("alpha", "beta", "phi", "scale_rate", "clip", "season_rate", "se
 
 
 @numba.njit(cache=True, nogil=True)
+def _weekday(day):  # pragma: no cover - compiled
+    """Monday 0 .. Sunday 6 of a day number since 1970-01-01, a Thursday."""
+    return np.int64(day + 3.0) % 7
+
+
+@numba.njit(cache=True, nogil=True)
 def _close_day(st, day, week_rate, week_gain, week_min_days, clip):  # pragma: no cover - compiled
     """Learn the weekday offset from the day that just ended, and decide whether the forecast uses them.
 
@@ -327,17 +328,16 @@ def _close_day(st, day, week_rate, week_gain, week_min_days, clip):  # pragma: n
     if not covered:
         return
     days = st[DAYS]
-    d = WEEK0 + np.int64(day + 3.0) % 7
+    d = WEEK0 + _weekday(day)
     if days == 0:
         st[WEEK_BASE] = mean
     effect = mean - st[WEEK_BASE]
     before = st[d]
+    step = effect - before
     if days >= 7:  # every weekday has an offset to test
         r = max(0.1, 1.0 / (days - 6.0))
         st[WEEK_ERR_OFF] += r * (abs(effect) - st[WEEK_ERR_OFF])
         st[WEEK_ERR_ON] += r * (abs(effect - before) - st[WEEK_ERR_ON])
-    step = effect - before
-    if days >= 7:
         # Huber, as the level: a holiday moves next week's offset by at most clip typical errors.
         cap = clip * max(SIGMA_PER_MAE * st[WEEK_ERR_ON], SIGMA_PER_MAE * min(st[ERR_PLAIN], st[ERR_SEAS]))
         step = min(max(step, -cap), cap)
@@ -404,8 +404,8 @@ def _learn_points(state, idx, t, utc_offset, x, pa, z_out, exp_out, onset_out): 
         if day != st[DAY_IDX]:
             _close_day(st, st[DAY_IDX], week_rate, week_gain, week_min_days, clip)
             st[DAY_IDX] = day
-        # 1970-01-01 was a Thursday: +3 makes Monday 0.
-        week = st[WEEK0 + np.int64(day + 3.0) % 7] if st[WEEK_ON] > 0 else 0.0
+        wd = _weekday(day)
+        week = st[WEEK0 + wd] if st[WEEK_ON] > 0 else 0.0
         level = st[LEVEL]
         trend = st[TREND]
         b = np.int64((local % DAY) * (DAY_BINS / DAY)) % DAY_BINS
@@ -431,7 +431,6 @@ def _learn_points(state, idx, t, utc_offset, x, pa, z_out, exp_out, onset_out): 
         # Does the series step where its day starts? The first minutes of a day whose offset differs
         # from the day before's by a visible step: a fraction of 0 if the step is there, 1 if not yet.
         if st[DAYS] >= 7 and n >= 2 and local - day * DAY < max(1200.0, 1.5 * sdt):
-            wd = np.int64(day + 3.0) % 7
             jump = st[WEEK0 + wd] - st[WEEK0 + (wd + 6) % 7]
             if abs(jump) >= 3.0 * sigma:
                 late = -(r - (0.0 if st[WEEK_ON] > 0 else jump)) / jump

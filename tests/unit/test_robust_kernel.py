@@ -14,7 +14,7 @@ from detectors.robust import (CALM, DAY, DAY_BINS, DAY_CNT, DAY_SUM, DAYS, DT, E
                               LEVEL, LIK_MU, LIK_VAR, MISALIGNED, N, ONSET, ONSET_CUT, PRE_ERR_PLAIN, PRE_ERR_SEAS,
                               PRE_LEVEL, PRE_T, PREV, PROBE_CNT, PROBE_SUM, QUIET_UNTIL, RUN, SEASON0, SIGMA_PER_MAE,
                               SMOOTH, STEP, TREND, WEEK0, WEEK_BASE, WEEK_ERR_OFF, WEEK_ERR_ON, WEEK_ON, DAY_IDX, T,
-                              RobustDetector, utc_offsets)
+                              RobustDetector)
 from tests.unit.rounds import rounds
 
 
@@ -27,19 +27,9 @@ _log1p, _expm1, _exp2 = (np.vectorize(f, otypes=[float]) for f in (math.log1p, m
 class RoundsReference(RobustDetector):
     """The vectorized model as it was: one numpy step per round."""
 
-    def z_learn(self, idx, t, x):
-        idx = np.asarray(idx, dtype=np.int64)
-        t = np.asarray(t, dtype=np.float64)
-        x = np.asarray(x, dtype=np.float64)
-        if len(idx) and idx.max() >= self._size:
-            self.grow(int(idx.max()) + 1)
-        z = np.zeros(len(idx))
-        expected = np.zeros(len(idx))
-        onset = np.zeros(len(idx))
-        off = utc_offsets(self.params.time_zone, t)
+    def _learn(self, idx, t, utc_offset, x, z, expected, onset):
         for pos in rounds(idx):
-            z[pos], expected[pos], onset[pos] = self._step(idx[pos], t[pos], off[pos], x[pos])
-        return z, expected, onset
+            z[pos], expected[pos], onset[pos] = self._step(idx[pos], t[pos], utc_offset[pos], x[pos])
 
     def _step(self, idx: np.ndarray, t: np.ndarray, off: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One point for each of distinct series ``idx``."""
