@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 SHARED ?= ../shared
 
-.PHONY: install run test bench load nab eval eval-alertmanager clean
+.PHONY: install run test bench load nab eval eval-real eval-alertmanager clean
 
 install: $(STAMP)
 
@@ -43,6 +43,12 @@ nab: install
 
 eval: install
 	$(PY) -m evaluation.run --out out/eval
+
+# The real fault days of $(SHARED)/real/nezha and the Sock Shop cases of $(SHARED)/rca-data as
+# OTLP/JSON through the production core: false incidents per quiet hour, alerts per series-day,
+# fault recall, own incidents and AC@k (evaluation/real.py). Writes out/eval-real/.
+eval-real: install
+	$(PY) -m evaluation.real --shared $(SHARED) --out out/eval-real
 
 # Needs Debian's Alertmanager: apt-get install -y prometheus-alertmanager (skips, saying so, without it).
 eval-alertmanager: install
