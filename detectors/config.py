@@ -100,8 +100,11 @@ class DetectorSettings(Frozen):
     threshold: float = Field(default=0.9, ge=0.0, le=1.0)
     # No alert before a series has this many points: a cold start is not an anomaly.
     warmup_points: int = Field(default=30, ge=1)
-    # Consecutive anomalous points needed to fire, and normal points needed to resolve.
-    fire_after_points: int = Field(default=2, ge=1)
+    # How long an anomaly must last, from its onset, to fire (Prometheus's ``for``): a point covers
+    # one sampling interval, so a 5-minute series fires at the onset and a 1-minute one after two
+    # anomalous points. A one-minute spike is not worth a page; a lasting departure is.
+    fire_after: Duration = parse_duration("2m")
+    # Consecutive normal points needed to resolve.
     resolve_after_points: int = Field(default=3, ge=1)
     params: dict[str, float | int | str | bool] = Field(default_factory=dict)
     rules: list[DetectorRule] = Field(default_factory=list)

@@ -32,11 +32,11 @@ def make_detector(model: str, params: dict) -> object:
     return make_river_detector(model, params)
 
 
-def _score_learn_eval(model, idx: np.ndarray, t: np.ndarray, x: np.ndarray):
-    """``(scores, expected, evaluation scores)``; a model without its own evaluation score is
-    evaluated on its alert score."""
-    if hasattr(model, "score_learn_eval"):
-        return model.score_learn_eval(idx, t, x)
+def _score_learn_onset(model, idx: np.ndarray, t: np.ndarray, x: np.ndarray):
+    """``(scores, expected, onset scores)``; for a model without an onset score of its own, every
+    anomalous point is an onset (an alert opens at the first point at or above the threshold)."""
+    if hasattr(model, "score_learn_onset"):
+        return model.score_learn_onset(idx, t, x)
     s, e = model.score_learn(idx, t, x)
     return s, e, s
 
@@ -56,26 +56,30 @@ def _fmt(v: float) -> str:
 
 @dataclass(frozen=True)
 class Scored:
-    """Per input point: score and forecast, ``nan`` where a point was ignored (a redelivery,
-    an out-of-order point or a non-finite value)."""
+    """Per input point: deviation score, forecast and onset score, ``nan`` where a point was
+    ignored (a redelivery, an out-of-order point or a non-finite value)."""
 
     scores: np.ndarray
     expected: np.ndarray
-    evaluation: np.ndarray
-
-    @property
-    def nab(self) -> np.ndarray:
-        """The score reported to NAB-style evaluation (0 for ignored points): the model's
-        onset score where it has one (see :func:`detectors.robust.onset_score`), else its score."""
-        return np.nan_to_num(self.evaluation, nan=0.0)
+    onset: np.ndarray
 
 
 class DetectionEngine:
     """Per-series online detection with warm-up and a fire/resolve state machine.
 
-    A series fires after ``fire_after_points`` consecutive points scoring at or above its
-    threshold (points within the warm-up never count) and resolves after
-    ``resolve_after_points`` consecutive points below it.
+    An alert opens at an onset: a point whose onset score is at or above the series' threshold
+    (the start of a departure larger than anything the series did lately; see
+    :mod:`detectors.robust`). It fires once the series has stayed anomalous (deviation or onset
+    score at or above the threshold) for ``fire_after`` from the onset on, the onset point standing
+    for the interval since the point before it: a 5-minute series fires at the onset, a 1-minute
+    series at its second anomalous point. ``resolve_after_points`` consecutive points that are not
+    anomalous drop an onset that has not fired yet, and resolve an alert that has. A deviation
+    that lasts ``warmup_points`` points in a row fires too, onset or not: the bar a past fault
+    raised hides a repeat of the same size for days, but not one that lasts as long as it takes
+    to learn a series (a fault of ten minutes at a 10-second scrape; a lasting level shift is
+    re-baselined before that at a 1- or 5-minute scrape). Points within the warm-up
+    never count. So a series pages once per episode, a deviation the series has shown lately
+    does not page again, and a one-sample spike of a finely sampled series does not page.
 
     Examples
     --------
@@ -130,6 +134,9 @@ class DetectionEngine:
         self._starts = grown("_starts", np.float64, 0.0)
         self._peak = grown("_peak", np.float32, 0.0)
         self._dev = grown("_dev", np.float32, 0.0)  # |value - expected| when the alert last went out
+        self._cover = grown("_cover", np.float32, 0.0)  # how long the onset point stands for (its interval)
+        self._run = grown("_run", np.int32, 0)  # consecutive anomalous points (deviation score alone)
+        self._run_start = grown("_run_start", np.float64, 0.0)  # the first of them
         self._cap = cap
 
     def _register(self, key: SeriesKey) -> int:
@@ -171,7 +178,8 @@ class DetectionEngine:
     def nbytes(self) -> int:
         """Bytes held by per-series state arrays (the engine's and every model's)."""
         own = sum(a.nbytes for a in (self._slot, self._local, self._thr, self._last_t, self._n, self._hi,
-                                     self._lo, self._firing, self._starts, self._peak, self._dev))
+                                     self._lo, self._firing, self._starts, self._peak, self._dev, self._cover, self._run,
+                                     self._run_start))
         return int(own + sum(m.nbytes for m in self._models))
 
     # --- scoring --------------------------------------------------------------------------
@@ -201,9 +209,9 @@ class DetectionEngine:
         m = len(keys)
         scores = np.full(m, np.nan)
         expected = np.full(m, np.nan)
-        evaluation = np.full(m, np.nan)
+        onset = np.full(m, np.nan)
         if m == 0:
-            return [], Scored(scores, expected, evaluation)
+            return [], Scored(scores, expected, onset)
         by_id = self._by_id
         if len(self._pins) > 4 * len(self._keys) + 4096:
             by_id.clear()  # many short-lived key objects: start over rather than grow
@@ -226,22 +234,22 @@ class DetectionEngine:
         if pos is None:
             pos, gi, tt, xx = np.arange(m), gidx, t, x
         elif len(pos) == 0:
-            return [], Scored(scores, expected, evaluation)
+            return [], Scored(scores, expected, onset)
         else:
             gi, tt, xx = gidx[pos], t[pos], x[pos]
         if len(self._models) == 1:
-            s, e, v = _score_learn_eval(self._models[0], self._local[gi], tt, xx)
+            s, e, v = _score_learn_onset(self._models[0], self._local[gi], tt, xx)
         else:
             s, e, v = np.empty(len(pos)), np.empty(len(pos)), np.empty(len(pos))
             slots = self._slot[gi]
             for slot in np.unique(slots):
                 sel = slots == slot
-                s[sel], e[sel], v[sel] = _score_learn_eval(self._models[slot], self._local[gi[sel]], tt[sel], xx[sel])
-        scores[pos], expected[pos], evaluation[pos] = s, e, v
-        fired = self._transition(pos, gi, tt, s, np.abs(xx - e))
+                s[sel], e[sel], v[sel] = _score_learn_onset(self._models[slot], self._local[gi[sel]], tt[sel], xx[sel])
+        scores[pos], expected[pos], onset[pos] = s, e, v
+        fired = self._transition(pos, gi, tt, s, v, np.abs(xx - e))
         alerts = [self._alert(status, gidx[j], t[j], x[j], scores[j], expected[j], starts, peak)
                   for j, status, starts, peak in sorted(fired)]
-        return alerts, Scored(scores, expected, evaluation)
+        return alerts, Scored(scores, expected, onset)
 
     def _accepted(self, gl: list[int], gidx: np.ndarray, t: np.ndarray, x: np.ndarray) -> np.ndarray | None:
         """Positions of the points to score (``None``: all of them). A point is taken when its
@@ -270,7 +278,7 @@ class DetectionEngine:
                 keep.append(j)
         return np.array(keep, dtype=np.int64)
 
-    def _transition(self, pos: np.ndarray, gi: np.ndarray, t: np.ndarray, s: np.ndarray,
+    def _transition(self, pos: np.ndarray, gi: np.ndarray, t: np.ndarray, s: np.ndarray, onset: np.ndarray,
                     dev: np.ndarray) -> list[tuple[int, str, float, float]]:
         """Advance the fire/resolve state machine of series ``gi`` by the points ``pos`` (in
         order; a series may have several) and record their times and counts.
@@ -293,31 +301,47 @@ class DetectionEngine:
         rank = np.empty(k, dtype=np.int64)
         rank[order] = np.arange(k) - np.repeat(heads, counts)
         n = self._n[gi] + rank + 1
-        anom = (s >= self._thr[gi]) & (n > cfg.warmup_points)
+        warm = n > cfg.warmup_points
+        thr = self._thr[gi]
+        opens = (onset >= thr) & warm
+        deviates = (s >= thr) & warm
+        anom = deviates | opens
+        # What each point stands for: the interval since the series' point before it.
+        ts = t[order]
+        before = np.empty(k)
+        before[1:] = ts[:-1]
+        before[heads] = self._last_t[series]
+        cover = np.empty(k)
+        cover[order] = ts - before
+        last = heads + counts - 1
         self._n[series] += counts
-        self._last_t[series] = t[order[heads + counts - 1]]
-        active = self._firing[gi]
+        self._last_t[series] = ts[last]
+        # A series matters here when it is firing, waiting to fire (an onset, then anomalous
+        # points for less than fire_after) or anomalous in the batch.
+        active = self._firing[gi] | (self._hi[gi] > 0)
         if anom.any():
             touched = np.zeros(self._cap, dtype=np.bool_)
             touched[gi[anom]] = True
             active |= touched[gi]
         quiet = gi[~active]
         if len(quiet):
-            # Not firing and nothing anomalous: each point only resets the run counters.
+            # Not firing, not waiting and nothing anomalous: each point only resets the run counters.
             self._hi[quiet] = 0
             self._lo[quiet] = 0
+            self._run[quiet] = 0
             self._peak[quiet] = np.maximum(self._peak[quiet], 0.0)
         if not active.any():
             return []
-        return self._step_states(np.flatnonzero(active).tolist(), pos, gi, t, s, dev, anom)
+        return self._step_states(np.flatnonzero(active).tolist(), pos, gi, t, s, dev, anom, opens, deviates, cover)
 
-    def _step_states(self, which: list[int], pos, gi, t, s, dev, anom) -> list[tuple[int, str, float, float]]:
+    def _step_states(self, which: list[int], pos, gi, t, s, dev, anom, opens, deviates, cover
+                     ) -> list[tuple[int, str, float, float]]:
         """The state machine point by point, for the points ``which`` (indices into ``gi``).
 
         Values kept in float32 arrays are rounded to float32 after every point, as storing
         them after each step does."""
         cfg = self.settings
-        fire_after, resolve_after = cfg.fire_after_points, cfg.resolve_after_points
+        fire_after, resolve_after = cfg.fire_after.total_seconds(), cfg.resolve_after_points
         f32 = np.float32
         state: dict[int, list] = {}
         out: list[tuple[int, str, float, float]] = []
@@ -326,26 +350,44 @@ class DetectionEngine:
             st = state.get(g)
             if st is None:
                 st = state[g] = [int(self._hi[g]), int(self._lo[g]), bool(self._firing[g]), float(self._starts[g]),
-                                 self._peak[g], self._dev[g]]
-            hi_old, lo_old, firing, starts, peak32, dev32 = st
+                                 self._peak[g], self._dev[g], self._cover[g], int(self._run[g]),
+                                 float(self._run_start[g])]
+            hi_old, lo_old, firing, starts, peak32, dev32, cover32, run, run_start = st
             a = bool(anom[i])
             si = float(s[i])
-            hi = hi_old + 1 if a else 0
-            opens = a and hi_old == 0 and not firing
-            if opens:
+            # hi counts the anomalous points since an onset; while the alert waits to fire, a
+            # normal point keeps the onset, and resolve_after_points of them drop it.
+            pending = hi_old > 0 and not firing
+            if a and (hi_old > 0 or firing or opens[i]):
+                hi = hi_old + 1
+            else:
+                hi = hi_old if pending else 0
+            if deviates[i]:
+                run += 1
+                if run == 1:
+                    run_start = float(t[i])
+            else:
+                run = 0
+            lasting = not firing and run >= cfg.warmup_points
+            if lasting and hi == 0:  # no onset in this run: the alert starts where the run did
+                hi, starts, peak32 = 1, run_start, f32(si)
+            starting = not firing and hi_old == 0 and hi == 1 and not lasting
+            if starting:
                 starts = float(t[i])
+                cover32 = f32(cover[i])
                 peak = si
             else:
                 # np.maximum: NaN wins
                 v = si if a else 0.0
                 p = float(peak32)
                 peak = p if (p >= v or p != p) else v
-            lo = lo_old + 1 if firing and not a else 0
-            fire = not firing and hi >= fire_after
+            lo = lo_old + 1 if (firing or pending) and not a else 0
+            fire = lasting or (not firing and a and hi > 0 and float(t[i]) - starts + float(cover32) >= fire_after)
             resolve = firing and lo >= resolve_after
-            if resolve:
+            drop = pending and lo >= resolve_after
+            if resolve or drop:
                 hi = 0
-            if resolve or fire:
+            if resolve or fire or drop:
                 lo = 0
             d = float(dev[i])
             # In float32 as the array arithmetic does it, then compared in float64.
@@ -355,10 +397,11 @@ class DetectionEngine:
                 out.append((int(pos[i]), "firing", starts, si))
             elif resolve:
                 out.append((int(pos[i]), "resolved", starts, peak))
-            st[:] = hi, lo, (firing or fire) and not resolve, starts, f32(peak), dev32
-        for g, (hi, lo, firing, starts, peak32, dev32) in state.items():
+            st[:] = hi, lo, (firing or fire) and not resolve, starts, f32(peak), dev32, cover32, run, run_start
+        for g, (hi, lo, firing, starts, peak32, dev32, cover32, run, run_start) in state.items():
             self._hi[g], self._lo[g], self._firing[g], self._starts[g] = hi, lo, firing, starts
-            self._peak[g], self._dev[g] = peak32, dev32
+            self._peak[g], self._dev[g], self._cover[g] = peak32, dev32, cover32
+            self._run[g], self._run_start[g] = run, run_start
         return out
 
     def _alert(self, status: str, i: int, t: float, x: float, score: float, expected: float, starts: float,

@@ -223,8 +223,8 @@ class LogTemplateDetector:
       once the service is past ``warmup_points`` buckets. It fires at once, at the line's time, and
       resolves after ``resolve_after_points`` buckets without that template;
     - a **rising error template**: the template's count in a bucket is improbable under a
-      Poisson law with the rate learned so far (``p_value``), for ``fire_after_points``
-      buckets in a row. Counts of one template per minute are small integers, mostly 0; the
+      Poisson law with the rate learned so far (``p_value``), in buckets in a row that span
+      ``fire_after``. Counts of one template per minute are small integers, mostly 0; the
       robust z-score of the metric detectors has no useful scale there (one extra line is a
       huge z), while a Poisson tail is the right measure of surprise for small counts.
 
@@ -354,7 +354,7 @@ class LogTemplateDetector:
         else:
             tpl.hi = 0
             tpl.lo = tpl.lo + 1 if tpl.firing else 0
-        if not tpl.firing and tpl.hi >= st.fire_after_points:
+        if not tpl.firing and tpl.hi > 0 and tpl.hi * width >= st.fire_after.total_seconds():
             tpl.firing = True
             out.append(self._alert(service, tpl, "firing", TEMPLATE_RATE_METRIC, tpl.starts, end, 1.0 - p, k / width,
                                    lam / width))

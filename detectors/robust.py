@@ -44,20 +44,26 @@ a point costs a few hundred nanoseconds. The model:
 - time of day and day of week are the series' local time (``time_zone``, UTC by default), so a
   daylight saving change does not move a business-hours cycle by an hour against its profile.
 
-The score of a point is ``1 - exp(-(z / a) ** b)`` of its robust z-score, with ``a`` and ``b`` set
-so that ``z = 6`` scores 0.9 and ``z = 9`` scores 0.99. It needs no tuning per series. Alerts fire
-on it (``detectors.threshold``, ``fire_after_points``).
+Each point gets two scores in [0, 1], and production alerts on both (``detectors.threshold``):
 
-The evaluation score (:func:`onset_score`, what ``aiops nab`` reports) asks a different question:
-is this the start of something larger than anything the series did lately? A point's surprise is
-``log1p`` of its |z| (or of the smoothed z's equivalent, for a sustained small shift),
-standardized against the series' own history of surprise (a running mean and variance at
-``lik_rate``; a point beyond ``lik_disturbed_z`` teaches that history at ``disturbed_gain``, so a
-burst does not raise the bar for the next one). The onset is how far that exceeds the recent
-peak (which decays with ``onset_halflife`` towards ``onset_peak_floor``; the surprises of the first
-``onset_cold_start`` seconds, the model learning what is normal, do not raise it), counted only
-from ``onset_min_z``; after an onset at ``ONSET_CUT`` the score is 0 for ``onset_refractory``,
-because a repeat outside a labelled window is a false positive and one inside it earns nothing.
+- the **deviation score**, ``1 - exp(-(z / a) ** b)`` of the robust z-score, with ``a`` and ``b``
+  set so that ``z = 6`` scores 0.9 and ``z = 9`` scores 0.99: how far the point is from normal. An
+  open alert stays open while it is at or above the threshold, and resolves after
+  ``resolve_after_points`` points below it;
+- the **onset score** (:func:`onset_score`): is this the start of something larger than anything
+  the series did lately, and either a point anomalous by itself (``POINT_Z``, a deviation score of
+  0.9) or a sustained shift (the smoothed z from ``onset_min_z``)? Only an onset opens an alert,
+  so a series pages once per episode, and a series whose large deviations are routine (latency
+  percentiles over a handful of requests, a value that jumps between a few levels) stops paging
+  for them once it has shown them. A point's
+  surprise is ``log1p`` of its |z| (or of the smoothed z's equivalent, for a sustained small
+  shift), standardized against the series' own history of surprise: a running mean and variance
+  at ``lik_rate``, so the tail is the series' own, not a Gaussian's; a point beyond
+  ``lik_disturbed_z`` teaches that history at ``disturbed_gain``, so a burst does not raise the bar
+  for the next one. The onset is how far that exceeds the recent peak of surprise (which decays
+  with ``onset_halflife`` towards ``onset_peak_floor``; the surprises of the first
+  ``cold_start_points`` points, the model learning what is normal, do not raise it).
+  ``ONSET_CUT`` of it scores 0.9.
 """
 from __future__ import annotations
 
@@ -76,14 +82,15 @@ DAY = 86400.0
 DAY_BINS = 48
 # Column layout of one series' state row.
 (N, T, DT, LEVEL, TREND, ERR_PLAIN, ERR_SEAS, FAST, RUN, PREV, STEP, LIK_MU, LIK_VAR, ONSET, SMOOTH,
- CALM, PRE_T, PRE_LEVEL, PRE_ERR_PLAIN, PRE_ERR_SEAS, QUIET_UNTIL, FRACTIONAL) = range(22)
-SEASON0 = 22
+ CALM, PRE_T, PRE_LEVEL, PRE_ERR_PLAIN, PRE_ERR_SEAS, FRACTIONAL) = range(21)
+SEASON0 = 21
 WEEK0 = SEASON0 + DAY_BINS  # seven weekday offsets, Monday first
 (DAY_SUM, DAY_CNT, WEEK_BASE, WEEK_ERR_ON, WEEK_ERR_OFF, WEEK_ON, DAYS, PROBE_SUM, PROBE_CNT, MISALIGNED,
  DAY_IDX) = range(WEEK0 + 7, WEEK0 + 18)
 WIDTH = WEEK0 + 18
 
 SIGMA_PER_MAE = 1.2533  # sigma / mean |error| for Gaussian noise
+POINT_Z = 6.0  # the |z| whose deviation score is 0.9: a single point that opens an alert is this far out
 # score(z) = 1 - exp(-(z/a)^b): 0.9 at z=6 and 0.99 at z=9
 _B = float(np.log(np.log(100.0) / np.log(10.0)) / np.log(1.5))
 _A = float(6.0 / np.log(10.0) ** (1.0 / _B))
@@ -113,17 +120,16 @@ class RobustParams:
     step_rate: float = 0.01      # learning rate of that mean change
     count_floor: float = 1.0     # scale floor of an integer-valued series, times sqrt(level): Poisson noise; 0 disables ...
     count_floor_steps: float = 3.0  # ... at most this many mean point-to-point changes (a constant series keeps no floor)
-    # The evaluation (onset) score, see the module docstring:
+    # The onset score, which opens alerts (see the module docstring):
     lik_rate: float = 0.002      # learning rate of the history of surprise
     lik_var_floor: float = 0.03  # floor of that history's variance: a very steady series' next wobble is not 10 sigma
     lik_disturbed_z: float = 2.25  # a point beyond this |z| teaches that history at ``disturbed_gain``
     onset_halflife: float = 5 * DAY  # half-life of the recent surprise peak, in seconds ...
     onset_peak_floor: float = 1.0  # ... above this: a peak decays towards it, not to 0
-    lik_warmup: int = 30         # points before the evaluation score starts
+    lik_warmup: int = 30         # points before the onset score starts
     smooth_rate: float = 0.4     # rate of the smoothed z (a sustained small shift); 0 disables
-    onset_refractory: float = DAY / 2  # after an onset at the cut (``ONSET_CUT``), later onsets score 0 this long
-    onset_min_z: float = 3.5     # no onset below this |z| (or the smoothed z's equivalent): a quiet series' small wobble is not news
-    onset_cold_start: float = DAY / 2  # surprises in a series' first this many seconds do not raise the peak
+    onset_min_z: float = 3.5     # a sustained shift (the smoothed z's equivalent) is an onset from this; a single point needs POINT_Z
+    cold_start_points: int = 144  # surprises of a series' first this many points do not raise the peak
     # Weekly seasonality, see the module docstring:
     week_rate: float = 0.3       # learning rate of a weekday's offset, per week
     week_gain: float = 0.5       # use the offsets once they cut the error of daily means below this share
@@ -256,8 +262,8 @@ class RobustDetector:
         z, expected, _ = self.z_learn(idx, t, x)
         return z_to_score(z), expected
 
-    def score_learn_eval(self, idx: np.ndarray, t: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`score_learn` plus the evaluation score of each point (see :func:`onset_score`)."""
+    def score_learn_onset(self, idx: np.ndarray, t: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`score_learn` plus the onset score of each point (see :func:`onset_score`)."""
         z, expected, onset = self.z_learn(idx, t, x)
         return z_to_score(z), expected, onset_score(onset)
 
@@ -279,8 +285,8 @@ class RobustDetector:
         _learn_points(self._state, idx, t, utc_offset, x, self._packed, z, expected, onset)
 
 
-# The onset that scores 0.9, the production threshold. The NAB folds (leave-one-category-out)
-# choose thresholds of 0.911-0.920 with it (onsets of 0.49-0.51), so 0.9 sits just below their cut.
+# The onset that scores 0.9, the production threshold: standard deviations of surprise above the
+# recent peak (see BENCHMARKS.md for the plateau it was chosen on, every dataset).
 ONSET_CUT = 0.47
 ONSET_SCALE = ONSET_CUT / float(np.log(10.0))
 
@@ -299,8 +305,8 @@ _PARAM_ORDER = ("alpha", "beta", "phi", "scale_rate", "clip", "season_rate", "se
                 "shift_z", "shift_points", "shift_seconds", "calm_seconds",
                 "disturbed_gain", "fast_rate", "rel_floor", "abs_floor", "step_floor", "step_rate", "count_floor",
                 "count_floor_steps", "lik_rate", "lik_var_floor", "onset_halflife", "onset_peak_floor", "lik_warmup",
-                "smooth_rate", "onset_refractory", "lik_disturbed_z", "onset_min_z",
-                "week_rate", "week_gain", "week_min_days", "onset_cold_start")  # time_zone: the offsets passed with the points
+                "smooth_rate", "lik_disturbed_z", "onset_min_z",
+                "week_rate", "week_gain", "week_min_days", "cold_start_points")  # time_zone: the offsets passed with the points
 
 
 @numba.njit(cache=True, nogil=True)
@@ -380,11 +386,10 @@ def _learn_points(state, idx, t, utc_offset, x, pa, z_out, exp_out, onset_out): 
     (alpha, beta, phi, scale_rate, clip, season_rate, season_gain, season_max_interval, shift_z, shift_points,
      shift_seconds, calm_seconds, disturbed_gain, fast_rate, rel_floor, abs_floor, step_floor, step_rate,
      count_floor, count_floor_steps, lik_rate, lik_var_floor, onset_halflife, onset_peak_floor, lik_warmup,
-     smooth_rate, onset_refractory, lik_disturbed_z, onset_min_z, week_rate, week_gain, week_min_days,
-     onset_cold_start) = (
+     smooth_rate, lik_disturbed_z, onset_min_z, week_rate, week_gain, week_min_days, cold_start_points) = (
         pa[0], pa[1], pa[2], pa[3], pa[4], pa[5], pa[6], pa[7], pa[8], pa[9], pa[10], pa[11], pa[12], pa[13],
         pa[14], pa[15], pa[16], pa[17], pa[18], pa[19], pa[20], pa[21], pa[22], pa[23], pa[24], pa[25], pa[26],
-        pa[27], pa[28], pa[29], pa[30], pa[31], pa[32])
+        pa[27], pa[28], pa[29], pa[30], pa[31])
     for j in range(len(idx)):
         st = state[idx[j]]
         tj = t[j]
@@ -499,12 +504,14 @@ def _learn_points(state, idx, t, utc_offset, x, pa, z_out, exp_out, onset_out): 
             st[PRE_ERR_PLAIN] = st[ERR_PLAIN]
             st[PRE_ERR_SEAS] = st[ERR_SEAS]
 
-        # Evaluation score (see the module docstring).
+        # Onset score (see the module docstring).
         zz = min(abs(z), 1e6)
+        sustained = 0.0
         if smooth_rate > 0:
             zs = st[SMOOTH] + smooth_rate * (min(max(z, -clip), clip) - st[SMOOTH])
             st[SMOOTH] = zs
-            zz = max(zz, abs(zs) * np.sqrt((2.0 - smooth_rate) / smooth_rate))
+            sustained = abs(zs) * np.sqrt((2.0 - smooth_rate) / smooth_rate)
+            zz = max(zz, sustained)
         u = np.log1p(zz)
         mu = st[LIK_MU]
         var = st[LIK_VAR]
@@ -516,18 +523,16 @@ def _learn_points(state, idx, t, utc_offset, x, pa, z_out, exp_out, onset_out): 
         st[LIK_MU] = mu + lr * d
         st[LIK_VAR] = (1.0 - lr) * (var + lr * d * d)
         peak = st[ONSET]
-        onset = max(v - peak, 0.0) if zz >= onset_min_z else 0.0
+        # An onset needs a point that is anomalous by itself (its deviation scores 0.9) or a
+        # sustained shift: a lone 4-sigma wobble is not worth a page, however quiet the week was.
+        onset = max(v - peak, 0.0) if (zz >= POINT_Z or sustained >= onset_min_z) else 0.0
         decay = np.exp2(-dt / onset_halflife)
         # A cold start's surprises are the model learning what is normal, not the series' behaviour.
-        record = min(v, onset_peak_floor) if n * sdt < onset_cold_start else v
+        record = min(v, onset_peak_floor) if n < cold_start_points else v
         if peak > onset_peak_floor:
             st[ONSET] = max(record, onset_peak_floor + (peak - onset_peak_floor) * decay)
         else:
             st[ONSET] = max(record, peak * decay)
-        if tj < st[QUIET_UNTIL]:
-            onset = 0.0
-        if onset >= ONSET_CUT:
-            st[QUIET_UNTIL] = tj + onset_refractory
 
         dt_c = min(dt, 10.0 * sdt + (1.0 if sdt == 0 else 0.0) * dt)
         st[DT] = 0.0 if n == 0 else (dt if n == 1 else sdt + 0.05 * (dt_c - sdt))

@@ -384,7 +384,7 @@ def _follow_ups(versions, rc, acts, hits, runbooks, entry_points, duration) -> l
     if refires >= FLAP_THRESHOLD or reopens:
         what = [f"alerts fired again after resolving {refires} times"] if refires else []
         what += [f"the incident reopened {reopens} times"] if reopens else []
-        out.append(f"Alert tuning: {' and '.join(what)}. Review `detectors.fire_after_points` and "
+        out.append(f"Alert tuning: {' and '.join(what)}. Review `detectors.fire_after` and "
                    f"`resolve_after_points`, or add a detector rule for the flapping series.")
     changes = _top_changes(versions)
     if len(changes) > 1:

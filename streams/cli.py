@@ -289,7 +289,7 @@ def cmd_demo(args) -> int:
 def cmd_nab(args) -> int:
     from streams.nab import run_nab
 
-    summary = run_nab(args.data, args.out, output=args.score)
+    summary = run_nab(args.data, args.out, _load(args.topology).detectors)
     print(summary, file=sys.stderr)
     return 0
 
@@ -445,9 +445,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--web-port", type=int, default=6066)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("nab", help="score a NAB-style corpus with the production detector",
-                       description="Score every CSV (timestamp,value) under --data through the production detector "
-                                   "path and write timestamp,value,anomaly_score at the same relative path under --out.")
+    p = sub.add_parser("nab", help="score a NAB-style corpus with what production pages on",
+                       description="Run every CSV (timestamp,value) under --data through the production detector "
+                                   "path with the detectors section of --topology, and write "
+                                   "timestamp,value,anomaly_score,onset_score at the same relative path under --out: "
+                                   "anomaly_score is 1 where an alert fires (what pages), else 0; onset_score is the "
+                                   "model's continuous onset score. Score it with NAB at threshold 0.5 (make nab).")
+    _topology_arg(p)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--score", choices=("evaluation", "alerts"), default="evaluation",

@@ -15,7 +15,7 @@ def batch(t, value):
 
 def test_anomalous_points_are_counted_and_reach_the_metrics_page():
     stage = DetectStage(parse_topology({"services": {"api": {}}}))
-    values = [0.3 + 0.01 * (i % 3) for i in range(60)] + [0.95] * 5
+    values = [0.3 + 0.01 * (i % 3) for i in range(60)] + [0.95] * 15  # 150 s: longer than fire_after
     results = [stage.process(batch(T0 + 10 * i, v)) for i, v in enumerate(values)]
     anomalous = sum(r.anomalous_points for r in results)
     assert anomalous >= 2 and stage.stats["anomalous_points"] == anomalous

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from detectors.config import DetectorRule, DetectorSettings, SeriesMatch
-from detectors.engine import DetectionEngine, Scored, _score_learn_eval
+from detectors.engine import DetectionEngine, Scored, _score_learn_onset
 from detectors.records import Point, SeriesKey
 from tests.unit.rounds import rounds
 
@@ -19,9 +19,9 @@ from tests.unit.rounds import rounds
 class RoundEngine(DetectionEngine):
     def process_columns(self, keys, t, x):
         m = len(keys)
-        scores, expected, evaluation = np.full(m, np.nan), np.full(m, np.nan), np.full(m, np.nan)
+        scores, expected, onset = np.full(m, np.nan), np.full(m, np.nan), np.full(m, np.nan)
         if m == 0:
-            return [], Scored(scores, expected, evaluation)
+            return [], Scored(scores, expected, onset)
         gidx = np.empty(m, dtype=np.int64)
         for j, k in enumerate(keys):
             i = self._index.get(k)
@@ -39,28 +39,46 @@ class RoundEngine(DetectionEngine):
             slots = self._slot[gi]
             for slot in np.unique(slots):
                 sel = slots == slot
-                s[sel], e[sel], v[sel] = _score_learn_eval(self._models[slot], self._local[gi[sel]], tt[sel], xx[sel])
-            scores[pos], expected[pos], evaluation[pos] = s, e, v
+                s[sel], e[sel], v[sel] = _score_learn_onset(self._models[slot], self._local[gi[sel]], tt[sel], xx[sel])
+            scores[pos], expected[pos], onset[pos] = s, e, v
+            cover = tt - self._last_t[gi]
             self._last_t[gi] = tt
             self._n[gi] += 1
-            fired += self._round_transition(pos, gi, tt, s, np.abs(xx - e))
+            fired += self._round_transition(pos, gi, tt, s, v, np.abs(xx - e), cover)
         alerts = [self._alert(status, gidx[j], t[j], x[j], scores[j], expected[j], starts, peak)
                   for j, status, starts, peak in sorted(fired)]
-        return alerts, Scored(scores, expected, evaluation)
+        return alerts, Scored(scores, expected, onset)
 
-    def _round_transition(self, pos, gi, t, s, dev):
+    def _round_transition(self, pos, gi, t, s, onset, dev, cover):
         cfg = self.settings
-        anom = (s >= self._thr[gi]) & (self._n[gi] > cfg.warmup_points)
+        warm = self._n[gi] > cfg.warmup_points
+        opens = (onset >= self._thr[gi]) & warm
+        anom = ((s >= self._thr[gi]) & warm) | opens
         firing = self._firing[gi]
         hi_old = self._hi[gi]
-        hi = np.where(anom, hi_old + 1, 0)
-        starts = np.where(anom & (hi_old == 0) & ~firing, t, self._starts[gi])
-        peak = np.where(anom & (hi_old == 0) & ~firing, s, np.maximum(self._peak[gi], np.where(anom, s, 0)))
-        lo = np.where(firing & ~anom, self._lo[gi] + 1, 0)
-        fire = ~firing & (hi >= cfg.fire_after_points)
+        deviates = (s >= self._thr[gi]) & warm
+        pending = (hi_old > 0) & ~firing
+        hi = np.where(anom & ((hi_old > 0) | firing | opens), hi_old + 1, np.where(pending, hi_old, 0))
+        run_old = self._run[gi]
+        run = np.where(deviates, run_old + 1, 0)
+        self._run_start[gi] = np.where(deviates & (run_old == 0), t, self._run_start[gi])
+        self._run[gi] = run
+        lasting = ~firing & (run >= cfg.warmup_points)
+        from_run = lasting & (hi == 0)
+        hi = np.where(from_run, 1, hi)
+        starts = np.where(from_run, self._run_start[gi], self._starts[gi])
+        peak_old = np.where(from_run, s.astype(np.float32), self._peak[gi])
+        starting = ~firing & (hi_old == 0) & (hi == 1) & ~lasting
+        starts = np.where(starting, t, starts)
+        self._cover[gi] = np.where(starting, cover.astype(np.float32), self._cover[gi])
+        peak = np.where(starting, s, np.maximum(peak_old, np.where(anom, s, 0)))
+        lo = np.where((firing | pending) & ~anom, self._lo[gi] + 1, 0)
+        fire = lasting | (~firing & anom & (hi > 0) & (t - starts + self._cover[gi].astype(np.float64)
+                                                      >= cfg.fire_after.total_seconds()))
         resolve = firing & (lo >= cfg.resolve_after_points)
-        hi = np.where(resolve, 0, hi)
-        lo = np.where(resolve | fire, 0, lo)
+        drop = pending & (lo >= cfg.resolve_after_points)
+        hi = np.where(resolve | drop, 0, hi)
+        lo = np.where(resolve | fire | drop, 0, lo)
         self._hi[gi], self._lo[gi], self._starts[gi], self._peak[gi] = hi, lo, starts, peak
         self._firing[gi] = (firing | fire) & ~resolve
         worse = firing & ~resolve & anom & (dev >= 2.0 * self._dev[gi]) & (self._dev[gi] > 0)
@@ -96,7 +114,7 @@ def batches(draw):
 def settings_for(draw_rules: bool) -> DetectorSettings:
     rules = [DetectorRule(match=SeriesMatch(metric="lat"), threshold=0.5),
              DetectorRule(match=SeriesMatch(metric="river"), model="holtwinters")] if draw_rules else []
-    return DetectorSettings(warmup_points=3, fire_after_points=1, resolve_after_points=2, rules=rules)
+    return DetectorSettings(warmup_points=3, fire_after="60s", resolve_after_points=2, rules=rules)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -110,14 +128,15 @@ def test_batch_engine_matches_rounds(data, rules, warm):
         a_new, s_new = new.process_scored(batch)
         a_old, s_old = old.process_scored(batch)
         assert a_new == a_old
-        for f in ("scores", "expected", "evaluation"):
+        for f in ("scores", "expected", "onset"):
             assert np.array_equal(getattr(s_new, f), getattr(s_old, f), equal_nan=True)
-    for name in ("_last_t", "_n", "_hi", "_lo", "_firing", "_starts", "_peak", "_dev"):
+    for name in ("_last_t", "_n", "_hi", "_lo", "_firing", "_starts", "_peak", "_dev", "_cover", "_run",
+                 "_run_start"):
         assert np.array_equal(getattr(new, name), getattr(old, name), equal_nan=True), name
 
 
 def test_a_plateau_fires_once_and_resolves():
-    cfg = DetectorSettings(warmup_points=10, fire_after_points=2, resolve_after_points=3)
+    cfg = DetectorSettings(warmup_points=10, fire_after="2m", resolve_after_points=3)
     new, old = DetectionEngine(cfg), RoundEngine(cfg)
     key = SeriesKey("orders-db", "db.client.connections.utilization")
     pts = [Point(key, 60.0 * i, 0.41 + 0.01 * (i % 3)) for i in range(50)]

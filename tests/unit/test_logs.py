@@ -9,7 +9,7 @@ from detectors.logs import (NEW_TEMPLATE_METRIC, OTHER_TEMPLATE, TEMPLATE_RATE_M
 from detectors.records import LogRecord
 
 W = 60.0
-SETTINGS = DetectorSettings(warmup_points=5, fire_after_points=2, resolve_after_points=2)
+SETTINGS = DetectorSettings(warmup_points=5, fire_after="2m", resolve_after_points=2)
 
 
 def rec(t: float, body: str, sev: int = 9, svc: str = "api", host: str | None = None) -> LogRecord:

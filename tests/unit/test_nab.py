@@ -39,34 +39,36 @@ def corpus():
             "b/flat.csv": (1_400_000_000.0 + STEP * np.arange(800), np.full(800, 3.0))}
 
 
-@pytest.mark.parametrize("output", ["evaluation", "alerts"])
-def test_one_engine_for_the_corpus_scores_as_one_engine_per_file(corpus, output):
-    together = score_corpus(corpus, DetectorSettings(), output)
+def test_one_engine_for_the_corpus_scores_as_one_engine_per_file(corpus):
+    together = score_corpus(corpus, DetectorSettings())
     for name, tx in corpus.items():
-        alone = score_corpus({name: tx}, DetectorSettings(), output)[name]
-        np.testing.assert_array_equal(together[name], alone)
+        alone = score_corpus({name: tx}, DetectorSettings())[name]
+        for a, b in zip(together[name], alone):
+            np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("output", ["evaluation", "alerts"])
-def test_scores_are_streaming_a_prefix_scores_the_same(corpus, output):
+def test_scores_are_streaming_a_prefix_scores_the_same(corpus):
     t, x = corpus["a/two.csv"]
-    full = score_corpus({"s": (t, x)}, DetectorSettings(), output)["s"]
+    full = score_corpus({"s": (t, x)}, DetectorSettings())["s"]
     cut = 1010
-    prefix = score_corpus({"s": (t[:cut], x[:cut])}, DetectorSettings(), output)["s"]
-    np.testing.assert_array_equal(full[:cut], prefix)
+    prefix = score_corpus({"s": (t[:cut], x[:cut])}, DetectorSettings())["s"]
+    for a, b in zip(full, prefix):
+        np.testing.assert_array_equal(a[:cut], b)
 
 
 def test_alerts_output_marks_each_alert_where_it_first_fires(corpus):
     t, x = corpus["a/two.csv"]
-    marks = score_corpus({"s": (t, x)}, DetectorSettings(), "alerts")["s"]
+    marks, onset = score_corpus({"s": (t, x)}, DetectorSettings())["s"]
     key = SeriesKey("nab", "s")
     alerts = DetectionEngine(DetectorSettings()).process([Point(key, float(a), float(b)) for a, b in zip(t, x)])
     first_firings = sorted({a.starts_at: a.at for a in reversed(alerts) if a.status == "firing"}.values())
     assert first_firings, "the spike and the 40-point shift must alert"
     assert set(np.unique(marks)) <= {0.0, 1.0}
     assert t[np.flatnonzero(marks)].tolist() == first_firings
+    # Every alert opens at an onset (five-minute points: it fires there).
+    assert (onset[marks == 1] >= 0.9).all()
     # Nothing pages on a constant series.
-    assert not score_corpus({"f": corpus["b/flat.csv"]}, DetectorSettings(), "alerts")["f"].any()
+    assert not score_corpus({"f": corpus["b/flat.csv"]}, DetectorSettings())["f"][0].any()
 
 
 def test_run_nab_writes_each_file_at_its_relative_path(tmp_path, corpus):
@@ -75,16 +77,13 @@ def test_run_nab_writes_each_file_at_its_relative_path(tmp_path, corpus):
         write_csv(data / rel, t, x)
     summary = run_nab(data, out)
     assert summary["files"] == 3 and summary["rows"] == sum(len(t) for t, _ in corpus.values())
+    assert summary["alerts"] >= 2
     for rel, (t, x) in corpus.items():
         with open(out / rel, newline="") as fh:
             rows = list(csv.reader(fh))
-        assert rows[0] == ["timestamp", "value", "anomaly_score"]
+        assert rows[0] == ["timestamp", "value", "anomaly_score", "onset_score"]
         assert len(rows) == len(t) + 1
-        scores = np.array([float(r[2]) for r in rows[1:]])
-        assert ((scores >= 0) & (scores <= 1)).all()
+        assert {r[2] for r in rows[1:]} <= {"0", "1"}
+        onset = np.array([float(r[3]) for r in rows[1:]])
+        assert ((onset >= 0) & (onset <= 1)).all()
         np.testing.assert_allclose([float(r[1]) for r in rows[1:]], x)
-
-
-def test_unknown_output_is_refused(corpus):
-    with pytest.raises(ValueError, match="unknown NAB output 'pages'; known: evaluation, alerts"):
-        score_corpus(corpus, DetectorSettings(), "pages")

@@ -2,7 +2,7 @@
 
 The detector learned one round at a time (every series' k-th point of a batch together) with
 numpy; it now runs a compiled loop over the points (numba). Both must give the same scores,
-forecasts, evaluation scores and state, to the bit, on any batch layout.
+forecasts, onset scores and state, to the bit, on any batch layout.
 """
 import math
 
@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors.robust import (CALM, DAY, DAY_BINS, DAY_CNT, DAY_SUM, DAYS, DT, ERR_PLAIN, ERR_SEAS, FAST, FRACTIONAL,
-                              LEVEL, LIK_MU, LIK_VAR, MISALIGNED, N, ONSET, ONSET_CUT, PRE_ERR_PLAIN, PRE_ERR_SEAS,
-                              PRE_LEVEL, PRE_T, PREV, PROBE_CNT, PROBE_SUM, QUIET_UNTIL, RUN, SEASON0, SIGMA_PER_MAE,
+                              LEVEL, LIK_MU, LIK_VAR, MISALIGNED, N, ONSET, ONSET_CUT, POINT_Z, PRE_ERR_PLAIN, PRE_ERR_SEAS,
+                              PRE_LEVEL, PRE_T, PREV, PROBE_CNT, PROBE_SUM, RUN, SEASON0, SIGMA_PER_MAE,
                               SMOOTH, STEP, TREND, WEEK0, WEEK_BASE, WEEK_ERR_OFF, WEEK_ERR_ON, WEEK_ON, DAY_IDX, T,
                               RobustDetector)
 from tests.unit.rounds import rounds
@@ -147,14 +147,16 @@ class RoundsReference(RobustDetector):
         st[settled, PRE_ERR_PLAIN] = st[settled, ERR_PLAIN]
         st[settled, PRE_ERR_SEAS] = st[settled, ERR_SEAS]
 
-        # Evaluation score: how unusual this surprise is for this series (standardized against
+        # Onset score: how unusual this surprise is for this series (standardized against
         # its own history), counted only where it rises above the recent peak, so a lasting
         # anomaly scores once at its onset.
         zz = np.minimum(np.abs(z), 1e6)
+        sustained = np.zeros(len(z))
         if p.smooth_rate > 0:
             zs = st[:, SMOOTH] + p.smooth_rate * (np.clip(z, -p.clip, p.clip) - st[:, SMOOTH])
             st[:, SMOOTH] = zs
-            zz = np.maximum(zz, np.abs(zs) * np.sqrt((2.0 - p.smooth_rate) / p.smooth_rate))
+            sustained = np.abs(zs) * np.sqrt((2.0 - p.smooth_rate) / p.smooth_rate)
+            zz = np.maximum(zz, sustained)
         u = _log1p(zz)
         mu, var = st[:, LIK_MU], st[:, LIK_VAR]
         v = np.where(n < p.lik_warmup, 0.0, np.minimum((u - mu) / np.sqrt(var + p.lik_var_floor), 50.0))
@@ -164,16 +166,11 @@ class RoundsReference(RobustDetector):
         st[:, LIK_MU] = mu + lr * d
         st[:, LIK_VAR] = (1.0 - lr) * (var + lr * d * d)
         peak = st[:, ONSET]
-        onset = np.where(zz >= p.onset_min_z, np.maximum(v - peak, 0.0), 0.0)
+        onset = np.where((zz >= POINT_Z) | (sustained >= p.onset_min_z), np.maximum(v - peak, 0.0), 0.0)
         decay = _exp2(-dt / p.onset_halflife)
-        record = np.where(n * st[:, DT] < p.onset_cold_start, np.minimum(v, p.onset_peak_floor), v)
+        record = np.where(n < p.cold_start_points, np.minimum(v, p.onset_peak_floor), v)
         st[:, ONSET] = np.maximum(record, np.where(peak > p.onset_peak_floor,
                                               p.onset_peak_floor + (peak - p.onset_peak_floor) * decay, peak * decay))
-        # A refractory period after an alert-level onset: a repeat outside the anomaly's window
-        # is a false positive and one inside it earns nothing, and the surprises that follow a
-        # large one (aftershocks, a second step of the same event) often climb above its peak.
-        onset = np.where(t < st[:, QUIET_UNTIL], 0.0, onset)
-        st[:, QUIET_UNTIL] = np.where(onset >= ONSET_CUT, t + p.onset_refractory, st[:, QUIET_UNTIL])
 
         dt_c = np.minimum(dt, 10.0 * st[:, DT] + (st[:, DT] == 0) * dt)
         st[:, DT] = np.where(n == 0, 0.0, np.where(n == 1, dt, st[:, DT] + 0.05 * (dt_c - st[:, DT])))
@@ -269,7 +266,7 @@ def test_non_default_params_and_a_trend():
     rng = np.random.default_rng(5)
     idx, t, x = realistic(rng, series=3, points=1500)
     x = x + 0.01 * (t - t[0]) / 60
-    params = {"beta": 0.3, "smooth_rate": 0.0, "onset_refractory": 0.0, "alpha": 0.2}
+    params = {"beta": 0.3, "smooth_rate": 0.0, "onset_min_z": 2.0, "alpha": 0.2}
     check([(idx[i:i + 97], t[i:i + 97], x[i:i + 97]) for i in range(0, len(idx), 97)], params)
 
 
