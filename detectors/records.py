@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 ALERT_SCHEMA_VERSION = 1
 
@@ -114,6 +115,31 @@ class Heartbeat:
     # The input partition it comes from (``telemetry.metrics/3``), so correlation can wait for
     # the slowest one; "" when one process reads everything (replay).
     lane: str = ""
+    # From spans: the calls between services the message showed, ``(caller, callee, count,
+    # last_seen)``, for the learned call graph (correlators/learned.py). They ride on the
+    # heartbeat because it goes to every correlation key, and an added field keeps the record's
+    # version: a worker of the previous release reads the heartbeat and ignores them.
+    calls: tuple[tuple[str, str, int, float], ...] = ()
 
 
 AlertEvent = Alert | Heartbeat
+
+
+class Span(NamedTuple):
+    """One decoded span: who ran what, when, called by which span. A tuple, because a batch
+    holds thousands and a frozen dataclass per span costs more than decoding it.
+
+    Times are unix seconds. ``kind`` is OTLP's ``SpanKind`` (0 unspecified, 1 internal, 2 server, 3 client, 4 producer,
+    5 consumer); ``parent_id`` is ``""`` for a root span; ``error`` is status code ERROR.
+    """
+
+    service: str
+    trace_id: str
+    span_id: str
+    parent_id: str
+    name: str
+    kind: int
+    error: bool
+    start: float
+    end: float
+    duration: float  # seconds, from the nanosecond times (end - start in floats loses microseconds)

@@ -30,11 +30,16 @@ class CoreRun:
     alerts: int = 0  # firing alert events
 
 
-def run_core(topology: Topology, messages: Iterable[dict | bytes], *, alerts: list | None = None) -> CoreRun:
+def run_core(topology: Topology, messages: Iterable[dict | bytes | tuple[str, dict | bytes]], *,
+             alerts: list | None = None) -> CoreRun:
     """Push OTLP/JSON messages (dicts or their bytes) through DetectStage -> codec -> CorrelateStage.
 
+    A message is metrics, or a ``(kind, message)`` pair whose kind is ``"metrics"``, ``"logs"``
+    or ``"traces"``: each kind goes where the worker's agent for its topic sends it. Mixed kinds
+    must come in the order ``aiops replay`` merges them (by event time).
     ``alerts``, when given, receives every alert event as the correlator saw it (after the codec)."""
     detect, correlate = DetectStage(topology), CorrelateStage(topology)
+    processes = {"metrics": detect.process, "logs": detect.process_logs, "traces": detect.process_traces}
     out = CoreRun(incidents=[])
 
     def take(res) -> None:
@@ -42,10 +47,13 @@ def run_core(topology: Topology, messages: Iterable[dict | bytes], *, alerts: li
             out.incidents.append(orjson.loads(codec.encode_incident(inc)))
 
     for msg in messages:
+        kind = "metrics"
+        if isinstance(msg, tuple):
+            kind, msg = msg
         line = msg if isinstance(msg, bytes) else orjson.dumps(msg)
         out.messages += 1
         try:
-            res = detect.process(line)
+            res = processes[kind](line)
         except DecodeError:
             out.dead_lettered += 1
             continue

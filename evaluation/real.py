@@ -1,11 +1,13 @@
 """``make eval-real``: real fault days as OTLP/JSON through the production core, scored by alerts and incidents.
 
-    python -m evaluation.real [--out DIR] [--shared DIR] [--dataset NAME ...] [--jobs N]
+    python -m evaluation.real [--out DIR] [--shared DIR] [--dataset NAME ...] [--jobs N] [--signals all|metrics]
 
 Datasets (``--dataset``):
 
 ``nezha-ob``  ``SHARED/real/nezha/2022-08-23``: Online Boutique, 32 faults, 12 h of metrics.
-``nezha-tt``  ``SHARED/real/nezha/2023-01-29``: Train Ticket, 28 faults, 15 h of metrics.
+``nezha-tt``  ``SHARED/real/nezha/2023-01-29``: Train Ticket, 28 faults, 15 h of metrics, with its
+              spans and logs (``--signals metrics`` leaves them out, ``traces`` or ``logs`` keeps
+              one: see the caveat below).
 ``sockshop``  ``SHARED/rca-data``: the ten Sock Shop cases (:mod:`evaluation.rca_data`), one
               pipeline each, reported together with per-case results.
 
@@ -30,6 +32,31 @@ dropped). Train Ticket ships no call graph: it is derived from the spans of ``tr
 (a call is a span whose parent span belongs to another service) and used both as the scoring
 truth (who calls the root cause) and as ``depends_on``, standing in for the call graph the
 pipeline will learn from traces. The entrypoint is the service no one calls that calls the most.
+Spans and logs (a day that has ``trace/`` and ``log/``: Train Ticket), with ``signals="all"``:
+
+- ``trace/*.csv.gz`` (``TraceID,SpanID,ParentID,PodName,OperationName,StartTimeUnixNano,
+  EndTimeUnixNano,Duration``; ``ParentID`` ``root`` for none; no kind, no status) become
+  ``ExportTraceServiceRequest`` lines, one per minute of span end times (the files overlap, so
+  spans are taken once by ``SpanID``), a resource per pod (``service.name`` as for metrics,
+  ``k8s.pod.name``), ids in hex as they are, ``name`` the operation, no ``kind`` and no
+  ``status``: the pipeline tells requests and calls from the parent spans. Written to
+  ``OUT/nezha-tt/traces.otlp.jsonl``.
+- ``log/*.csv.gz`` (``TimeUnixNano,PodName,TraceID,SpanID,Log``; ``Log`` a Docker JSON line whose
+  ``log`` field is the text, the level inside it: ``16:42:22.382 INFO  t.s.TravelServiceImpl#532
+  ...``) become ``ExportLogsServiceRequest`` lines, one per minute, a resource per pod, each
+  record with ``timeUnixNano``, ``severityText``/``severityNumber`` from the first level word
+  of the text (INFO when none), the text as ``body``, ``traceId`` and ``spanId``; lines whose
+  Docker JSON does not parse, or whose time is garbage, are left out. Written to ``OUT/nezha-tt/logs.otlp.jsonl``.
+
+They are merged with the metrics by event time exactly as ``aiops replay --traces --logs``
+merges them. **Caveat**: Nezha recorded spans and logs only for each fault's minute and the two
+minutes after it, never in the quiet hours, so their mere presence marks the faults (and the
+quiet period has none to raise false incidents). Figures with them are optimistic; report them
+beside the metrics-only figures (``--signals metrics``), never instead of them. Only the
+correlation of trace ids between logs and spans is not used (logs and spans reach the detectors
+on separate topics). The topology (declared calls) stays the one derived from the traces, for
+the scoring truth as before.
+
 Faults: ``DAY-fault_list.json``; ``inject_time`` read as UTC is the start (``inject_timestamp``
 is ignored: it disagrees for some faults), ``inject_pod`` the root-cause service.
 
@@ -65,12 +92,13 @@ first four faults of each day fall inside the detectors' warm-up (30 one-minute 
 minutes) and cannot be alerted on; recall is also given without them (``recall_after_warmup``).
 ``PodSuccessRate(%)`` is 0 on every row of every pod on both days (converted as it is).
 
-Prints a table and writes ``OUT/results.json``; per dataset ``OUT/<ds>/metrics.otlp.jsonl``,
-``topology.yaml``, ``incidents.jsonl`` (every record, as ``aiops replay --drain`` writes them)
-and ``alerts.jsonl`` (every alert event, firing and resolved, as on ``aiops.alerts``); Sock
+Prints a table and writes ``OUT/results.json``; per dataset ``OUT/<ds>/metrics.otlp.jsonl``
+(and ``traces.otlp.jsonl``, ``logs.otlp.jsonl`` where used), ``topology.yaml``,
+``incidents.jsonl`` (every record, as ``aiops replay --drain`` writes them) and ``alerts.jsonl`` (every alert event, firing and resolved, as on ``aiops.alerts``); Sock
 Shop's per case under ``OUT/sockshop/<case>/`` beside one ``OUT/sockshop/topology.yaml``.
 Replay one with ``aiops replay --topology OUT/nezha-ob/topology.yaml --input
-OUT/nezha-ob/metrics.otlp.jsonl --output I.jsonl --drain``.
+OUT/nezha-ob/metrics.otlp.jsonl --output I.jsonl --drain`` (for Train Ticket with its spans and
+logs, add ``--traces OUT/nezha-tt/traces.otlp.jsonl --logs OUT/nezha-tt/logs.otlp.jsonl``).
 
 Programmatic use (each process converts a dataset once and keeps it in memory)::
 
@@ -84,8 +112,10 @@ import argparse
 import csv
 import functools
 import gzip
+import heapq
 import json
 import math
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -105,10 +135,13 @@ from evaluation.metrics import (MATCH_BEFORE, FaultTruth, ac_at, avg_at_5, first
                                 rank_of)
 from streams import codec
 from streams.config import Topology, parse_topology
+from streams.ingest import T_MAX, T_MIN
 
 DEFAULT_SHARED = Path(__file__).resolve().parents[2] / "shared"
 NEZHA_DAYS = {"nezha-ob": ("2022-08-23", "Online Boutique"), "nezha-tt": ("2023-01-29", "Train Ticket")}
 DATASETS = ("nezha-ob", "nezha-tt", "sockshop")
+# all: metrics, and spans and logs where the data has them; traces, logs: metrics and that one
+SIGNALS = ("all", "metrics", "traces", "logs")
 
 FOUND_WITHIN = 300.0  # seconds after a fault's start in which its alert or incident must start
 QUIET_AFTER_LAST_FAULT = 900.0  # the last fault and its recovery are over by then
@@ -132,6 +165,8 @@ class Segment:
     fault_period: tuple[float, float]  # [start, end): where the faults' incidents open
     quiet_series: int  # series with a point in the quiet period
     warmup_end: float  # the detectors' warm-up ends about here (first point + warmup_points steps)
+    traces: tuple[dict, ...] = ()  # ExportTraceServiceRequest, in time order
+    logs: tuple[dict, ...] = ()  # ExportLogsServiceRequest, in time order
 
 
 @dataclass(frozen=True)
@@ -340,7 +375,134 @@ def callers_of(topology: Topology, service: str) -> frozenset[str]:
     return frozenset(nx.ancestors(g, service)) if service in g else frozenset()
 
 
-def load_nezha_day(day_dir: Path, name: str, system: str) -> Dataset:
+def _attrs(attributes: dict[str, str]) -> list[dict]:
+    return [{"key": k, "value": {"stringValue": v}} for k, v in attributes.items()]
+
+
+def _pod_resource(pod: str) -> list[dict]:
+    return _attrs({"service.name": service_of(pod), "k8s.pod.name": pod})
+
+
+def _ns(text: str) -> int | None:
+    """Nanoseconds written as an integer (or, by some writers, as a float: ``1.6e+18``).
+
+    >>> _ns("1674981768697000000"), _ns("1.661256000005e+18"), _ns("soon")
+    (1674981768697000000, 1661256000004999936, None)
+    """
+    try:
+        return int(text)
+    except ValueError:
+        x = _number(text)
+        return int(x) if x is not None else None
+
+
+def trace_requests(paths: Iterable[Path]) -> list[dict]:
+    """Nezha span rows as ``ExportTraceServiceRequest`` objects, one per minute of end time
+    (see the module docstring): spans taken once by ``SpanID``, a resource per pod; rows without
+    usable times are left out."""
+    by_minute: dict[int, dict[str, list[dict]]] = {}
+    seen: set[str] = set()
+    for path in paths:
+        for r in _read_gz_csv(path):
+            sid = r["SpanID"]
+            start, end = _ns(r["StartTimeUnixNano"]), _ns(r["EndTimeUnixNano"])
+            if not sid or sid in seen or start is None or end is None:
+                continue
+            seen.add(sid)
+            span = {"traceId": r["TraceID"], "spanId": sid, "name": r["OperationName"],
+                    "startTimeUnixNano": str(start), "endTimeUnixNano": str(end)}
+            if r["ParentID"] and r["ParentID"] != "root":
+                span["parentSpanId"] = r["ParentID"]
+            by_minute.setdefault(end // 60_000_000_000, {}).setdefault(r["PodName"], []).append(span)
+    out = []
+    for minute in sorted(by_minute):
+        pods = by_minute[minute]
+        out.append({"resourceSpans": [
+            {"resource": {"attributes": _pod_resource(pod)},
+             "scopeSpans": [{"scope": SCOPE, "spans": sorted(pods[pod], key=lambda s: (int(s["endTimeUnixNano"]),
+                                                                                        s["spanId"]))}]}
+            for pod in sorted(pods)]})
+    return out
+
+
+_LEVEL = re.compile(r"\b(TRACE|DEBUG|INFO|WARN|WARNING|ERROR|FATAL)\b")
+_SEVERITY = {"TRACE": 1, "DEBUG": 5, "INFO": 9, "WARN": 13, "WARNING": 13, "ERROR": 17, "FATAL": 21}
+
+
+def log_requests(paths: Iterable[Path]) -> tuple[list[dict], int]:
+    """Nezha log rows as ``ExportLogsServiceRequest`` objects, one per minute (see the module
+    docstring), and the number of rows left out (their Docker JSON does not parse, or their time
+    is not within 2000..2100)."""
+    by_minute: dict[int, dict[str, list[dict]]] = {}
+    seen: set[tuple[str, str, str]] = set()
+    bad = 0
+    for path in paths:
+        for r in _read_gz_csv(path):
+            key = (r["TimeUnixNano"], r["PodName"], r["Log"])
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                text = json.loads(r["Log"])["log"].rstrip("\n")
+            except (ValueError, KeyError, TypeError):
+                bad += 1
+                continue
+            ns = _ns(r["TimeUnixNano"])
+            if ns is None or not T_MIN * 1e9 <= ns <= T_MAX * 1e9:  # a few rows carry garbage times
+                bad += 1
+                continue
+            m = _LEVEL.search(text[:80])
+            level = m.group(1) if m else "INFO"
+            rec = {"timeUnixNano": str(ns), "severityNumber": _SEVERITY[level], "severityText": level,
+                   "body": {"stringValue": text}}
+            if r.get("TraceID"):
+                rec["traceId"] = r["TraceID"]
+            if r.get("SpanID"):
+                rec["spanId"] = r["SpanID"]
+            by_minute.setdefault(ns // 60_000_000_000, {}).setdefault(r["PodName"], []).append(rec)
+    out = []
+    for minute in sorted(by_minute):
+        pods = by_minute[minute]
+        out.append({"resourceLogs": [
+            {"resource": {"attributes": _pod_resource(pod)},
+             "scopeLogs": [{"scope": SCOPE, "logRecords": sorted(
+                 pods[pod], key=lambda x: (int(x["timeUnixNano"]), x["body"]["stringValue"]))}]}
+            for pod in sorted(pods)]})
+    return out, bad
+
+
+def _latest_ns(msg: dict) -> int:
+    """The event time ``aiops replay`` merges a request by (:func:`streams.replay.message_time`):
+    its latest point, record or span end time."""
+    if "resourceSpans" in msg:
+        return max(int(sp["endTimeUnixNano"]) for rs in msg["resourceSpans"] for ss in rs["scopeSpans"]
+                   for sp in ss["spans"])
+    if "resourceLogs" in msg:
+        return max(int(r["timeUnixNano"]) for rl in msg["resourceLogs"] for sl in rl["scopeLogs"]
+                   for r in sl["logRecords"])
+    return max(int(p["timeUnixNano"]) for rm in msg["resourceMetrics"] for sm in rm["scopeMetrics"]
+               for metric in sm["metrics"] for p in metric["gauge"]["dataPoints"])
+
+
+def merged_messages(segment: Segment) -> list:
+    """The segment's messages for :func:`evaluation.core.run_core`: metrics alone, or metrics,
+    logs and spans tagged by kind and merged by event time as ``aiops replay`` merges its files
+    (metrics first on a tie, then logs, then spans)."""
+    if not segment.traces and not segment.logs:
+        return segment.messages
+
+    def timed(msgs, order: int, kind: str):
+        last = -1
+        for i, m in enumerate(msgs):
+            last = max(last, _latest_ns(m))
+            yield (last, order, i, kind, m)
+
+    streams = [timed(segment.messages, 0, "metrics"), timed(segment.logs, 1, "logs"),
+               timed(segment.traces, 3, "traces")]
+    return [(kind, m) for _, _, _, kind, m in heapq.merge(*streams)]
+
+
+def load_nezha_day(day_dir: Path, name: str, system: str, signals: str = "all") -> Dataset:
     """Convert one Nezha day (see the module docstring)."""
     day = day_dir.name
     metric_dir = day_dir / "metric"
@@ -393,7 +555,25 @@ def load_nezha_day(day_dir: Path, name: str, system: str) -> Dataset:
     in_warmup = sum(1 for f in faults if f.start < warmup_end)
     notes.append(f"metrics start {(faults[0].start - first) / 60:.1f} min before the first fault; "
                  f"{in_warmup} fault(s) start inside the detectors' warm-up")
-    segment = Segment(day, messages, faults, quiet, period, _series_in(messages, *quiet), warmup_end)
+    spans: list[dict] = []
+    logs: list[dict] = []
+    log_files = sorted((day_dir / "log").glob("*.csv.gz"))
+    if signals in ("all", "traces") and traces:
+        spans = trace_requests(traces)
+        n_spans = sum(len(ss["spans"]) for m in spans for rs in m["resourceSpans"] for ss in rs["scopeSpans"])
+        notes.append(f"signals: {n_spans} spans ({len(spans)} requests)")
+    if signals in ("all", "logs") and log_files:
+        logs, bad = log_requests(log_files)
+        n_logs = sum(len(sl["logRecords"]) for m in logs for rl in m["resourceLogs"] for sl in rl["scopeLogs"])
+        notes.append(f"signals: {n_logs} log records ({len(logs)} requests"
+                     f"{f', {bad} undecodable lines left out' if bad else ''})")
+    if spans or logs:
+        notes.append("spans and logs exist only for each fault's minute and the two after it, so their presence "
+                     "marks the faults: OPTIMISTIC, compare with --signals metrics")
+    elif traces or log_files:
+        notes.append(f"signals: {signals} (--signals); the day's spans and logs are left out")
+    segment = Segment(day, messages, faults, quiet, period, _series_in(messages, *quiet), warmup_end,
+                      tuple(spans), tuple(logs))
     return Dataset(name, system, topology, yaml.safe_dump(spec, sort_keys=False), [segment], tuple(notes))
 
 
@@ -425,11 +605,14 @@ def load_sockshop(data_dir: Path) -> Dataset:
 
 
 @functools.lru_cache(maxsize=None)
-def load_dataset(name: str, shared: Path = DEFAULT_SHARED) -> Dataset:
-    """A dataset converted once per process (the cache is what makes repeated experiments cheap)."""
+def load_dataset(name: str, shared: Path = DEFAULT_SHARED, signals: str = "all") -> Dataset:
+    """A dataset converted once per process (the cache is what makes repeated experiments cheap).
+    ``signals``: ``"all"`` (metrics, and spans and logs where the data has them) or ``"metrics"``."""
+    if signals not in SIGNALS:
+        raise ValueError(f"unknown signals {signals!r} (one of {', '.join(SIGNALS)})")
     if name in NEZHA_DAYS:
         day, system = NEZHA_DAYS[name]
-        return load_nezha_day(Path(shared) / "real" / "nezha" / day, name, system)
+        return load_nezha_day(Path(shared) / "real" / "nezha" / day, name, system, signals)
     if name == "sockshop":
         return load_sockshop(Path(shared) / "rca-data")
     raise ValueError(f"unknown dataset {name!r} (one of {', '.join(DATASETS)})")
@@ -532,7 +715,7 @@ def score_segment(segment: Segment, records: list[dict], alerts: list) -> Segmen
 
 def run_segment(topology: Topology, segment: Segment) -> SegmentRun:
     alerts: list = []
-    core = run_core(topology, segment.messages, alerts=alerts)
+    core = run_core(topology, merged_messages(segment), alerts=alerts)
     out = score_segment(segment, core.incidents, alerts)
     out.messages = core.messages
     return out
@@ -595,20 +778,22 @@ def _quiet_row(inc: dict) -> dict:
 # --- the API ------------------------------------------------------------------------------------
 
 def evaluate_dataset(name: str, *, shared: Path = DEFAULT_SHARED, topology_update: TopologyUpdate | None = None,
-                     out: Path | None = None) -> dict:
+                     out: Path | None = None, signals: str = "all") -> dict:
     """Convert (once per process), run through the core and score one dataset.
 
     ``topology_update`` changes the generated topology before the run (detector or correlation
     settings); the scoring truth (who calls whom) stays the data's. With ``out``, the converted
     messages, topology, incident records and alert events are written under ``out/<name>/``.
+    ``signals="metrics"`` leaves spans and logs out (see the module docstring's caveat).
     """
     t0 = time.perf_counter()
-    ds = load_dataset(name, Path(shared))
+    ds = load_dataset(name, Path(shared), signals)
     t_load = time.perf_counter() - t0
     topology = topology_update(ds.topology) if topology_update else ds.topology
     runs = [run_segment(topology, seg) for seg in ds.segments]
     t_core = time.perf_counter() - t0 - t_load
-    result = {"dataset": name, "system": ds.system, **summarize_runs(runs), "notes": list(ds.notes),
+    used = ["metrics"] + [k for k in ("traces", "logs") if any(getattr(seg, k) for seg in ds.segments)]
+    result = {"dataset": name, "system": ds.system, "signals": used, **summarize_runs(runs), "notes": list(ds.notes),
               "services": len(ds.topology.services),
               "calls": sum(len(s.depends_on) for s in ds.topology.services.values()),
               "faults_detail": [_fault_row(s) for r in runs for s in r.scores],
@@ -624,12 +809,14 @@ def evaluate_dataset(name: str, *, shared: Path = DEFAULT_SHARED, topology_updat
     return result
 
 
-def _evaluate_job(name: str, shared: Path, topology_update: TopologyUpdate | None, out: Path | None) -> dict:
-    return evaluate_dataset(name, shared=shared, topology_update=topology_update, out=out)
+def _evaluate_job(name: str, shared: Path, topology_update: TopologyUpdate | None, out: Path | None,
+                  signals: str) -> dict:
+    return evaluate_dataset(name, shared=shared, topology_update=topology_update, out=out, signals=signals)
 
 
 def evaluate_all(names: Sequence[str] = DATASETS, *, shared: Path = DEFAULT_SHARED,
-                 topology_update: TopologyUpdate | None = None, jobs: int = 1, out: Path | None = None) -> dict:
+                 topology_update: TopologyUpdate | None = None, jobs: int = 1, out: Path | None = None,
+                 signals: str = "all") -> dict:
     """Every dataset of ``names``, by name. ``jobs > 1`` runs them in worker processes (then
     ``topology_update`` must pickle: a module-level function, not a lambda, and each process
     converts its datasets afresh); ``jobs == 1`` runs here and reuses this process's cache."""
@@ -637,11 +824,12 @@ def evaluate_all(names: Sequence[str] = DATASETS, *, shared: Path = DEFAULT_SHAR
         if n not in DATASETS:
             raise ValueError(f"unknown dataset {n!r} (one of {', '.join(DATASETS)})")
     if jobs <= 1 or len(names) <= 1:
-        return {n: evaluate_dataset(n, shared=shared, topology_update=topology_update, out=out) for n in names}
+        return {n: evaluate_dataset(n, shared=shared, topology_update=topology_update, out=out, signals=signals)
+                for n in names}
     # The largest first, so the workers finish together.
     order = sorted(names, key=lambda n: DATASETS.index(n) if n != "nezha-tt" else -1)
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futs = {n: pool.submit(_evaluate_job, n, Path(shared), topology_update, out) for n in order}
+        futs = {n: pool.submit(_evaluate_job, n, Path(shared), topology_update, out, signals) for n in order}
         return {n: futs[n].result() for n in names}
 
 
@@ -661,6 +849,9 @@ def _write(where: Path, ds: Dataset, runs: Sequence[SegmentRun]) -> None:
         seg_dir = where / r.segment.name if len(runs) > 1 else where
         seg_dir.mkdir(parents=True, exist_ok=True)
         _write_lines(seg_dir / "metrics.otlp.jsonl", (orjson.dumps(m) for m in r.segment.messages))
+        for kind in ("traces", "logs"):
+            if getattr(r.segment, kind):
+                _write_lines(seg_dir / f"{kind}.otlp.jsonl", (orjson.dumps(m) for m in getattr(r.segment, kind)))
         _write_lines(seg_dir / "incidents.jsonl", (orjson.dumps(rec) for rec in r.records))
         _write_lines(seg_dir / "alerts.jsonl", (codec.encode_alert_event(a) for a in r.alerts))
 
@@ -694,7 +885,9 @@ def render(results: dict[str, dict]) -> list[str]:
               "  period (all false), per quiet hour and day; notif/d: incident records that notify (page, update,",
               "  resolve) there per quiet day; alerts/series-day: alert episodes starting there / (series x quiet days)."]
     for name, r in results.items():
-        lines += ["", f"{name} ({r['system']}): {r['services']} services, {r['calls']} calls, {r['messages']} messages, "
+        signals = ", ".join(r.get("signals", ["metrics"]))
+        lines += ["", f"{name} ({r['system']}; signals: {signals}): {r['services']} services, {r['calls']} calls, "
+                      f"{r['messages']} messages, "
                       f"{r['alert_events']} alert events, {r['quiet_series']} quiet series, {r['quiet_alerts']} quiet "
                       f"alert episodes; {r['open_at_quiet_start']} incident(s) still open when the quiet period starts, "
                       f"{r['quiet_pages']} pages in it; convert {r['seconds_convert']}s, core {r['seconds_core']}s"]
@@ -723,12 +916,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shared", type=Path, default=DEFAULT_SHARED, help=f"the shared data folder (default {DEFAULT_SHARED})")
     ap.add_argument("--dataset", action="append", choices=DATASETS, help="only this dataset; repeatable")
     ap.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
+    ap.add_argument("--signals", choices=SIGNALS, default="all",
+                    help="all: metrics, and spans and logs where the data has them (Train Ticket; optimistic, see the "
+                         "module docstring); metrics: metrics only; traces, logs: metrics and that one (default all)")
     args = ap.parse_args(argv)
     started = time.perf_counter()
     names = args.dataset or list(DATASETS)
-    results = evaluate_all(names, shared=args.shared, jobs=args.jobs, out=args.out)
+    results = evaluate_all(names, shared=args.shared, jobs=args.jobs, out=args.out, signals=args.signals)
     elapsed = time.perf_counter() - started
-    lines = [f"aiops on real faults ({args.shared}), production defaults", ""] + render(results)
+    lines = [f"aiops on real faults ({args.shared}), production defaults, signals: {args.signals}", ""]
+    lines += render(results)
     lines += ["", f"done in {elapsed:.0f}s ({args.jobs} jobs)"]
     print("\n".join(lines))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ from detectors.records import parse_rfc3339
 from remediators.runbooks import RELEVANT
 
 if TYPE_CHECKING:  # streams.config imports remediators.config; avoid the cycle at run time
+    from correlators.learned import Drift
     from remediators.runbooks import RunbookIndex
     from streams.config import Topology
 
@@ -37,6 +38,7 @@ PATH_LINK_STYLE = f"stroke:{PALETTE['rootcause'][0]},stroke-width:3px"
 FLAP_THRESHOLD = 2  # alerts that fire again after resolving this often within one incident call for tuning
 MAX_EVIDENCE_ROWS = 8
 MAX_RUNBOOKS = 3
+MAX_DRIFT_EDGES = 4  # per kind of drift on the report's one line
 
 
 # --- small formatters --------------------------------------------------------------------------
@@ -326,6 +328,25 @@ def _suspected_edges(versions: Sequence[Mapping[str, Any]]) -> list[Mapping[str,
     return [seen[k] for k in sorted(seen)]
 
 
+def _drift_line(drift: Drift | None, services: Iterable[str]) -> str | None:
+    """One line on where the spans and the declared graph disagree around the incident's services."""
+    if drift is None:
+        return None
+    d = drift.involving(services)
+    if not d:
+        return None
+
+    def edges(es) -> str:
+        shown = ", ".join(f"`{e.caller} -> {e.callee}`" + (f" ({_n(e.calls, 'call')})" if e.calls else "")
+                          for e in es[:MAX_DRIFT_EDGES])
+        return shown + (f" and {len(es) - MAX_DRIFT_EDGES} more" if len(es) > MAX_DRIFT_EDGES else "")
+
+    parts = [f"seen in spans, not declared: {edges(d.undeclared)}"] if d.undeclared else []
+    if d.stale:
+        parts.append(f"declared, not seen in spans for {_duration(d.stale_after)}: {edges(d.stale)}")
+    return "- Call graph drift: " + "; ".join(parts)
+
+
 def _follow_ups(versions, rc, acts, hits, runbooks, entry_points, duration) -> list[str]:
     out: list[str] = []
     last = versions[-1]
@@ -408,7 +429,7 @@ def _follow_ups(versions, rc, acts, hits, runbooks, entry_points, duration) -> l
 
 def render_report(incident_records: Sequence[Mapping[str, Any]], actions: Sequence[Mapping[str, Any]],
                   tickets: Sequence[Mapping[str, Any]], runbooks: RunbookIndex | None,
-                  topology: Topology | None) -> str:
+                  topology: Topology | None, *, drift: Drift | None = None) -> str:
     """The Markdown report of one incident.
 
     Parameters
@@ -422,6 +443,9 @@ def render_report(incident_records: Sequence[Mapping[str, Any]], actions: Sequen
         An index to suggest runbooks from, or ``None`` to leave that section out.
     topology
         The topology, for the service graph, owners and entry points; ``None`` draws only the path.
+    drift
+        The learned call graph's drift (:mod:`correlators.learned`); where it touches the
+        incident's services, the Impact section says so in one line.
 
     Raises
     ------
@@ -506,6 +530,9 @@ def render_report(incident_records: Sequence[Mapping[str, Any]], actions: Sequen
     teams = sorted({specs[x].owner for x in services if x in specs and specs[x].owner})
     if teams:
         out.append(f"- Teams owning affected services: {', '.join(teams)}")
+    drift_line = _drift_line(drift, services)
+    if drift_line:
+        out.append(drift_line)
 
     # Timeline: versions, actions and ticket events, in event-time order.
     events: list[tuple[str, int, str, str]] = [(first["opened_at"], 0, "", "first alert")]

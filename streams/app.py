@@ -77,6 +77,7 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     metrics_in = app.topic(topics.metrics, **raw)
     logs_in = app.topic(topics.logs, **raw)
+    traces_in = app.topic(topics.traces, **raw)
     alerts = app.topic(topics.alerts, **raw)
     incidents = app.topic(topics.incidents, **raw)
     actions = app.topic(topics.actions, **raw)
@@ -164,7 +165,7 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
             shard = await detect_shard(msg)
             if shard is None:
                 return
-            process = shard.stage.process_logs if msg.topic == topics.logs else shard.stage.process
+            process = shard.stage.processor(msg.topic)
             shard.next_offset = msg.offset + 1
         m.MESSAGES_IN.labels(topic=event.message.topic).inc()
         try:
@@ -178,7 +179,8 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
         for ev in res.events:
             payload = codec.encode_alert_event(ev)
             if isinstance(ev, Heartbeat):
-                # Every correlator needs event-time progress to expire its incidents.
+                # Every correlator needs event-time progress to expire its incidents (and the
+                # calls seen in spans, for its learned call graph).
                 for key in cur.all_keys:
                     await alerts.send(key=key.encode(), value=payload)
             else:
@@ -194,6 +196,11 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
     async def detect_logs(stream):
         async for event in stream.events():
             await detect_and_route(event)
+
+    @app.agent(traces_in)
+    async def detect_traces(stream):
+        async for event in stream.events():
+            await detect_and_route(event, rejected="spans")
 
     def external_alerts(source: str):
         def process(payload: bytes) -> DetectResult:

@@ -71,10 +71,13 @@ def cmd_replay(args) -> int:
     if args.external is not None and not args.external.exists():
         print(f"aiops replay: external alerts file {args.external} does not exist", file=sys.stderr)
         return 2
+    if args.traces is not None and not args.traces.exists():
+        print(f"aiops replay: traces file {args.traces} does not exist", file=sys.stderr)
+        return 2
     try:
         replay(topo, args.input, args.output, actions=args.actions, tickets=args.tickets,
                deadletter=args.deadletter, drain=args.drain, progress=None if args.quiet else sys.stderr,
-               logs=args.logs, changes=args.changes, external=args.external)
+               logs=args.logs, changes=args.changes, external=args.external, traces=args.traces)
     except ValueError as exc:  # a bad changes file, named with its line
         print(f"aiops replay: {exc}", file=sys.stderr)
         return 2
@@ -315,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(streams/schemas/change.schema.json): candidate causes")
     p.add_argument("--logs", type=Path,
                    help="OTLP/JSON logs, one export request per line, merged with --input by event time")
+    p.add_argument("--traces", type=Path,
+                   help="OTLP/JSON spans (ExportTraceServiceRequest), one export request per line, merged with "
+                        "--input by event time: request, error and duration series, and the learned call graph")
     p.add_argument("--external", type=Path,
                    help='webhook payloads of other alerting tools, one JSON line each: {"source": "alertmanager" '
                         '| "datadog" | "newrelic", "payload": {...}}, merged with --input by event time')
@@ -454,9 +460,6 @@ def main(argv: list[str] | None = None) -> int:
     _topology_arg(p)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--score", choices=("evaluation", "alerts"), default="evaluation",
-                   help="evaluation: the detector's onset score, in [0,1] (default); alerts: 1 where an alert "
-                        "fires (what production pages on), else 0")
     p.set_defaults(func=cmd_nab)
 
     args = parser.parse_args(argv)

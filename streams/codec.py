@@ -41,7 +41,9 @@ def _ms(t: float) -> float:
 def encode_alert_event(ev: AlertEvent) -> bytes:
     if isinstance(ev, Heartbeat):
         return orjson.dumps({"schema_version": ALERT_SCHEMA_VERSION, "type": "heartbeat",
-                             "at": rfc3339(ev.at), "source": ev.source, "lane": ev.lane})
+                             "at": rfc3339(ev.at), "source": ev.source, "lane": ev.lane,
+                             "calls": [{"caller": a, "callee": b, "count": n, "last_seen": rfc3339(t)}
+                                       for a, b, n, t in ev.calls]})
     return orjson.dumps({
         "schema_version": ALERT_SCHEMA_VERSION, "type": "alert",
         "fingerprint": ev.fingerprint, "status": ev.status, "service": ev.service, "metric": ev.metric,
@@ -91,6 +93,24 @@ def _pairs(d: dict, key: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(v.items()))
 
 
+def _calls(d: dict) -> tuple[tuple[str, str, int, float], ...]:
+    v = d.get("calls", [])  # absent from heartbeats of releases before spans
+    if type(v) is not list:
+        raise RecordError(f"calls: expected a list (got {type(v).__name__})")
+    out = []
+    for i, c in enumerate(v):
+        if type(c) is not dict:
+            raise RecordError(f"calls[{i}]: expected an object")
+        n = c.get("count")
+        if type(n) is not int or n < 1:
+            raise RecordError(f"calls[{i}].count: expected a positive integer")
+        try:
+            out.append((_str(c, "caller"), _str(c, "callee"), n, _time(c, "last_seen")))
+        except RecordError as exc:
+            raise RecordError(f"calls[{i}].{exc}") from None
+    return tuple(out)
+
+
 def decode_alert_event(payload: bytes) -> AlertEvent:
     """Raises :class:`RecordError` for anything that is not a valid alert record."""
     d = _object(payload)
@@ -98,7 +118,8 @@ def decode_alert_event(payload: bytes) -> AlertEvent:
         raise RecordError(f"schema_version: expected {ALERT_SCHEMA_VERSION} (got {d.get('schema_version')!r})")
     kind = d.get("type")
     if kind == "heartbeat":
-        return Heartbeat(at=_time(d, "at"), source=_str(d, "source", "detector"), lane=_str(d, "lane", ""))
+        return Heartbeat(at=_time(d, "at"), source=_str(d, "source", "detector"), lane=_str(d, "lane", ""),
+                         calls=_calls(d))
     if kind != "alert":
         raise RecordError(f"type: expected 'alert' or 'heartbeat' (got {kind!r})")
     status = _str(d, "status")

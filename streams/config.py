@@ -22,6 +22,7 @@ from streams.ingest.redact import DEFAULT_RULES, check_custom_pattern
 class TopicSettings(Frozen):
     metrics: str = "telemetry.metrics"
     logs: str = "telemetry.logs"
+    traces: str = "telemetry.traces"  # OTLP/JSON spans: request, error and duration series, the learned call graph
     alerts: str = "aiops.alerts"
     incidents: str = "aiops.incidents"
     actions: str = "aiops.actions"
@@ -37,7 +38,7 @@ class TopicSettings(Frozen):
     partitions: int = Field(default=1, ge=1)
 
     def all(self) -> list[str]:
-        return [self.metrics, self.logs, self.alerts, self.incidents, self.actions, self.tickets, self.deadletter,
+        return [self.metrics, self.logs, self.traces, self.alerts, self.incidents, self.actions, self.tickets, self.deadletter,
                 self.control, self.changes, self.config, *self.external().values()]
 
     def external(self) -> dict[str, str]:
@@ -87,6 +88,40 @@ class IngestSettings(Frozen):
     redaction: RedactionSettings = Field(default_factory=RedactionSettings)
 
 
+class TraceSettings(Frozen):
+    """Spans (``telemetry.traces``): the series they give and the call graph learned from them."""
+
+    # Learned calls join the declared graph for grouping and root-cause ranking (false: they are
+    # only reported as drift).
+    learned_graph: bool = True
+    # A declared call between two services seen in spans, with no span showing it for this long, is drift.
+    stale_after: Duration = parse_duration("1h")
+    # Request, error and duration series per bucket of this width ...
+    bucket: Duration = parse_duration("1m")
+    # ... emitted once the spans' event time is this far past the bucket's end (later spans are ignored).
+    lateness: Duration = parse_duration("30s")
+    # Operations (span names) with series of their own per service; later ones share operation="other". 0: none.
+    max_operations: int = Field(default=20, ge=0, le=1000)
+    # Span ids remembered to find a span's parent (and skip duplicates), and for how long (event time).
+    max_spans: int = Field(default=200_000, ge=1000)
+    span_ttl: Duration = parse_duration("10m")
+
+    @field_validator("bucket", "stale_after")
+    @classmethod
+    def _positive(cls, v):
+        if v.total_seconds() <= 0:
+            raise ValueError("must be a positive duration such as '1m'")
+        return v
+
+    def span_settings(self):
+        """The settings of :class:`detectors.spans.SpanSignals`."""
+        from detectors.spans import SpanSettings
+
+        return SpanSettings(bucket_seconds=self.bucket.total_seconds(), lateness_seconds=self.lateness.total_seconds(),
+                            max_operations=self.max_operations, max_spans=self.max_spans,
+                            span_ttl_seconds=self.span_ttl.total_seconds())
+
+
 class WorkerSettings(Frozen):
     """The Faust worker's consumer group and its timings."""
 
@@ -112,6 +147,7 @@ class Topology(Frozen):
     topics: TopicSettings = Field(default_factory=TopicSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    traces: TraceSettings = Field(default_factory=TraceSettings)
     detectors: "DetectorSettings" = Field(default_factory=lambda: DetectorSettings())
     correlation: CorrelationSettings = Field(default_factory=CorrelationSettings)
     remediation: RemediationSettings = Field(default_factory=RemediationSettings)

@@ -57,10 +57,17 @@ TOPOLOGY_HELP = """\
 Print the service graph of topology.yaml as a Mermaid flowchart. Edges point from caller to
 callee; datastores are cylinders, external services hexagons, entry points rounded.
 
+With --learned, read spans (OTLP/JSON, one ExportTraceServiceRequest per line, as `aiops replay
+--traces` takes them) and print the calls declared in topology.yaml beside those the spans show,
+and the drift: calls seen but not declared, and declared calls between traced services not seen
+for traces.stale_after before the last span. Only declared services count (spans of others are
+left out, as the worker leaves them out).
+
 examples:
   aiops topology show                        raw Mermaid, for mermaid-cli (mmdc) or mermaid.live
   aiops topology show --format markdown      fenced, to paste into a README, issue or wiki
   aiops topology show --svg topology.svg     also draw it (SVG; --png for PNG)
+  aiops topology show --learned --traces traces.jsonl
 """
 
 
@@ -173,10 +180,77 @@ def write_pictures(incidents: Path, directory: Path, graph, *, quiet: bool = Fal
     return len(final)
 
 
+def learned_from_traces(topology, path: Path):
+    """``(LearnedGraph, spans, bad lines, last span end)`` of a traces file, through the worker's
+    decoder and span signals."""
+    from correlators.learned import LearnedGraph
+    from detectors.spans import SpanSignals
+    from streams.ingest import DecodeError, decode_traces
+    from streams.ingest.redact import Redactor
+
+    learned = LearnedGraph(topology.graph(), stale_after=topology.traces.stale_after.total_seconds())
+    signals = SpanSignals(topology.traces.span_settings())
+    known, redactor = frozenset(topology.services), Redactor.from_settings(topology.ingest.redaction)
+    spans = bad = 0
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise _InputError(f"{path}: cannot read the file: {exc.strerror}") from None
+    with fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                decoded, _ = decode_traces(line, known_services=known, redactor=redactor)
+            except DecodeError:
+                bad += 1
+                continue
+            spans += len(decoded)
+            learned.observe(signals.add(decoded).calls)
+    return learned, spans, bad, signals.watermark
+
+
+def print_learned(topology, path: Path) -> None:
+    from correlators.learned import describe_edge
+    from detectors.records import rfc3339
+    from remediators.report import _duration
+
+    learned, spans, bad, last = learned_from_traces(topology, path)
+    when = lambda t: rfc3339(t).replace("T", " ")[:19]  # noqa: E731
+    edges = learned.edges()
+    declared = [e for e in edges if e.declared]
+    seen = [e for e in edges if e.calls]
+    print(f"{path}: {spans} spans" + (f" ({bad} undecodable lines)" if bad else "")
+          + (f", up to {when(last)} UTC" if spans else ""))
+    print(f"declared calls: {len(declared)}; seen in spans: {len(seen)} "
+          f"({sum(e.calls for e in seen)} calls, {sum(1 for e in seen if e.declared)} of them declared)")
+    if not spans:
+        return
+    drift = learned.drift(last)
+    print(f"\nseen in spans, not declared ({len(drift.undeclared)}):")
+    print("\n".join(f"  {describe_edge(e, time_format=when)}" for e in drift.undeclared) or "  none")
+    print(f"\ndeclared, not seen in spans for {_duration(drift.stale_after)} (between traced services) "
+          f"({len(drift.stale)}):")
+    print("\n".join(f"  {describe_edge(e, time_format=when)}" for e in drift.stale) or "  none")
+    print(f"\ndeclared and seen ({sum(1 for e in seen if e.declared)}):")
+    print("\n".join(f"  {describe_edge(e, time_format=when)}" for e in seen if e.declared) or "  none")
+
+
 def cmd_topology_show(args) -> int:
     from remediators.report import render_mermaid
 
     topology = _load_topology(args.topology)
+    if args.learned:
+        if args.traces is None:
+            print("aiops topology show: --learned needs --traces FILE (spans, one OTLP/JSON export request per line)",
+                  file=sys.stderr)
+            return 2
+        try:
+            print_learned(topology, args.traces)
+        except _InputError as exc:
+            print(f"aiops topology show: {exc}", file=sys.stderr)
+            return 2
+        return 0
     text = render_mermaid(topology.graph())
     print(f"```mermaid\n{text}\n```" if args.format == "markdown" else text)
     if args.svg or args.png:
@@ -234,6 +308,10 @@ def add_subcommands(subparsers) -> None:
                    help="mermaid: raw flowchart (default); markdown: inside a ```mermaid fence")
     s.add_argument("--svg", type=Path, metavar="FILE", help="also draw the whole graph to FILE (SVG)")
     s.add_argument("--png", type=Path, metavar="FILE", help="also draw the whole graph to FILE (PNG)")
+    s.add_argument("--learned", action="store_true",
+                   help="declared calls beside the calls seen in --traces, and the drift between them")
+    s.add_argument("--traces", type=Path, metavar="FILE",
+                   help="with --learned: spans, one OTLP/JSON ExportTraceServiceRequest per line")
     s.set_defaults(func=cmd_topology_show)
 
 

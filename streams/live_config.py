@@ -7,7 +7,8 @@ nothing that only a restart can change; otherwise it is refused as a whole with 
 the running config stays. Never half-applied.
 
 Live: ``services`` (graph, owners, tiers), ``detectors``, ``correlation``, ``remediation``,
-``tickets``, ``ingest``, ``name``, ``version``. Restart only: ``topics`` (the worker's
+``tickets``, ``ingest``, ``traces`` (the learned graph's settings; span buckets keep the width
+they started with), ``name``, ``version``. Restart only: ``topics`` (the worker's
 subscriptions and partition counts are fixed when Faust starts) and ``worker`` (consumer-group
 timings given to the Kafka client at start).
 """
@@ -19,7 +20,8 @@ from streams.codec import ConfigRecord
 from streams.config import ConfigError, Topology, format_path, parse_topology_text
 
 RESTART_SECTIONS = ("topics", "worker")
-LIVE_SECTIONS = ("version", "name", "services", "detectors", "correlation", "remediation", "tickets", "ingest")
+LIVE_SECTIONS = ("version", "name", "services", "detectors", "correlation", "remediation", "tickets", "ingest",
+                 "traces")
 
 
 def restart_only_changes(running: Topology, pushed: Topology) -> list[tuple[str, str]]:

@@ -3,9 +3,9 @@
 Two stages, split where the Kafka topology splits them:
 
 - :class:`DetectStage` (per input partition): raw message -> samples -> points -> alerts and
-  a heartbeat carrying event-time progress.
+  a heartbeat carrying event-time progress (and, from spans, the calls they show).
 - :class:`CorrelateStage` (per correlation key): alerts and heartbeats -> incidents -> actions
-  and ticket events.
+  and ticket events; calls -> the learned call graph, which grouping and ranking use.
 
 ``aiops replay`` pushes every message through both in one process; the worker puts
 ``aiops.alerts`` between them. Alerts cross that boundary through the wire codec in both
@@ -21,19 +21,21 @@ import orjson
 
 from correlators.correlate import _LOGS_LEAD as LOGS_LEAD  # the same lead the correlator allows
 from correlators.correlate import Correlator
+from correlators.learned import LearnedGraph
 from correlators.records import Change, Incident
 from detectors.absence import AbsenceDetector
 from detectors.engine import DetectionEngine
 from detectors.logs import LogTemplateDetector
 from detectors.normalize import Normalizer
 from detectors.records import Alert, AlertEvent, Heartbeat
+from detectors.spans import SpanSignals
 from remediators.dispatch import DispatchState, approve, dispatch, expire_and_verify, record_result
 from remediators.records import Action, TicketEvent
 from remediators.report import render_report
 from remediators.runbooks import RunbookIndex
 from streams import codec, metrics
 from streams.config import Topology
-from streams.ingest import DecodeError, decode_logs, decode_metrics
+from streams.ingest import DecodeError, decode_logs, decode_metrics, decode_traces
 from streams.ingest.redact import Redactor
 
 
@@ -67,6 +69,7 @@ class DetectStage:
         self._known = frozenset(topology.services)
         self._normalizer = Normalizer()
         self._logs = LogTemplateDetector(topology.detectors)
+        self._spans = SpanSignals(topology.traces.span_settings())
         self._absence = AbsenceDetector(warmup_reports=topology.detectors.warmup_points)
         self.engine = DetectionEngine(topology.detectors)
         self._keep = frozenset(topology.ingest.keep_labels)
@@ -86,8 +89,15 @@ class DetectStage:
         self._known = frozenset(topology.services)
         self._keep = frozenset(topology.ingest.keep_labels)
         self._logs.settings = topology.detectors
+        # Open buckets keep their width: a bucket of spans is emitted as it was begun.
+        self._spans.cfg = replace(topology.traces.span_settings(), bucket_seconds=self._spans.cfg.bucket_seconds)
         self._absence.warmup_reports = topology.detectors.warmup_points
         self.engine.reconfigure(topology.detectors)
+
+    def processor(self, topic: str):
+        """The method that takes a message of ``topic``: logs, traces, or metrics (the rest)."""
+        t = self.topology.topics
+        return {t.logs: self.process_logs, t.traces: self.process_traces}.get(topic, self.process)
 
     def process(self, payload: bytes) -> DetectResult:
         """Raises :class:`~streams.ingest.DecodeError` when the whole message is unusable."""
@@ -123,11 +133,31 @@ class DetectStage:
         columns = ([p.series for p in points], [p.t for p in points], [p.value for p in points])
         return self._score(columns, latest, rejects, len(records), extra=batch.alerts, source="logs")
 
+    def process_traces(self, payload: bytes) -> DetectResult:
+        """OTLP/JSON spans: request, error and duration series per service (and operation),
+        scored like any series (:mod:`detectors.spans`), and the calls between services they
+        show, on the message's heartbeat, for the learned call graph."""
+        spans, rejects = decode_traces(payload, known_services=self._known, redactor=self.redactor)
+        batch = self._spans.add(spans)
+        latest = max((s.end for s in spans), default=0.0)
+        points = batch.points
+        columns = ([p.series for p in points], [p.t for p in points], [p.value for p in points])
+        res = self._score(columns, latest, rejects, len(spans), source="traces")
+        if batch.calls:
+            # On the heartbeat, which reaches every correlation key; one that moves no time
+            # (spans older than the latest seen) when the message gave none.
+            events = res.events
+            beat = events.pop() if events and isinstance(events[-1], Heartbeat) else Heartbeat(
+                at=self._marks.get("traces", latest), source="traces", lane=self.lane)
+            events.append(replace(beat, calls=tuple(batch.calls)))
+        return res
+
     def _score(self, columns: tuple[list, list, list], latest: float, rejects: list[str], samples: int, extra=(),
                source: str = "detector") -> DetectResult:
         """``source`` names the clock the alerts and the heartbeat belong to: metrics
-        ("detector") or "logs". The correlator lets the slower of the two set event time, so
-        the result does not depend on which topic the worker happens to read first.
+        ("detector"), "logs" or "traces". The correlator lets the slower of metrics and logs set
+        event time, so the result does not depend on which topic the worker happens to read
+        first; traces wait for the metrics' event time as other tools' alerts do.
         ``columns`` are the points as parallel lists: series, times, values."""
         alerts, scored = self.engine.process_columns(*columns)
         # Metrics are a side effect of the stage, never an input to it: the results stay the same.
@@ -179,7 +209,9 @@ class CorrelateStage:
     def __init__(self, topology: Topology, runbooks: RunbookIndex | None = None):
         self.topology = topology
         self.runbooks = runbooks
-        self.correlator = Correlator(topology.graph(), topology.correlation)
+        # Calls seen in spans (on heartbeats), merged with the declared graph: see _learn.
+        self.learned = LearnedGraph(topology.graph(), stale_after=topology.traces.stale_after.total_seconds())
+        self.correlator = Correlator(self.graph(), topology.correlation)
         # Each open incident's records so far, in wire form: the report on resolve is built from
         # exactly what consumers saw. Dropped once the report is written.
         self._history: dict[str, dict[str, list[dict]]] = {}
@@ -197,8 +229,22 @@ class CorrelateStage:
         failure must leave the stage as it was)."""
         self.topology = topology
         self.runbooks = runbooks
-        self.correlator.reconfigure(topology.graph(), topology.correlation)
+        self.learned.redeclare(topology.graph())
+        self.learned.stale_after = topology.traces.stale_after.total_seconds()
+        self.correlator.reconfigure(self.graph(), topology.correlation)
         self._idle_after = topology.worker.partition_idle_after.total_seconds()
+
+    def graph(self):
+        """The call graph grouping and ranking use: the declared one, with the calls learned
+        from spans unless ``traces.learned_graph`` is off."""
+        return self.learned.graph() if self.topology.traces.learned_graph else self.topology.graph()
+
+    def _learn(self, calls: tuple[tuple[str, str, int, float], ...]) -> None:
+        """Calls seen in spans. A call new to the graph (between declared services, not
+        declared) changes what can be grouped and how causes rank: the correlator takes the
+        merged graph at once, through the same path as a live config change."""
+        if self.learned.observe(calls) and self.topology.traces.learned_graph:
+            self.correlator.reconfigure(self.graph(), self.topology.correlation)
 
     def _release(self, events: list[AlertEvent], everything: bool = False) -> list[AlertEvent]:
         """The events the correlator may take now, in arrival order; the others wait.
@@ -212,9 +258,11 @@ class CorrelateStage:
         ahead of it by the correlator's logs lead, as they may run ahead of metrics in one
         process; other tools' alerts wait like metrics. With one lane per source (one worker,
         or replay) every event is released as it comes, so replay and worker agree.
+        Spans' alerts and heartbeats ("traces") wait for the metrics lanes like other tools'
+        alerts and set no lane of their own (with no metrics at all, nothing waits).
         """
         for ev in events:
-            if isinstance(ev, Heartbeat):
+            if isinstance(ev, Heartbeat) and ev.source != "traces":
                 key = (ev.source, ev.lane)
                 if ev.at > self._lanes.get(key, float("-inf")):
                     self._lanes[key] = ev.at
@@ -237,7 +285,16 @@ class CorrelateStage:
         events = self._release(events, everything)
         if not events:
             return out
-        out.incidents = self.correlator.ingest(events)
+        run: list[AlertEvent] = []
+        for ev in events:  # calls change the graph between the events around them, in order
+            if isinstance(ev, Heartbeat) and ev.calls:
+                if run:
+                    out.incidents += self.correlator.ingest(run)
+                    run = []
+                self._learn(ev.calls)
+            run.append(ev)
+        if run:
+            out.incidents += self.correlator.ingest(run)
         for inc in out.incidents:
             self._dispatch, actions, tickets = dispatch(self._dispatch, inc, topology=self.topology,
                                                         runbooks=self.runbooks)
@@ -261,7 +318,7 @@ class CorrelateStage:
                 continue
             if tk.event == "resolve":
                 report = render_report(hist["incidents"], hist["actions"], hist["tickets"], self.runbooks,
-                                       self.topology)
+                                       self.topology, drift=self.drift())
                 out.tickets[i] = tk = replace(tk, description=report)
             hist["tickets"].append(orjson.loads(codec.encode_ticket(tk)))
         for inc in out.incidents:
@@ -269,8 +326,13 @@ class CorrelateStage:
                 hist = self._history.pop(inc.id)
                 resolve = next((tk for tk in out.tickets if tk.incident_id == inc.id and tk.event == "resolve"), None)
                 report = resolve.description if resolve is not None else render_report(
-                    hist["incidents"], hist["actions"], hist["tickets"], self.runbooks, self.topology)
+                    hist["incidents"], hist["actions"], hist["tickets"], self.runbooks, self.topology,
+                    drift=self.drift())
                 out.reports.append((inc.id, report))
+
+    def drift(self):
+        """Where the spans and the declared graph disagree, as of the correlator's event time."""
+        return self.learned.drift(self.correlator.now)
 
     def control(self, msg: dict) -> CorrelateResult:
         """A decoded ``aiops.control`` message: an approval, a silence or its early end."""

@@ -5,8 +5,8 @@ Every stage is a deterministic function of its input, so the input topic *is* th
 (Kafka Streams does the same for tables read from a topic: its source-topic changelog
 optimisation). A worker holds one state shard per partition it has been assigned:
 
-- a :class:`DetectStage` per partition of ``telemetry.metrics`` and of ``telemetry.logs``
-  (telemetry is keyed by service, so a series never spans partitions);
+- a :class:`DetectStage` per partition of ``telemetry.metrics``, ``telemetry.logs`` and
+  ``telemetry.traces`` (telemetry is keyed by service, so a series never spans partitions);
 - a :class:`CorrelateStage` per partition of ``aiops.alerts`` (keyed by correlation key, so a
   shard sees every alert that could join one of its incidents).
 
@@ -195,9 +195,8 @@ class Rebuilt:
 async def rebuild_detect(topology: Topology, bootstrap: str, topic: str, partition: int, until: int) -> Rebuilt:
     """A detect shard for ``topic``/``partition`` as of offset ``until``."""
     started = time.monotonic()
-    t = topology.topics
     stage = DetectStage(topology, lane=f"{topic}/{partition}")
-    process = stage.process_logs if topic == t.logs else stage.process
+    process = stage.processor(topic)
     rows = await read_partitions(bootstrap, topic, [partition], until={partition: until})
     for _, _, _, value in rows:
         try:

@@ -84,12 +84,15 @@ def replay(
     logs: Path | None = None,
     changes: Path | None = None,
     external: Path | None = None,
+    traces: Path | None = None,
 ) -> ReplaySummary:
     """Run the pipeline over ``input_path`` (one message per line) and write the records.
 
     With ``logs`` (OTLP/JSON logs, one export request per line), metrics and logs are merged by
     event time (a metrics message first on a tie) and logs go to ``process_logs``, as the
-    worker's logs agent does with ``telemetry.logs``.
+    worker's logs agent does with ``telemetry.logs``. With ``traces`` (OTLP/JSON spans, one
+    export request per line) the same: merged by event time (the latest span end of a request),
+    after metrics and logs on a tie, through ``process_traces`` as the traces agent does.
 
     With ``external`` (webhook payloads of other alerting tools, one JSON line each:
     ``{"source": "alertmanager", "payload": {...}}``, the payload as an object or as the raw body
@@ -110,7 +113,7 @@ def replay(
     started = time.monotonic()
     last_report = started
     total_bytes = max(1, input_path.stat().st_size + (logs.stat().st_size if logs else 0)
-                      + (external.stat().st_size if external else 0))
+                      + (external.stat().st_size if external else 0) + (traces.stat().st_size if traces else 0))
     decode_line = _external_decoder(topology)
 
     def decode_external_line(line: bytes) -> DetectResult:
@@ -125,19 +128,22 @@ def replay(
         open_out = lambda p: stack.enter_context(open(p, "wb")) if p else None  # noqa: E731
         sinks = _Sinks(open_out(output), open_out(actions), open_out(tickets), open_out(deadletter))
         src = stack.enter_context(open(input_path, "rb"))
-        streams = [_timed(src, 0, source_topic, logs is not None or external is not None)]
+        merging = logs is not None or external is not None or traces is not None
+        streams = [_timed(src, 0, source_topic, merging)]
         if logs is not None:
             streams.append(_timed(stack.enter_context(open(logs, "rb")), 1, logs_topic, True))
         if external is not None:
             streams.append(_timed_external(stack.enter_context(open(external, "rb")), decode_line,
                                            topology.topics.external()))
+        if traces is not None:
+            streams.append(_timed(stack.enter_context(open(traces, "rb")), 3, topology.topics.traces, True))
         for _, kind, offset, topic, raw in heapq.merge(*streams):
             read_bytes += len(raw)
             line = raw.strip()
             if not line:
                 continue
             summary.lines += 1
-            process = (detect.process, detect.process_logs, decode_external_line)[kind]
+            process = (detect.process, detect.process_logs, decode_external_line, detect.process_traces)[kind]
             try:
                 res = process(line)
             except DecodeError as exc:
@@ -147,7 +153,7 @@ def replay(
                 continue
             if res.rejects and sinks.deadletter:
                 reason = "; ".join(res.rejects[:5])
-                what = "alerts" if kind == 2 else "points"
+                what = ("points", "records", "alerts", "spans")[kind]
                 sinks.deadletter.write(codec.dead_letter(f"rejected {what}: {reason}", topic, 0, offset, line)
                                        + b"\n")
             summary.points += res.points
@@ -181,11 +187,13 @@ def replay(
 
 def message_time(line: bytes) -> float | None:
     """The event time of one input message, for merging files by time: the latest time in an
-    OTLP/JSON request (when the collector would have exported it), or the first time of a
-    native batch or Prometheus sample. ``None`` when there is none to read.
+    OTLP/JSON request (when the collector would have exported it; a span's end), or the first
+    time of a native batch or Prometheus sample. ``None`` when there is none to read.
 
     >>> message_time(b'{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"timeUnixNano":"2000000000"},{"timeUnixNano":"3000000000"}]}]}]}')
     3.0
+    >>> message_time(b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"startTimeUnixNano":"1000000000","endTimeUnixNano":"2500000000"}]}]}]}')
+    2.5
     >>> message_time(b'garbage') is None
     True
     """
@@ -196,13 +204,14 @@ def message_time(line: bytes) -> float | None:
     if type(obj) is not dict:
         return None
     found: list[float] = []
+    keys = ("endTimeUnixNano",) if "resourceSpans" in obj else ("timeUnixNano", "observedTimeUnixNano")
 
     def walk(x: object, depth: int) -> None:
         if depth > 16:
             return
         if type(x) is dict:
             for k, v in x.items():
-                if k in ("timeUnixNano", "observedTimeUnixNano") and type(v) in (str, int):
+                if k in keys and type(v) in (str, int):
                     try:
                         ns = int(v)
                     except ValueError:
@@ -215,7 +224,7 @@ def message_time(line: bytes) -> float | None:
             for v in x:
                 walk(v, depth + 1)
 
-    if "resourceMetrics" in obj or "resourceLogs" in obj:
+    if "resourceMetrics" in obj or "resourceLogs" in obj or "resourceSpans" in obj:
         walk(obj, 0)
         return max(found) if found else None
     pts = obj.get("points")

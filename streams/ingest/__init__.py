@@ -9,7 +9,8 @@ Three metric formats, told apart by their top-level keys:
 - the native batch (``schema_version`` and ``points``), see ``docs/native-format.md``
   (:mod:`streams.ingest.native`).
 
-Logs are OTLP/JSON ``ExportLogsServiceRequest`` (:mod:`streams.ingest.logs`).
+Logs are OTLP/JSON ``ExportLogsServiceRequest`` (:mod:`streams.ingest.logs`), spans OTLP/JSON
+``ExportTraceServiceRequest`` (:mod:`streams.ingest.traces`).
 
 Error model: a point that cannot be used is dropped and its reason kept in ``rejects``; the
 rest of the message goes on. A message that is unusable as a whole (not JSON, wrong types in
@@ -272,6 +273,30 @@ def decode_logs(payload: bytes, *, known_services: frozenset[str] | None,
     return _guard(logs.decode, payload, known_services=known_services, redactor=redactor)
 
 
+def decode_traces(payload: bytes, *, known_services: frozenset[str] | None,
+                  redactor: Redactor = DEFAULT_REDACTOR) -> tuple[list, list[str]]:
+    """Decode one OTLP/JSON ``ExportTraceServiceRequest`` into spans and reject reasons.
+
+    Spans of services not in ``known_services`` are dropped with the reason, as their metrics
+    would be; span names go through ``redactor``.
+
+    Raises
+    ------
+    DecodeError
+        When the message as a whole is unusable; never anything else.
+
+    Examples
+    --------
+    >>> spans, rejects = decode_traces(b'{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name",'
+    ...     b'"value":{"stringValue":"api"}}]},"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c",'
+    ...     b'"spanId":"eee19b7ec3c1b174","name":"GET /users","kind":2,"startTimeUnixNano":"1700000000000000000",'
+    ...     b'"endTimeUnixNano":"1700000000250000000","status":{"code":2}}]}]}]}', known_services=None)
+    >>> [(s.service, s.name, s.kind, s.error, round(s.end - s.start, 3)) for s in spans], rejects
+    ([('api', 'GET /users', 2, True, 0.25)], [])
+    """
+    return _guard(traces.decode, payload, known_services=known_services, redactor=redactor)
+
+
 def _decode_metrics(payload: bytes, *, known_services, service_label, keep_labels, redactor) -> Decoded:
     obj = load(payload)
     if type(obj) is not dict:
@@ -292,6 +317,6 @@ def _decode_metrics(payload: bytes, *, known_services, service_label, keep_label
 
 
 # The format modules import the helpers above from this package, so they come last.
-from streams.ingest import logs, native, otlp, prometheus  # noqa: E402
+from streams.ingest import logs, native, otlp, prometheus, traces  # noqa: E402
 
-__all__ = ["DecodeError", "Decoded", "Redactor", "decode_logs", "decode_metrics"]
+__all__ = ["DecodeError", "Decoded", "Redactor", "decode_logs", "decode_metrics", "decode_traces"]

@@ -72,7 +72,8 @@ alerts = st.builds(
     Alert, fingerprint=ids, status=st.sampled_from(["firing", "resolved"]), service=ids, metric=ids, series=text,
     labels=pairs, score=floats, value=floats, expected=floats, starts_at=times, at=times,
     severity=st.sampled_from(["info", "warning", "critical"]) | text, source=text, summary=text, evidence=pairs)
-heartbeats = st.builds(Heartbeat, at=times, source=text)
+heartbeats = st.builds(Heartbeat, at=times, source=text, lane=text, calls=st.lists(
+    st.tuples(ids, ids, st.integers(1, 2**53), times), max_size=4).map(tuple))
 evidences = st.builds(Evidence, series=text, metric=text, score=floats, value=floats, expected=floats, at=times,
                       detail=text, labels=pairs)
 root_causes = st.builds(
@@ -279,7 +280,7 @@ def _comparable(ev) -> tuple:
 def test_decoded_alert_equals_original_modulo_ms_times(ev):
     back = codec.decode_alert_event(codec.encode_alert_event(ev))
     if isinstance(ev, Heartbeat):
-        want = replace(ev, at=_ms(ev.at))
+        want = replace(ev, at=_ms(ev.at), calls=tuple((a, b, n, _ms(t)) for a, b, n, t in ev.calls))
     else:
         want = replace(ev, starts_at=_ms(ev.starts_at), at=_ms(ev.at), score=_known(ev.score),
                        value=_known(ev.value), expected=_known(ev.expected))
@@ -316,7 +317,7 @@ json_values = st.recursive(
 @SETTINGS
 @given(ev=alerts | heartbeats, key=st.sampled_from(
     ["schema_version", "type", "fingerprint", "status", "service", "metric", "series", "labels", "score", "value",
-     "expected", "starts_at", "at", "severity", "source", "summary", "evidence"]),
+     "expected", "starts_at", "at", "severity", "source", "summary", "evidence", "calls"]),
     value=json_values | st.just("DELETE"))
 def test_decode_alert_event_raises_only_record_error_on_mutated_records(ev, key, value):
     rec = orjson.loads(codec.encode_alert_event(ev))
@@ -336,6 +337,12 @@ def test_decode_alert_event_raises_only_record_error_on_mutated_records(ev, key,
     (b"[]", "expected a JSON object"),
     (b'{"schema_version": 2, "type": "heartbeat", "at": "2024-05-02T09:14:30.000Z"}', "schema_version: expected 1"),
     (b'{"schema_version": 1, "type": "alarm"}', "type: expected 'alert' or 'heartbeat'"),
+    (b'{"schema_version": 1, "type": "heartbeat", "at": "2024-05-02T09:14:30.000Z", "calls": [{"caller": "a"}]}',
+     "calls[0].count: expected a positive integer"),
+    (b'{"schema_version": 1, "type": "heartbeat", "at": "2024-05-02T09:14:30.000Z", "calls": [{"caller": "a", '
+     b'"count": 1}]}', "calls[0].callee: expected a string (got NoneType)"),
+    (b'{"schema_version": 1, "type": "heartbeat", "at": "2024-05-02T09:14:30.000Z", "calls": {}}',
+     "calls: expected a list (got dict)"),
     (b'{"schema_version": 1, "type": "heartbeat", "at": 1714641270}', "at: expected an RFC 3339 string (got int)"),
     (b'{"schema_version": 1, "type": "heartbeat", "at": "yesterday"}', "at: invalid RFC 3339 time 'yesterday'"),
     # Read in the host's zone, these would make replay and the worker disagree.

@@ -276,3 +276,57 @@ def test_an_incident_that_never_paged_ranks_nothing():
 def test_no_quiet_time_gives_nan_rates_not_errors():
     s = real.summarize_runs([real.score_segment(tiny_segment(quiet=(START, START)), [], [])])
     assert math.isnan(s["false_per_hour"]) and math.isnan(s["alerts_per_series_day"])
+
+
+LOG_HEADER = ["Timestamp", "TimeUnixNano", "Node", "PodName", "Container", "TraceID", "SpanID", "Log"]
+
+
+def docker_line(text: str) -> str:
+    return json.dumps({"log": text + "\n", "stream": "stdout", "time": "2022-08-23T12:01:00Z"})
+
+
+def test_spans_and_logs_become_otlp_requests_per_minute(tmp_path):
+    day = make_day(tmp_path, traces=True)
+    t = int(T0) * 10**9
+    write_gz_csv(day / "log" / "12_03_log.csv.gz", LOG_HEADER, [
+        ["x", t + 61 * 10**9, "n", API, "server", "t1", "s3", docker_line("20:01:01.000 ERROR a.B#1 db timeout")],
+        ["x", t + 62 * 10**9, "n", API, "server", "", "", docker_line("20:01:02.000 INFO  a.B#2 ok")],
+        ["x", t + 63 * 10**9, "n", API, "server", "", "", '{"log": "truncated'],  # left out
+        ["x", -6795364578871345152, "n", API, "server", "", "", docker_line("garbage time")],  # left out
+    ])
+    (req,) = real.trace_requests(sorted((day / "trace").glob("*.csv.gz")))
+    by_pod = {rs["resource"]["attributes"][1]["value"]["stringValue"]: rs for rs in req["resourceSpans"]}
+    assert by_pod[WEB]["resource"]["attributes"][0] == {"key": "service.name", "value": {"stringValue": "web"}}
+    spans = {s["spanId"]: s for rs in req["resourceSpans"] for s in rs["scopeSpans"][0]["spans"]}
+    assert "parentSpanId" not in spans["s1"] and spans["s3"]["parentSpanId"] == "s2"
+    assert abs(int(spans["s3"]["endTimeUnixNano"]) - (t + 3_000_000)) < 1000 and "kind" not in spans["s3"]  # floats in
+    logs, bad = real.log_requests(sorted((day / "log").glob("*.csv.gz")))
+    assert bad == 2 and len(logs) == 1
+    records = logs[0]["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+    assert [(r["severityText"], r["severityNumber"], r["body"]["stringValue"], r.get("traceId")) for r in records] == [
+        ("ERROR", 17, "20:01:01.000 ERROR a.B#1 db timeout", "t1"), ("INFO", 9, "20:01:02.000 INFO  a.B#2 ok", None)]
+    seg = real.load_nezha_day(day, "nezha-tt", "tiny").segments[0]
+    assert len(seg.traces) == 1 and len(seg.logs) == 1
+    kinds = [m[0] for m in real.merged_messages(seg)]
+    assert kinds.count("traces") == 1 and kinds.count("logs") == 1 and kinds.count("metrics") == MINUTES
+    assert real.load_nezha_day(day, "nezha-tt", "tiny", signals="metrics").segments[0].traces == ()
+
+
+def test_written_spans_and_logs_replay_as_the_core_ran_them(tmp_path):
+    make_day(tmp_path, traces=True)
+    day = tmp_path / "real" / "nezha" / DAY
+    tt = tmp_path / "real" / "nezha" / real.NEZHA_DAYS["nezha-tt"][0]
+    day.rename(tt)
+    for f in tt.glob(f"{DAY}-*"):
+        f.rename(tt / f.name.replace(DAY, tt.name))
+    out = tmp_path / "out"
+    result = real.evaluate_dataset("nezha-tt", shared=tmp_path, out=out)
+    assert result["signals"] == ["metrics", "traces"]
+    where = out / "nezha-tt"
+    topology = load_topology(where / "topology.yaml")
+    summary = replay(topology, where / "metrics.otlp.jsonl", tmp_path / "replayed.jsonl", drain=True, progress=None,
+                     traces=where / "traces.otlp.jsonl")
+    assert summary.dead_lettered == 0 and summary.lines == MINUTES + 1
+    assert (tmp_path / "replayed.jsonl").read_bytes() == (where / "incidents.jsonl").read_bytes()
+    metrics_only = real.evaluate_dataset("nezha-tt", shared=tmp_path, signals="metrics")
+    assert metrics_only["signals"] == ["metrics"] and metrics_only["messages"] == MINUTES

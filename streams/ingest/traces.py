@@ -1,0 +1,161 @@
+"""OTLP/JSON ``ExportTraceServiceRequest`` to :class:`~detectors.records.Span` tuples.
+
+As the OpenTelemetry Collector's ``kafka`` exporter writes spans with ``encoding: otlp_json``:
+``resourceSpans[].resource.attributes`` names the service (``service.name``);
+``scopeSpans[].spans[]`` carry ``traceId``, ``spanId``, ``parentSpanId`` (hex strings, kept
+as they are: ids are only compared), ``name``, ``kind`` (an integer, or the enum's name from
+lenient writers), ``startTimeUnixNano``, ``endTimeUnixNano`` (int64 as a decimal string or a
+number) and ``status.code``. ``kind`` and ``status`` may be absent (Nezha's spans have
+neither): a span is then a request when its parent is another service's span, or it has none
+(:mod:`detectors.spans`). Span and resource attributes are not used, so none are kept; the
+span name (the operation) goes through the redactor (:mod:`streams.ingest.redact`) and is cut
+to ``MAX_NAME`` characters.
+
+Errors, as for metrics: a value of the wrong JSON type in the document's structure raises a
+:class:`~streams.ingest.DecodeError` naming its path; a span that has the right types but cannot
+be used (no span id, an absurd time, an end before its start, an unknown kind, an undeclared
+service) is dropped with a reason, and a message of nothing but dropped spans raises.
+"""
+from __future__ import annotations
+
+from detectors.records import Span
+from streams.ingest import (DEFAULT_REDACTOR, T_MAX, T_MIN, Context, PathError, Redactor, expect_list, expect_object,
+                            short, type_name)
+from streams.ingest.otlp import parse_int, resource_service
+
+MAX_NAME = 256
+MAX_ID = 64  # hex characters; OTLP's are 32 (trace) and 16 (span)
+_KINDS = {"SPAN_KIND_UNSPECIFIED": 0, "SPAN_KIND_INTERNAL": 1, "SPAN_KIND_SERVER": 2, "SPAN_KIND_CLIENT": 3,
+          "SPAN_KIND_PRODUCER": 4, "SPAN_KIND_CONSUMER": 5}
+_STATUS = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+_NS_MIN, _NS_MAX = T_MIN * 1e9, T_MAX * 1e9
+
+
+def decode(payload: bytes, *, known_services: frozenset[str] | None,
+           redactor: Redactor = DEFAULT_REDACTOR) -> tuple[list[Span], list[str]]:
+    """Spans and the reasons of those dropped. Raises :class:`DecodeError` (see the module)."""
+    from streams.ingest import DecodeError, load
+
+    obj = load(payload)
+    if type(obj) is not dict or "resourceSpans" not in obj:
+        got = type_name(obj) if type(obj) is not dict else "keys: " + ", ".join(short(k, 30) for k in list(obj)[:5])
+        raise DecodeError(f"unrecognized traces message: expected OTLP/JSON (resourceSpans); got {got}")
+    ctx = Context(known_services, frozenset(), redactor)
+    spans: list[Span] = []
+    for i, rs in enumerate(expect_list(obj.get("resourceSpans"), "resourceSpans")):
+        try:
+            _resource_spans(rs, ctx, spans)
+        except PathError as exc:
+            raise exc.within(f"resourceSpans[{i}]") from None
+    reasons = list(ctx._reasons)
+    if not spans and reasons:
+        raise DecodeError("; ".join(reasons[:3]) + ("; ..." if len(reasons) > 3 else ""))
+    return spans, reasons
+
+
+def _resource_spans(rs: object, ctx: Context, out: list[Span]) -> None:
+    if type(rs) is not dict:
+        raise PathError("", f"expected an object (got {type_name(rs)})")
+    service, _ = resource_service(rs.get("resource"), "resource")
+    scope_spans = expect_list(rs.get("scopeSpans"), "scopeSpans")
+    if service is None:
+        if scope_spans:
+            ctx.reject("resource without attribute 'service.name'")
+        return
+    if not ctx.service_ok(service):
+        return
+    name_of = ctx.redactor.text
+    append = out.append
+    for j, ss in enumerate(scope_spans):
+        if type(ss) is not dict:
+            raise PathError(f"scopeSpans[{j}]", f"expected an object (got {type_name(ss)})")
+        spans = ss.get("spans")
+        if type(spans) is not list:
+            spans = expect_list(spans, f"scopeSpans[{j}].spans")
+        for k, sp in enumerate(spans):
+            if type(sp) is not dict:
+                raise PathError(f"scopeSpans[{j}].spans[{k}]", f"expected an object (got {type_name(sp)})")
+            span_id, trace_id, parent = sp.get("spanId"), sp.get("traceId", ""), sp.get("parentSpanId")
+            raw_s, raw_e = sp.get("startTimeUnixNano"), sp.get("endTimeUnixNano")
+            kind, status, name = sp.get("kind"), sp.get("status"), sp.get("name", "")
+            # The common case in one test: ids and name strings, times decimal strings, kind an
+            # int or absent, status absent or {code: int}. Anything else takes the checked path.
+            if (type(span_id) is str and 0 < len(span_id) <= MAX_ID and type(trace_id) is str
+                    and len(trace_id) <= MAX_ID and (parent is None or (type(parent) is str and len(parent) <= MAX_ID))
+                    and type(raw_s) is str and type(raw_e) is str and raw_s.isdecimal() and raw_e.isdecimal()
+                    and (kind is None or (type(kind) is int and 0 <= kind <= 5)) and type(name) is str
+                    and (status is None or (type(status) is dict and type(status.get("code", 0)) is int))):
+                s_ns, e_ns = int(raw_s), int(raw_e)
+                if _NS_MIN <= s_ns <= e_ns <= _NS_MAX:
+                    code = status.get("code", 0) if status else 0
+                    append(Span(service, trace_id, span_id, parent or "", name_of(name[:MAX_NAME]), kind or 0,
+                                code == 2, s_ns / 1e9, e_ns / 1e9, (e_ns - s_ns) / 1e9))
+                    continue
+            span = _checked_span(sp, f"scopeSpans[{j}].spans[{k}]", service, ctx)
+            if span is not None:
+                append(span)
+
+
+def _id(v: object, path: str, required: bool) -> str | None:
+    """An id string, ``""`` when absent and allowed, ``None`` when unusable (a reason is due)."""
+    if v is None or v == "":
+        return None if required else ""
+    if type(v) is not str:
+        raise PathError(path, f"expected a hex string (got {type_name(v)})")
+    return v if len(v) <= MAX_ID else None
+
+
+def _checked_span(sp: dict, path: str, service: str, ctx: Context) -> Span | None:
+    """One span through every check: ``None`` (and a reason) when it cannot be used; raises
+    :class:`PathError` for a value of the wrong JSON type."""
+    span_id = _id(sp.get("spanId"), f"{path}.spanId", True)
+    trace_id = _id(sp.get("traceId"), f"{path}.traceId", False)
+    parent = _id(sp.get("parentSpanId"), f"{path}.parentSpanId", False)
+    if span_id is None or trace_id is None or parent is None:
+        ctx.reject(f"span without a usable spanId (at most {MAX_ID} characters)" if span_id is None
+                   else f"span id longer than {MAX_ID} characters")
+        return None
+    name = sp.get("name")
+    if name is None:
+        name = ""
+    elif type(name) is not str:
+        raise PathError(f"{path}.name", f"expected a string (got {type_name(name)})")
+    kind = sp.get("kind")
+    if kind is None:
+        kind = 0
+    elif type(kind) is str:
+        if kind not in _KINDS:
+            ctx.reject(f"unknown span kind {short(kind)}")
+            return None
+        kind = _KINDS[kind]
+    elif type(kind) is not int:
+        raise PathError(f"{path}.kind", f"expected an integer or a SpanKind name (got {type_name(kind)})")
+    elif not 0 <= kind <= 5:
+        ctx.reject(f"unknown span kind {short(kind)}")
+        return None
+    status = expect_object(sp.get("status"), f"{path}.status")
+    code = status.get("code")
+    if code is None:
+        code = 0
+    elif type(code) is str:
+        if code not in _STATUS:
+            ctx.reject(f"unknown status code {short(code)}")
+            return None
+        code = _STATUS[code]
+    elif type(code) is not int:
+        raise PathError(f"{path}.status.code", f"expected an integer or a StatusCode name (got {type_name(code)})")
+    raw_s, raw_e = sp.get("startTimeUnixNano"), sp.get("endTimeUnixNano")
+    s_ns = parse_int(raw_s, f"{path}.startTimeUnixNano") if raw_s is not None else None
+    e_ns = parse_int(raw_e, f"{path}.endTimeUnixNano") if raw_e is not None else None
+    for raw, ns, what in ((raw_s, s_ns, "start"), (raw_e, e_ns, "end")):
+        if ns is None:
+            ctx.reject(f"span without a usable {what} time ({short(raw)})")
+            return None
+        if not (_NS_MIN <= ns <= _NS_MAX):  # also false for NaN
+            ctx.reject(f"span {what} time {short(raw)} outside 2000..2100")
+            return None
+    if e_ns < s_ns:
+        ctx.reject("span ends before it starts")
+        return None
+    return Span(service, trace_id, span_id, parent, ctx.redactor.text(name[:MAX_NAME]), kind, code == 2,
+                s_ns / 1e9, e_ns / 1e9, (e_ns - s_ns) / 1e9)
