@@ -74,10 +74,10 @@ class DetectionEngine:
     for the interval since the point before it: a 5-minute series fires at the onset, a 1-minute
     series at its second anomalous point. ``resolve_after_points`` consecutive points that are not
     anomalous drop an onset that has not fired yet, and resolve an alert that has. A deviation
-    that lasts ``warmup_points`` points in a row fires too, onset or not: the bar a past fault
-    raised hides a repeat of the same size for days, but not one that lasts as long as it takes
-    to learn a series (a fault of ten minutes at a 10-second scrape; a lasting level shift is
-    re-baselined before that at a 1- or 5-minute scrape). Points within the warm-up
+    that lasts ``warmup_points`` points in a row, and ``fire_after`` at least, fires too, onset or
+    not: the bar a past fault raised hides a repeat of the same size for days, but not one that
+    lasts as long as it takes to learn a series (five minutes at a 10-second scrape; a lasting
+    level shift is re-baselined before that at a 1- or 5-minute scrape). Points within the warm-up
     never count. So a series pages once per episode, a deviation the series has shown lately
     does not page again, and a one-sample spike of a finely sampled series does not page.
 
@@ -368,7 +368,7 @@ class DetectionEngine:
                     run_start = float(t[i])
             else:
                 run = 0
-            lasting = not firing and run >= cfg.warmup_points
+            lasting = not firing and run >= cfg.warmup_points and float(t[i]) - run_start >= fire_after
             if lasting and hi == 0:  # no onset in this run: the alert starts where the run did
                 hi, starts, peak32 = 1, run_start, f32(si)
             starting = not firing and hi_old == 0 and hi == 1 and not lasting

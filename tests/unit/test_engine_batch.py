@@ -63,7 +63,7 @@ class RoundEngine(DetectionEngine):
         run = np.where(deviates, run_old + 1, 0)
         self._run_start[gi] = np.where(deviates & (run_old == 0), t, self._run_start[gi])
         self._run[gi] = run
-        lasting = ~firing & (run >= cfg.warmup_points)
+        lasting = ~firing & (run >= cfg.warmup_points) & (t - self._run_start[gi] >= cfg.fire_after.total_seconds())
         from_run = lasting & (hi == 0)
         hi = np.where(from_run, 1, hi)
         starts = np.where(from_run, self._run_start[gi], self._starts[gi])
