@@ -9,8 +9,8 @@ latter when a source gives no time). A record without a usable severity number t
 from __future__ import annotations
 
 from detectors.records import LogRecord
-from streams.ingest import DEFAULT_REDACTOR, Context, PathError, Redactor, expect_list, short, type_name
-from streams.ingest.otlp import any_to_str, attributes, parse_int, resource_service, time_problem
+from streams.ingest import DEFAULT_REDACTOR, Context, PathError, Redactor, expect_list, type_name
+from streams.ingest.otlp import any_to_str, attributes, decode_resources, parse_int, resource_service, time_problem
 
 MAX_BODY = 2048
 _TEXT_SEVERITY = {"TRACE": 1, "DEBUG": 5, "INFO": 9, "NOTICE": 10, "WARN": 13, "WARNING": 13, "ERROR": 17,
@@ -19,23 +19,8 @@ _TEXT_SEVERITY = {"TRACE": 1, "DEBUG": 5, "INFO": 9, "NOTICE": 10, "WARN": 13, "
 
 def decode(payload: bytes, *, known_services: frozenset[str] | None,
            redactor: Redactor = DEFAULT_REDACTOR) -> tuple[list[LogRecord], list[str]]:
-    from streams.ingest import DecodeError, load
-
-    obj = load(payload)
-    if type(obj) is not dict or "resourceLogs" not in obj:
-        got = type_name(obj) if type(obj) is not dict else "keys: " + ", ".join(short(k, 30) for k in list(obj)[:5])
-        raise DecodeError(f"unrecognized logs message: expected OTLP/JSON (resourceLogs); got {got}")
-    ctx = Context(known_services, frozenset(), redactor)
-    records: list[LogRecord] = []
-    for i, rl in enumerate(expect_list(obj.get("resourceLogs"), "resourceLogs")):
-        try:
-            _resource_logs(rl, ctx, records)
-        except PathError as exc:
-            raise exc.within(f"resourceLogs[{i}]") from None
-    reasons = list(ctx._reasons)
-    if not records and reasons:
-        raise DecodeError("; ".join(reasons[:3]) + ("; ..." if len(reasons) > 3 else ""))
-    return records, reasons
+    return decode_resources(payload, "resourceLogs", "logs", _resource_logs, known_services=known_services,
+                            redactor=redactor)
 
 
 def _resource_logs(rl: object, ctx: Context, out: list[LogRecord]) -> None:

@@ -184,6 +184,33 @@ def attributes(attrs: object, path: str, into: dict[str, str]) -> dict[str, str]
     return into
 
 
+def decode_resources(payload: bytes, key: str, kind: str, take, *, known_services: frozenset[str] | None,
+                     redactor) -> tuple[list, list[str]]:
+    """The envelope every OTLP/JSON export request shares: ``{key: [resource, ...]}``.
+
+    ``take(resource, ctx, out)`` appends a resource's records to ``out`` and calls
+    ``ctx.reject(reason)`` for those it drops; a :class:`PathError` it raises is named with the
+    resource's index. Returns ``(records, reasons)``; a message whose records were all dropped
+    raises :class:`DecodeError` with the first reasons, as does one that is not ``{key: [...]}``."""
+    from streams.ingest import DecodeError, load
+
+    obj = load(payload)
+    if type(obj) is not dict or key not in obj:
+        got = type_name(obj) if type(obj) is not dict else "keys: " + ", ".join(short(k, 30) for k in list(obj)[:5])
+        raise DecodeError(f"unrecognized {kind} message: expected OTLP/JSON ({key}); got {got}")
+    ctx = Context(known_services, frozenset(), redactor)
+    out: list = []
+    for i, resource in enumerate(expect_list(obj.get(key), key)):
+        try:
+            take(resource, ctx, out)
+        except PathError as exc:
+            raise exc.within(f"{key}[{i}]") from None
+    reasons = list(ctx._reasons)
+    if not out and reasons:
+        raise DecodeError("; ".join(reasons[:3]) + ("; ..." if len(reasons) > 3 else ""))
+    return out, reasons
+
+
 def resource_service(resource: object, path: str) -> tuple[str | None, dict[str, str]]:
     """``service.name`` and the other resource attributes of a resource object."""
     res = expect_object(resource, path)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from detectors.records import Span
 from streams.ingest import (DEFAULT_REDACTOR, T_MAX, T_MIN, Context, PathError, Redactor, expect_list, expect_object,
                             short, type_name)
-from streams.ingest.otlp import parse_int, resource_service
+from streams.ingest.otlp import decode_resources, parse_int, resource_service
 
 MAX_NAME = 256
 MAX_ID = 64  # hex characters; OTLP's are 32 (trace) and 16 (span)
@@ -34,23 +34,8 @@ _NS_MIN, _NS_MAX = T_MIN * 1e9, T_MAX * 1e9
 def decode(payload: bytes, *, known_services: frozenset[str] | None,
            redactor: Redactor = DEFAULT_REDACTOR) -> tuple[list[Span], list[str]]:
     """Spans and the reasons of those dropped. Raises :class:`DecodeError` (see the module)."""
-    from streams.ingest import DecodeError, load
-
-    obj = load(payload)
-    if type(obj) is not dict or "resourceSpans" not in obj:
-        got = type_name(obj) if type(obj) is not dict else "keys: " + ", ".join(short(k, 30) for k in list(obj)[:5])
-        raise DecodeError(f"unrecognized traces message: expected OTLP/JSON (resourceSpans); got {got}")
-    ctx = Context(known_services, frozenset(), redactor)
-    spans: list[Span] = []
-    for i, rs in enumerate(expect_list(obj.get("resourceSpans"), "resourceSpans")):
-        try:
-            _resource_spans(rs, ctx, spans)
-        except PathError as exc:
-            raise exc.within(f"resourceSpans[{i}]") from None
-    reasons = list(ctx._reasons)
-    if not spans and reasons:
-        raise DecodeError("; ".join(reasons[:3]) + ("; ..." if len(reasons) > 3 else ""))
-    return spans, reasons
+    return decode_resources(payload, "resourceSpans", "traces", _resource_spans, known_services=known_services,
+                            redactor=redactor)
 
 
 def _resource_spans(rs: object, ctx: Context, out: list[Span]) -> None:
