@@ -90,6 +90,26 @@ def _id(v: object, path: str, required: bool) -> str | None:
     return v if len(v) <= MAX_ID else None
 
 
+def _enum(value: object, names: dict[str, int], path: str, what: str, type_: str, ctx: Context,
+          bounded: bool = True) -> int | None:
+    """An OTLP enum given as its number or its name (0 when absent); ``None``, with the reason
+    rejected, for a name it does not define or (``bounded``) a number. A value of another JSON type
+    is a :class:`PathError`."""
+    if value is None:
+        return 0
+    if type(value) is str:
+        if value not in names:
+            ctx.reject(f"unknown {what} {short(value)}")
+            return None
+        return names[value]
+    if type(value) is not int:
+        raise PathError(path, f"expected an integer or a {type_} name (got {type_name(value)})")
+    if bounded and not 0 <= value <= max(names.values()):
+        ctx.reject(f"unknown {what} {short(value)}")
+        return None
+    return value
+
+
 def _checked_span(sp: dict, path: str, service: str, ctx: Context) -> Span | None:
     """One span through every check: ``None`` (and a reason) when it cannot be used; raises
     :class:`PathError` for a value of the wrong JSON type."""
@@ -105,30 +125,12 @@ def _checked_span(sp: dict, path: str, service: str, ctx: Context) -> Span | Non
         name = ""
     elif type(name) is not str:
         raise PathError(f"{path}.name", f"expected a string (got {type_name(name)})")
-    kind = sp.get("kind")
-    if kind is None:
-        kind = 0
-    elif type(kind) is str:
-        if kind not in _KINDS:
-            ctx.reject(f"unknown span kind {short(kind)}")
-            return None
-        kind = _KINDS[kind]
-    elif type(kind) is not int:
-        raise PathError(f"{path}.kind", f"expected an integer or a SpanKind name (got {type_name(kind)})")
-    elif not 0 <= kind <= 5:
-        ctx.reject(f"unknown span kind {short(kind)}")
-        return None
+    kind = _enum(sp.get("kind"), _KINDS, f"{path}.kind", "span kind", "SpanKind", ctx)
     status = expect_object(sp.get("status"), f"{path}.status")
-    code = status.get("code")
-    if code is None:
-        code = 0
-    elif type(code) is str:
-        if code not in _STATUS:
-            ctx.reject(f"unknown status code {short(code)}")
-            return None
-        code = _STATUS[code]
-    elif type(code) is not int:
-        raise PathError(f"{path}.status.code", f"expected an integer or a StatusCode name (got {type_name(code)})")
+    # Any status number is taken (only ERROR, 2, counts), as on the fast path above.
+    code = _enum(status.get("code"), _STATUS, f"{path}.status.code", "status code", "StatusCode", ctx, bounded=False)
+    if kind is None or code is None:
+        return None
     raw_s, raw_e = sp.get("startTimeUnixNano"), sp.get("endTimeUnixNano")
     s_ns = parse_int(raw_s, f"{path}.startTimeUnixNano") if raw_s is not None else None
     e_ns = parse_int(raw_e, f"{path}.endTimeUnixNano") if raw_e is not None else None
