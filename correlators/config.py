@@ -152,10 +152,18 @@ class CorrelationSettings(Frozen):
     change_window: Duration = parse_duration("1h")
     # An alert joins an open incident only if it starts within this window of the incident's last alert.
     window: Duration = parse_duration("15m")
+    # The longest time from a root cause's latest onset to a symptom's onset taken for the failure
+    # spreading up the calls. A failure that begins later is a new one and opens its own
+    # incident, even on a caller of an open incident's root cause that still fails.
+    propagation_window: Duration = parse_duration("5m")
     # Quiet period: an incident resolves this long after its last alert resolved.
     resolve_after: Duration = parse_duration("5m")
-    # A recurrence within this time of resolution reopens the incident instead of opening a new one.
-    reopen_within: Duration = parse_duration("30m")
+    # The same root cause failing again within this time of its incident's resolution reopens
+    # the incident (and pages again) instead of opening a new one. 0s: never; every failure that
+    # begins after its incident resolved is an incident of its own (a fault injected again on the
+    # same service minutes later is a new fault to page about, not a flap: the detector already
+    # opens an alert only at an onset larger than anything the series did lately).
+    reopen_within: Duration = parse_duration("0s")
     max_fingerprints: int = Field(default=50, ge=1, le=1000)
     max_root_causes: int = Field(default=5, ge=1, le=20)
     # Suspect calls missing from the topology from onset order and co-anomaly.

@@ -1,5 +1,13 @@
 """Alerts to incidents: dedup by fingerprint, topology-aware grouping, and the lifecycle.
 
+One incident per failure. Alerts arriving together on nearby services form a group
+(``group_wait``); an open incident takes a later alert only as its own failure spreading (the
+alert's service calls its root cause, which still fails, within ``propagation_window`` of the
+cause's latest onset), so a new failure with its own onset and root cause opens its own
+incident even while an older one is open, under an entry point that calls everything. An
+incident resolves when its own alerts have all resolved (after ``resolve_after``), whatever
+else fires.
+
 The correlator is driven by event time only. ``ingest`` takes alerts and heartbeats; time
 advances to the largest event time seen, and ``advance`` emits what became due (an incident
 after its ``group_wait``, an update after ``group_interval``, a resolution after the quiet
@@ -13,7 +21,7 @@ from datetime import datetime, timezone
 import networkx as nx
 
 from correlators.config import CorrelationSettings, NotifySettings, Silence
-from correlators.rca import classify_metric, rank_root_causes, suspect_missing_edge
+from correlators.rca import CAUSE_KINDS, classify_metric, rank_root_causes, suspect_missing_edge
 from correlators.records import Change, Incident, RootCause, SuspectedEdge
 from detectors.records import Alert, AlertEvent, Heartbeat, rfc3339, stable_hash
 
@@ -51,6 +59,7 @@ class _Group:
     # Suspected calls whose caller's alerts were merged here: the RCA ranks as if they were declared.
     extra_edges: set[tuple[str, str]] = field(default_factory=set)
     graph: nx.DiGraph | None = None  # the declared graph plus extra_edges, built when needed
+    ranked: tuple | None = None  # (what it was ranked on, the ranking): see Correlator._rank
 
     def firing(self) -> list[Alert]:
         return [a for a in self.alerts.values() if a.status == "firing"]
@@ -90,6 +99,7 @@ class Correlator:
         self._silences: dict[str, Silence] = {s.id: s for s in settings.silences}
         self._below: dict[str, frozenset[str]] = {}  # service -> every service it calls, directly or not
         self._metrics_mark = 0.0  # the latest event time from metrics (see _clock)
+        self._revision = 0  # bumped by reconfigure
 
     # -- public API -------------------------------------------------------------------------
 
@@ -106,6 +116,7 @@ class Correlator:
         self._graph = graph
         self._undirected = graph.to_undirected(as_view=True)
         self._below = {}
+        self._revision += 1  # rankings made on the old graph or settings are stale
         for grp in self._groups.values():
             grp.graph = None  # rebuilt from the new graph and the group's suspected calls
             if grp.status != "resolved" and grp.alerts:
@@ -158,6 +169,8 @@ class Correlator:
                     if self.now <= grp.created_at + (cfg.group_wait + cfg.settle_wait).total_seconds() \
                             and self._toss_up(grp):
                         continue  # the ranking may still settle: hold the first page a little
+                    if self._absorb(grp):
+                        continue  # the symptoms of an open incident's failure (or its recurrence)
                     grp.status = "open"
                     out.append(self._emit(grp, grp.pending_reason or "opened"))
                 continue
@@ -217,16 +230,21 @@ class Correlator:
         self.stats["alerts"] += 1
         gid = self._by_fingerprint.get(alert.fingerprint)
         grp = self._groups.get(gid) if gid else None
-        if grp is not None and grp.status != "resolved":
-            self._update_alert(grp, alert)
+        if grp is not None and not self._new_episode(grp, alert):
+            if grp.status != "resolved":
+                self._update_alert(grp, alert)
+            elif alert.status == "firing":
+                self.stats["duplicates"] += 1  # an episode of a resolved incident, redelivered
             return
         if alert.status != "firing":
             return  # a resolution for an alert we never grouped (or already closed): nothing to do
-        if grp is not None and self._may_reopen(grp, alert):
-            self._reopen(grp, alert)
-            return
         if self.silenced_by(alert) is not None:
             self.stats["silenced"] += 1  # recorded (the alert stays on aiops.alerts), not paged
+            return
+        host = self._host(self._hosts(self._key(alert), alert.at), alert.service, [alert])
+        if host is not None:  # an open incident's failure spreading: it takes the alert at once
+            self.stats["inhibited"] += 1
+            self._update_alert(host, alert)
             return
         grp = self._find_group(alert)
         if grp is None:
@@ -238,6 +256,16 @@ class Correlator:
             self._groups[gid] = grp
             self.stats["incidents"] += 1
         self._update_alert(grp, alert)
+
+    def _new_episode(self, grp: _Group, alert: Alert) -> bool:
+        """Whether ``alert`` starts a new episode of a series that ``grp`` (open or resolved)
+        saw end: a new onset, which is judged like any new alert (it may be the next failure)
+        instead of being taken by the incident it once belonged to. In a pending group it is
+        just one more alert of the failure being grouped."""
+        if grp.status == "pending" or alert.status != "firing":
+            return False
+        prev = grp.alerts.get(alert.fingerprint)
+        return prev is not None and prev.status == "resolved" and alert.starts_at > prev.starts_at
 
     def _update_alert(self, grp: _Group, alert: Alert) -> None:
         prev = grp.alerts.get(alert.fingerprint)
@@ -286,53 +314,39 @@ class Correlator:
         if grp.pending_reason != "alerts_added":
             grp.pending_reason = reason
 
-    def _may_reopen(self, grp: _Group, alert: Alert) -> bool:
-        return grp.resolved_at is not None and alert.at - grp.resolved_at <= self._cfg.reopen_within.total_seconds()
-
-    def _reopen(self, grp: _Group, alert: Alert) -> None:
+    def _reopen(self, grp: _Group, pending: _Group) -> None:
+        """``pending`` is ``grp``'s failure again (see :meth:`_absorb`): ``grp`` takes its alerts and reopens."""
         grp.status = "open"
         grp.resolved_at = None
         grp.all_resolved_at = None
-        grp.alerts[alert.fingerprint] = alert
-        _keep_peak(grp, alert)
-        grp.services.add(alert.service)
-        grp.last_alert_at = alert.at
+        self._merge(grp, pending)
         grp.last_sent_at = -1e18  # send the reopen at once: it is news
         grp.last_notified = None  # and it pages again
         grp.pending_reason = "reopened"
 
     def _find_group(self, alert: Alert) -> _Group | None:
-        """The oldest active group with a service within ``max_hops`` of the alert's service,
-        whose last alert is within ``window``. Disjoint parts of the graph never share a group.
+        """The oldest pending group with a service within ``max_hops`` of the alert's service,
+        whose last alert is within ``window``: the alerts of one failure arriving together.
+        Disjoint parts of the graph never share a group.
+
+        Nearness never makes an alert join a published incident: only its root cause does
+        (:meth:`_host`, asked first). When a group comes due, :meth:`_absorb` asks the same of
+        each of its services, for incidents that opened meanwhile.
 
         Two groups can start in the same instant from alerts that are not yet near each other
-        (a pool and a database two hops apart); when a later alert is near both, the younger
-        group is merged into the older one if nobody has been notified of it yet. A group
-        already sent stays separate: its id is known downstream and must not vanish.
+        (a pool and a database two hops apart); when a later alert is near both, they merge.
         """
         window = self._cfg.window.total_seconds()
         key = self._key(alert)
-        matches = []
-        for grp in self._groups.values():
-            if grp.status == "resolved" or alert.at - grp.last_alert_at > window or grp.key != key:
-                continue
-            if any(self._near(alert.service, svc) for svc in grp.services):
-                matches.append(grp)
+        matches = [grp for grp in self._groups.values()
+                   if grp.status == "pending" and grp.key == key and alert.at - grp.last_alert_at <= window
+                   and any(self._near(alert.service, svc) for svc in grp.services)]
         if not matches:
-            # Inhibition: a caller's symptom joins the open incident of a service it depends on,
-            # however far below, instead of paging on its own.
-            below = self._calls(alert.service)
-            inhibit = [g for g in self._groups.values() if g.status == "open" and g.key == key
-                       and alert.at - g.last_alert_at <= window and g.services & below]
-            if inhibit:
-                self.stats["inhibited"] += 1
-                return min(inhibit, key=lambda g: (g.created_at, g.id))
             return None
         matches.sort(key=lambda g: (g.created_at, g.id))
         best = matches[0]
         for other in matches[1:]:
-            if other.status == "pending":
-                self._merge(best, other)
+            self._merge(best, other)
         return best
 
     def _key(self, alert: Alert) -> tuple[str, ...]:
@@ -348,7 +362,7 @@ class Correlator:
             self._below[service] = below
         return below
 
-    def _merge(self, into: _Group, other: _Group) -> None:
+    def _merge(self, into: _Group, other: _Group, *, count: bool = True) -> None:
         for fp, a in other.alerts.items():
             into.alerts[fp] = a
             self._by_fingerprint[fp] = into.id
@@ -365,8 +379,9 @@ class Correlator:
             into.all_resolved_at = None
         if into.status != "pending":
             self._mark(into, "alerts_added")
-        del self._groups[other.id]
-        self.stats["incidents"] -= 1
+        if count:  # ``other`` was a group of its own
+            del self._groups[other.id]
+            self.stats["incidents"] -= 1
 
     def _suspect_edges(self, grp: _Group) -> bool:
         """Before ``grp`` opens: does its top root cause look like a caller of another active
@@ -411,6 +426,147 @@ class Correlator:
                 self._mark(other, "edge_suspected")
         return False
 
+    def _absorb(self, grp: _Group) -> bool:
+        """Before ``grp`` opens: which of its services are another incident's failure? Each
+        joins the open incident :meth:`_host` names; what is left is a failure of its own and
+        opens. With ``reopen_within``, a group whose root cause is a resolved incident's, and
+        that shares a series with it, reopens it instead. Returns whether nothing is left."""
+        hosts = self._hosts(grp.key, grp.opened_at, grp)
+        if hosts:
+            by_service: dict[str, list[Alert]] = {}
+            for a in grp.alerts.values():
+                by_service.setdefault(a.service, []).append(a)
+            for svc, alerts in sorted(by_service.items()):
+                into = self._host(hosts, svc, alerts)
+                if into is not None:
+                    self._move(grp, into, svc)
+                    self.stats["inhibited"] += 1
+            if not grp.alerts:
+                del self._groups[grp.id]
+                self.stats["incidents"] -= 1
+                return True
+        reopen = self._cfg.reopen_within.total_seconds()
+        if reopen > 0:
+            root = self._root(grp)
+            again = [g for g in self._groups.values()
+                     if g.status == "resolved" and g.key == grp.key and self.now - (g.resolved_at or 0.0) <= reopen
+                     and g.alerts.keys() & grp.alerts.keys() and self._root(g) == root]
+            if again:
+                self._reopen(max(again, key=lambda g: (g.resolved_at or 0.0, g.id)), grp)
+                return True
+        return False
+
+    def _hosts(self, key: tuple[str, ...], at: float,
+               grp: _Group | None = None) -> list[tuple[_Group, tuple[RootCause, ...]]]:
+        """The open incidents (with their root causes) that may take alerts of ``at``, oldest first."""
+        window = self._cfg.window.total_seconds()
+        hosts = []
+        for other in sorted(self._groups.values(), key=lambda g: (g.opened_at, g.created_at, g.id)):
+            if other is not grp and other.status == "open" and other.key == key and at - other.last_alert_at <= window:
+                ranked = self._rank(other)
+                if ranked:
+                    hosts.append((other, ranked))
+        return hosts
+
+    def _host(self, hosts: list[tuple[_Group, tuple[RootCause, ...]]], service: str,
+              alerts: list[Alert]) -> _Group | None:
+        """The open incident whose failure ``service``'s ``alerts`` are, if any.
+
+        They join an incident whose root cause explains them and still fails: the service calls
+        the root cause (directly or not), or is it, and its anomalies began within ``propagation_window`` of
+        the cause's latest anomaly (for a surge of requests at an entry point: the services it
+        calls). A service with a cause of its own (a resource or a pool running out) is not
+        another failure's symptom. A service whose every anomaly is a drop, called by a service
+        the failure reaches, is load that the failing callers no longer send. A service below
+        the root cause whose anomalies began before the incident's first one is its cause,
+        detected late. Of several such incidents, the most recently opened takes them: the
+        newest failure is the likeliest source of new symptoms. Anything else is a failure of its
+        own (elsewhere in the graph, below the incident's cause, or after that cause stopped
+        failing: a finished incident takes nothing new), however near.
+        """
+        # Less of everything (requests, work, connections): load that a failing caller no
+        # longer sends, never a cause of its own.
+        drops = all(a.value < a.expected for a in alerts)
+        own_cause = not drops and any(classify_metric(a.metric) in CAUSE_KINDS for a in alerts)
+        onset = min(a.starts_at for a in alerts)
+        spreads, causes = [], []
+        for other, ranked in hosts:  # oldest first: the newest that explains it wins
+            cause = ranked[0]
+            # A surge the incident names (first or not) still sends its load down.
+            surge = next((rc for rc in ranked if rc.kind == "traffic"), None)
+            if (self._explains(cause, service, own_cause) or (drops and self._below_affected(other, service))) \
+                    and self._spreading(other, cause.service, onset):
+                spreads.append(other)
+            elif surge is not None and self._explains(surge, service, own_cause) \
+                    and self._spreading(other, surge.service, onset):
+                spreads.append(other)
+            elif onset <= other.opened_at and other.firing() and cause.kind != "traffic" \
+                    and service in self._calls(cause.service):
+                causes.append(other)  # its cause, below it, that began first and was detected late
+        # A symptom of a failure already known before the cause of a later one: that failure
+        # reached it first.
+        return (spreads or causes or [None])[-1]
+
+    def _explains(self, cause: RootCause, service: str, own_cause: bool) -> bool:
+        """Whether a failure of ``cause`` explains anomalies of ``service`` (``own_cause``: some
+        of them are resource or saturation signals): the service is the cause, or calls it
+        (directly or not) and shows no cause of its own; a surge of requests travels down the
+        calls instead, and loads what it reaches."""
+        if cause.kind == "traffic":
+            return service == cause.service or service in self._calls(cause.service)
+        if service == cause.service:
+            return True
+        return not own_cause and cause.service in self._calls(service)
+
+    def _below_affected(self, grp: _Group, service: str) -> bool:
+        """Whether a service that ``grp``'s failure reached calls ``service`` (directly or not)."""
+        return any(service in self._calls(s) for s in grp.services if s != service)
+
+    def _move(self, grp: _Group, into: _Group, service: str) -> None:
+        """Move ``service``'s alerts from the pending ``grp`` to ``into``."""
+        moved = _Group(id="", created_at=grp.created_at, opened_at=float("inf"))
+        for fp in [fp for fp, a in grp.alerts.items() if a.service == service]:
+            moved.alerts[fp] = grp.alerts.pop(fp)
+            if fp in grp.peaks:
+                moved.peaks[fp] = grp.peaks.pop(fp)
+        moved.services = {service}
+        moved.opened_at = min(a.starts_at for a in moved.alerts.values())
+        moved.last_alert_at = max(a.at for a in moved.alerts.values())
+        self._merge(into, moved, count=False)
+        grp.services.discard(service)
+        if grp.alerts:
+            grp.opened_at = min(a.starts_at for a in grp.alerts.values())
+            grp.last_alert_at = max(a.at for a in grp.alerts.values())
+            first = min(grp.alerts.values(), key=lambda a: (a.starts_at, a.fingerprint))
+            gid = "inc-" + stable_hash(first.fingerprint, rfc3339(first.starts_at), length=12)
+            if gid != grp.id and gid not in self._groups:
+                del self._groups[grp.id]
+                grp.id = gid
+                self._groups[gid] = grp
+                for fp in grp.alerts:
+                    self._by_fingerprint[fp] = gid
+
+    def _root(self, grp: _Group) -> str | None:
+        rcs = self._rank(grp)
+        return rcs[0].service if rcs else None
+
+    def _spreading(self, grp: _Group, cause: str, onset: float) -> bool:
+        """Whether a failure whose anomalies began at ``onset`` can be ``grp``'s failure spreading:
+        ``grp``'s root cause ``cause`` still fires, and its latest anomaly began at most
+        ``propagation_window`` before ``onset`` (for a cause with no telemetry of its own:
+        anything of ``grp`` still fires, and ``grp`` began at most that long before)."""
+        firing = grp.firing()
+        if any(a.service == cause for a in grp.alerts.values()):
+            onsets = [a.starts_at for a in firing if a.service == cause]
+            if not onsets:
+                return False
+            began = max(onsets)
+        elif firing:
+            began = grp.opened_at
+        else:
+            return False
+        return onset - began <= self._cfg.propagation_window.total_seconds()
+
     def _graph_of(self, grp: _Group) -> nx.DiGraph:
         """The graph ``grp`` is ranked on: the declared one, plus the suspected calls merged into it."""
         if not grp.extra_edges:
@@ -437,11 +593,19 @@ class Correlator:
         return len(rcs) > 1 and rcs[0].score < _SETTLED_LEAD * rcs[1].score
 
     def _rank(self, grp: _Group) -> tuple[RootCause, ...]:
-        evidence = sorted(grp.peaks.values(), key=lambda a: (a.starts_at, a.fingerprint))
         window = self._cfg.change_window.total_seconds()
         changes = [c for c in self._changes.values() if grp.opened_at - window <= c.at <= self.now]
-        return rank_root_causes(self._graph_of(grp), evidence, observed=self._observed, changes=changes,
-                                change_window=window, max_results=self._cfg.max_root_causes)
+        graph = self._graph_of(grp)
+        # Asked for every open incident each time an alert arrives: ranked again only when the
+        # evidence, the graph or the changes are not what they were.
+        key = (tuple(sorted(grp.peaks.items())), id(graph), self._revision, tuple(c.id for c in changes))
+        if grp.ranked is not None and grp.ranked[0] == key:
+            return grp.ranked[1]
+        evidence = sorted(grp.peaks.values(), key=lambda a: (a.starts_at, a.fingerprint))
+        ranked = rank_root_causes(graph, evidence, observed=self._observed, changes=changes,
+                                  change_window=window, max_results=self._cfg.max_root_causes)
+        grp.ranked = (key, ranked)
+        return ranked
 
     def _emit(self, grp: _Group, reason: str, *, only_if_material: bool = False) -> Incident | None:
         """The incident's next record. With ``only_if_material``, ``None`` unless something a
@@ -503,7 +667,8 @@ class Correlator:
 
     def _forget_old(self) -> None:
         """Drop resolved groups once they can no longer reopen, so state stays bounded."""
-        horizon = self._cfg.reopen_within.total_seconds()
+        # Kept at least `window` after resolving, so a redelivered alert of it is known as one.
+        horizon = max(self._cfg.reopen_within, self._cfg.window).total_seconds()
         for gid in [k for k, g in self._groups.items() if g.status == "resolved" and self.now - (g.resolved_at or 0) > horizon]:
             for fp in self._groups[gid].alerts:
                 if self._by_fingerprint.get(fp) == gid:

@@ -2,15 +2,20 @@
 
 The graph's edges follow calls (``u -> v``: ``u`` calls ``v``), so a fault in ``v`` shows up at
 ``u``. A candidate root cause is an anomalous service or a service that anomalous services call;
-it ranks higher when it explains more of the anomalous services (they all reach it through
-calls), when its anomaly started earlier, and when its evidence is a resource or saturation
-signal rather than a symptom such as latency.
+it ranks higher when it explains more of what is anomalous (the failing services that reach it
+through calls, and its own cause), when its own series departed further from normal
+(:func:`departure`, whatever the metrics are called) and earlier, when the services it calls are
+healthy, and, where a metric's name tells its kind (:func:`classify_metric`), when its evidence
+is a resource or saturation signal rather than a symptom such as latency. A series reported
+with the same readings under several services (a node's, seen through each pod on it) is
+shared evidence (:func:`shared_series`); client-side latency is the services called.
 """
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 
 import networkx as nx
 
@@ -25,7 +30,8 @@ _KIND_PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
     ("unobserved", re.compile(r"telemetry\.absent", re.I)),
     ("resource", re.compile(r"(cpu|memory|mem\b|heap|gc|threads|fd)", re.I)),
     ("saturation", re.compile(r"(utili[sz]ation|pool|connections|filesystem|disk|queue|saturat|inodes)", re.I)),
-    ("errors", re.compile(r"(error|fail|5xx|exception|crash|restart)", re.I)),
+    # Our log detector's templates are error templates; a success rate falls when requests fail.
+    ("errors", re.compile(r"(error|fail|5xx|exception|crash|restart|log\.template|success)", re.I)),
     ("latency", re.compile(r"(duration|latency|lat_|response_time|p9\d)", re.I)),
     ("traffic", re.compile(r"(requests|throughput|rps|lod|rate)", re.I)),
 )
@@ -36,10 +42,16 @@ _INSTANCE_LABELS = ("host.name", "k8s.pod.name", "service.instance.id", "instanc
 _ONSET_SCALE_S = 60.0
 _UNOBSERVED_WEIGHT = 0.85
 _SYMPTOMS = ("errors", "latency")
+# What a failing dependency can explain in its callers: errors, latency, and signals of no known
+# kind (a syscall count, bytes received): real metrics are often named so that nothing can tell.
+_EXPLAINABLE = ("errors", "latency", "anomaly")
+# Latency measured on the client side of calls (OpenTelemetry's http.client.*, rpc.client.*, a
+# pod's client latency) is how long the services it calls took, not the service itself.
+_CLIENT = re.compile(r"client", re.I)
 _SURGE_WEIGHT = 0.45
 _CHANGE_BOOST = 2.2  # a service changed shortly before its anomaly: changes cause most incidents
 _CHANGE_ONLY_WEIGHT = 0.8  # a changed dependency with no anomaly of its own
-_CAUSES = ("saturation", "resource", "unobserved")  # what a failing dependency can show besides symptoms
+CAUSE_KINDS = ("saturation", "resource", "unobserved")  # what a failing dependency can show besides symptoms
 
 
 def classify_metric(metric: str) -> str:
@@ -61,20 +73,86 @@ class _ServiceAnomaly:
     score: float
     kind: str
     alerts: tuple[Alert, ...]
+    strength: float = 1.0  # how far its own series departed from normal, 0..1 (see _departure)
+    symptom: float = 0.0  # ... its series that a failing dependency could explain (errors, latency, unknown)
+    cause: float = 0.0  # ... its series that only it explains (a resource or a pool running out)
+    downstream: float = 0.0  # ... its client-side latency: how long the services it calls took
+    shared: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (fingerprint, services) of series it shares
+
+
+def departure(alert: Alert) -> float:
+    """How far a reading departed from normal, whatever its unit: ``|value - expected|`` over the
+    larger of the two magnitudes, in [0, 1], times the detector's score. A doubling or a halving
+    is 0.5, a tenfold rise or a fall to nothing about 0.9 to 1; a memory series drifting 2 % is
+    0.02 however unusual the detector found it. Without a usable reading (NaN): the score.
+
+    >>> a = Alert("f", "firing", "svc", "cpu", "svc/cpu", (), 1.0, 0.9, 0.05, 0.0, 0.0)
+    >>> round(departure(a), 3), round(departure(replace(a, value=34.1, expected=33.4)), 3)
+    (0.944, 0.021)
+    """
+    v, e = alert.value, alert.expected
+    if not (math.isfinite(v) and math.isfinite(e)):
+        return alert.score
+    top = max(abs(v), abs(e))
+    return alert.score * (min(abs(v - e) / top, 1.0) if top > 0 else 0.0)
+
+
+def alert_kind(alert: Alert) -> str:
+    """:func:`classify_metric`, knowing the direction: a resource or a pool used *less* than
+    normal ran out of nothing, and a signal of no known kind that fell is less of something
+    (requests, work, bytes): load that stopped coming (traffic), not a failure of its own."""
+    kind = classify_metric(alert.metric)
+    if kind in ("resource", "saturation", "anomaly") and alert.value < alert.expected:
+        return "traffic"
+    return kind
+
+
+def _sharers(alerts: Iterable[Alert]) -> dict[str, tuple[str, ...]]:
+    """For each series seen under several services with the same readings, those services."""
+    alerts = list(alerts)
+    seen: dict[tuple, set[str]] = {}
+    for a in alerts:
+        if a.expected != 0.0 and math.isfinite(a.value):
+            seen.setdefault((a.metric, a.starts_at, a.value, a.expected), set()).add(a.service)
+    return {a.fingerprint: tuple(sorted(svcs)) for a in alerts
+            if len(svcs := seen.get((a.metric, a.starts_at, a.value, a.expected), ())) > 1}
+
+
+def shared_series(alerts: Iterable[Alert]) -> frozenset[str]:
+    """Fingerprints of series reported under several services with the same readings: the
+    same episode (onset), value and forecast of the same metric. Those are one series seen
+    through several services (a node's CPU reported with each pod it runs, a cluster-wide
+    gauge), not any one service's own: they may be any of those services' doing, so each of
+    them gets an equal part of it as evidence, and its own series count first.
+    A forecast of exactly 0 (an idle count) is too common to match on."""
+    return frozenset(_sharers(alerts))
 
 
 def _summarise(alerts: Iterable[Alert]) -> dict[str, _ServiceAnomaly]:
+    alerts = list(alerts)
+    sharers = _sharers(alerts)
     by_service: dict[str, list[Alert]] = {}
     for a in alerts:
         by_service.setdefault(a.service, []).append(a)
     out = {}
     for svc, items in by_service.items():
-        # Cause-like signals first: they are the evidence an operator reads first.
-        items.sort(key=lambda a: (-_KIND_WEIGHT[classify_metric(a.metric)], -a.score, a.starts_at, a.series))
-        kinds = [classify_metric(a.metric) for a in items]
-        # The strongest cause-like signal names the service's kind.
-        kind = max(kinds, key=lambda k: (_KIND_WEIGHT[k], -kinds.index(k)))
-        out[svc] = _ServiceAnomaly(svc, min(a.starts_at for a in items), max(a.score for a in items), kind, tuple(items))
+        dep = {a.fingerprint: departure(a) / len(sharers.get(a.fingerprint, (svc,))) for a in items}
+        # Its own series first, cause-like signals first among them: the evidence an operator
+        # reads first, and what names its kind and its onset.
+        items.sort(key=lambda a: (a.fingerprint in sharers, -_KIND_WEIGHT[alert_kind(a)], -dep[a.fingerprint],
+                                  a.starts_at, a.series))
+        own = [a for a in items if a.fingerprint not in sharers] or items
+        kinds = [alert_kind(a) for a in items]
+        own_kinds = kinds[:len(own)]
+        kind = max(own_kinds, key=lambda k: (_KIND_WEIGHT[k], -own_kinds.index(k)))
+        client = [k == "latency" and _CLIENT.search(a.metric) is not None for a, k in zip(items, kinds)]
+        d = [dep[a.fingerprint] for a in items]
+        symptom = max((x for x, k, c in zip(d, kinds, client) if k in _EXPLAINABLE and not c), default=0.0)
+        cause = max((x for x, k in zip(d, kinds) if k in CAUSE_KINDS), default=0.0)
+        downstream = max((x for x, c in zip(d, client) if c), default=0.0)
+        out[svc] = _ServiceAnomaly(svc, min(a.starts_at for a in own), max(a.score for a in items), kind,
+                                   tuple(items), max(d), symptom, cause, downstream,
+                                   tuple((fp, sharers[fp]) for fp in sorted(sharers) if fp in dep))
     return out
 
 
@@ -100,12 +178,34 @@ def _instance_local(anomaly: _ServiceAnomaly) -> bool:
     return any(k in _INSTANCE_LABELS for al in anomaly.alerts for k, _ in al.labels)
 
 
-def _evidence(alerts: Iterable[Alert], limit: int = 5, detail: str | None = None) -> tuple[Evidence, ...]:
+def _evidence(alerts: Iterable[Alert], limit: int = 5, detail: str | None = None,
+              shared: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> tuple[Evidence, ...]:
+    seen_with = dict(shared)
+
+    def what(a: Alert) -> str:
+        text = detail or a.summary
+        if a.fingerprint in seen_with:
+            text = (f"{text}; " if text else "") + f"the same readings under {', '.join(seen_with[a.fingerprint])}"
+        return text
+
     return tuple(
         Evidence(series=a.series, metric=a.metric, score=a.score, value=a.value, expected=a.expected,
-                 at=a.starts_at, detail=detail or a.summary, labels=a.labels)
+                 at=a.starts_at, detail=what(a), labels=a.labels)
         for a in list(alerts)[:limit]
     )
+
+
+def _healthy_below(g: nx.DiGraph, cand: str, onset: float, anomalies: dict[str, _ServiceAnomaly],
+                   below: Callable[[str], frozenset[str]]) -> float:
+    """How healthy ``cand``'s dependencies are, 0..1: one less how far the most failing service it
+    calls (directly or not) departed, counting those whose failure (a symptom or a cause of
+    their own, not less load) began no later than ``cand``'s, give or take a minute. A service
+    whose dependency failed first is likelier its symptom than the cause."""
+    if cand not in g:
+        return 1.0
+    worst = max((max(a.symptom, a.cause) for d, a in anomalies.items() if d != cand and d in below(cand)
+                 and a.onset <= onset + _ONSET_SCALE_S), default=0.0)
+    return 1.0 - worst
 
 
 def propagation_path(g: nx.DiGraph, root: str, affected: set[str]) -> tuple[str, ...]:
@@ -163,6 +263,14 @@ def rank_root_causes(
     anomalies = _summarise(alerts)
     if not anomalies:
         return ()
+    descendants: dict[str, frozenset[str]] = {}
+
+    def calls(svc: str) -> frozenset[str]:
+        """Every service ``svc`` calls, directly or not (each walk done once per ranking)."""
+        if svc not in descendants:
+            descendants[svc] = frozenset(nx.descendants(g, svc)) if svc in g else frozenset()
+        return descendants[svc]
+
     first_onset = min(a.onset for a in anomalies.values())
     affected = set(anomalies)
 
@@ -171,30 +279,50 @@ def rank_root_causes(
     silent_deps: set[str] = set()
     for svc in affected:
         if svc in g:
-            for dep in nx.descendants(g, svc):
+            for dep in calls(svc):
                 silent = (observed is not None and dep not in observed) or g.nodes[dep].get("kind") == "external"
                 if dep not in affected and silent:
                     candidates.add(dep)
                     silent_deps.add(dep)
 
-    # What a root cause must explain: the services that fail (errors, latency). Traffic and load
-    # anomalies flow the other way (a surge at the entry point reaches every callee), so they
-    # would credit every busy dependency; they count only when nothing fails.
-    symptomatic = {svc: a for svc, a in anomalies.items()
-                   if any(classify_metric(al.metric) in _SYMPTOMS for al in a.alerts)} or anomalies
-    reach_cache = {svc: (nx.descendants(g, svc) | {svc}) if svc in g else {svc} for svc in symptomatic}
+    # What a root cause must explain: the services that fail (errors, latency, or signals of no
+    # known kind), each as far as it departed from normal; a failing dependency explains them in
+    # its callers. A service's own cause (a resource or a pool running out) is explained only
+    # by that service. Traffic and load anomalies flow the other way (a surge at the entry point
+    # reaches every callee), so they would credit every busy dependency; they count only when
+    # nothing else is anomalous.
+    symptomatic = {svc: a.symptom for svc, a in anomalies.items() if a.symptom > 0.0}
+    causes = {svc: a.cause for svc, a in anomalies.items() if a.cause > 0.0}
+    # A service's client-side latency is explained by the services it calls (by itself only
+    # when the graph knows none); a callee that shows nothing of its own is then a suspect.
+    downstream = {svc: a.downstream for svc, a in anomalies.items() if a.downstream > 0.0}
+    if not symptomatic and not causes and not downstream:
+        symptomatic = {svc: a.strength for svc, a in anomalies.items()}
+    reach_cache = {svc: calls(svc) | {svc} for svc in symptomatic}
+    below_cache = {svc: (calls(svc) if svc in g and g.out_degree(svc) else {svc}) for svc in downstream}
+    quiet_callees: dict[str, list[str]] = {}  # callee with no anomaly -> its callers whose client latency rose
+    for svc in downstream:
+        if svc in g:
+            for dep in g.successors(svc):
+                if dep not in affected:
+                    quiet_callees.setdefault(dep, []).append(svc)
+                    candidates.add(dep)
     changed: dict[str, list[Change]] = {}
     for ch in changes:
         changed.setdefault(ch.service, []).append(ch)
     for svc in changed:
         if svc not in candidates and any(svc in reach for reach in reach_cache.values()):
             candidates.add(svc)  # a changed dependency of failing services, healthy-looking or silent
-    total_weight = sum(a.score for a in symptomatic.values())
+    # The strongest cause is the competing story every candidate is measured against; the other
+    # services' causes are bystanders or load (a surge's), and do not dilute each other.
+    failing = sum(symptomatic.values()) + sum(downstream.values())
+    total_weight = (failing + max(causes.values(), default=0.0)) or 1.0
 
     ranked: list[tuple[float, str, RootCause]] = []
     for cand in candidates:
-        explained = [a for svc, a in symptomatic.items() if cand in reach_cache[svc]]
-        coverage = sum(a.score for a in explained) / total_weight
+        explained = [w for svc, w in symptomatic.items() if cand in reach_cache[svc]]
+        explained += [w for svc, w in downstream.items() if cand in below_cache[svc]]
+        coverage = (sum(explained) + causes.get(cand, 0.0)) / total_weight
         if coverage <= 0.0 and _surge(g, cand, anomalies.get(cand), first_onset) is None:
             continue  # explains none of the failures
         recent = [ch for ch in changed.get(cand, ())
@@ -204,14 +332,26 @@ def rank_root_causes(
             own = anomalies[cand]
             kind = own.kind
             onset = own.onset
-            weight = _KIND_WEIGHT[kind] * (0.5 + 0.5 * own.score)
+            weight = _KIND_WEIGHT[kind] * (0.5 + 0.5 * own.strength)
             if kind == "saturation":
                 weight *= _fullness(own.alerts)
             # A fault seen on some instances of a service only is local to that service.
             if any(k in _INSTANCE_LABELS for al in own.alerts for k, _ in al.labels):
                 weight *= 1.05
-            evidence = _evidence(own.alerts)
+            evidence = _evidence(own.alerts, shared=own.shared)
             reason = f"{len(own.alerts)} anomalous series; explains {len(explained)} of {len(anomalies)} affected services"
+        elif cand in quiet_callees and cand not in silent_deps:
+            # Slow as its callers see it, while it reports nothing unusual itself (a delay on its
+            # network, a fault its own metrics do not show).
+            callers = [anomalies[c] for c in sorted(quiet_callees[cand])]
+            kind = "latency"
+            onset = min(a.onset for a in callers)
+            # A caller that calls several services waited on one of them, or on several.
+            weight = _UNOBSERVED_WEIGHT * max(a.downstream / g.out_degree(a.service) for a in callers)
+            evidence = _evidence((al for a in callers for al in a.alerts
+                                  if alert_kind(al) == "latency" and _CLIENT.search(al.metric)),
+                                 detail=f"calls to {cand} slowed down; {cand} shows nothing of its own")
+            reason = f"{len(callers)} caller(s) waited longer on their calls; shows no anomaly itself"
         elif cand not in silent_deps:  # a changed dependency that shows nothing itself
             kind = "change"
             onset = min(ch.at for ch in recent)
@@ -225,12 +365,12 @@ def rank_root_causes(
                 continue  # a silent dependency is suspect only when every caller degrades
             kind = "unobserved"
             onset = min(a.onset for a in caller_anoms)
-            weight = _UNOBSERVED_WEIGHT * max(a.score for a in caller_anoms)
+            weight = _UNOBSERVED_WEIGHT * max(a.strength for a in caller_anoms)
             # Callers that only fail (errors, latency) on every node, with nothing of their own
             # running out, point past themselves: a silent dependency explains them better than
             # they explain themselves. A failure on some nodes only stays the caller's.
             if all(a.kind in _SYMPTOMS and not _instance_local(a) for a in caller_anoms):
-                weight = 1.05 * max(_KIND_WEIGHT[a.kind] * (0.5 + 0.5 * a.score) for a in caller_anoms)
+                weight = 1.05 * max(_KIND_WEIGHT[a.kind] * (0.5 + 0.5 * a.strength) for a in caller_anoms)
             evidence = _evidence((al for a in caller_anoms for al in a.alerts),
                                  detail=f"caller of {cand} degraded; {cand} emits no telemetry")
             reason = f"emits no telemetry; all {len(callers)} callers degraded"
@@ -243,14 +383,22 @@ def rank_root_causes(
             reason = f"{latest.kind} {latest.id} shortly before; " + reason
         lateness = max(0.0, onset - first_onset) / _ONSET_SCALE_S
         raw = coverage * weight / (1.0 + 0.1 * lateness)
+        if not recent:
+            # A failing dependency explains a symptom, not a cause of the service's own (a change
+            # counts as one): the discount shrinks as the own cause grows.
+            own_cause = anomalies[cand].cause if cand in anomalies else 0.0
+            raw *= 1.0 - (1.0 - _healthy_below(g, cand, onset, anomalies, calls)) * (1.0 - own_cause)
         path = propagation_path(g, cand, affected)
         surge = _surge(g, cand, anomalies.get(cand), first_onset)
         if surge is not None:
             # A surge of requests at an entry point travels down the calls, the opposite way of a
             # fault: it explains the failing services it calls. It ranks behind a resource that
             # ran out under it (that is what the fix targets), but ahead of busy bystanders.
-            below = nx.descendants(g, cand) | {cand}
-            down = sum(a.score for svc, a in symptomatic.items() if svc in below) / total_weight
+            below = calls(cand) | {cand}
+            # ... and the load it sends loads what it reaches (a busy CPU, a pool filling up).
+            down = (sum(w for svc, w in symptomatic.items() if svc in below)
+                    + sum(w for svc, w in downstream.items() if svc in below)
+                    + sum(w for svc, w in causes.items() if svc in below)) / ((failing + sum(causes.values())) or 1.0)
             surge_raw = _SURGE_WEIGHT * (0.5 + 0.5 * surge.score) * down
             if surge_raw > raw:
                 raw, kind = surge_raw, "traffic"
@@ -352,10 +500,10 @@ def suspect_missing_edge(
         return None
     # 4. The same symptom, or a cause below.
     their_kinds = {classify_metric(a.metric) for a in theirs}
-    if not (kinds & their_kinds or their_kinds & set(_CAUSES)):
+    if not (kinds & their_kinds or their_kinds & set(CAUSE_KINDS)):
         return None
     shared = sorted(kinds & their_kinds) or sorted(kinds)
-    below = sorted(their_kinds & set(_CAUSES)) or shared
+    below = sorted(their_kinds & set(CAUSE_KINDS)) or shared
     reason = (f"{caller} started failing ({', '.join(shared)}) {lag:.0f}s after {callee} ({', '.join(below)}) "
               f"with no declared path between them and no cause of its own")
     return SuspectedEdge(caller=caller, callee=callee, lag_s=float(lag), reason=reason,
