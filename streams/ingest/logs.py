@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from detectors.records import LogRecord
 from streams.ingest import DEFAULT_REDACTOR, Context, PathError, Redactor, expect_list, type_name
-from streams.ingest.otlp import any_to_str, attributes, decode_resources, parse_int, resource_service, time_problem
+from streams.ingest.otlp import any_to_str, attributes, decode_resources, parse_int, time_problem
 
 MAX_BODY = 2048
 _TEXT_SEVERITY = {"TRACE": 1, "DEBUG": 5, "INFO": 9, "NOTICE": 10, "WARN": 13, "WARNING": 13, "ERROR": 17,
@@ -19,21 +19,12 @@ _TEXT_SEVERITY = {"TRACE": 1, "DEBUG": 5, "INFO": 9, "NOTICE": 10, "WARN": 13, "
 
 def decode(payload: bytes, *, known_services: frozenset[str] | None,
            redactor: Redactor = DEFAULT_REDACTOR) -> tuple[list[LogRecord], list[str]]:
-    return decode_resources(payload, "resourceLogs", "logs", _resource_logs, known_services=known_services,
-                            redactor=redactor)
+    return decode_resources(payload, "resourceLogs", "scopeLogs", "logs", _resource_logs,
+                            known_services=known_services, redactor=redactor)
 
 
-def _resource_logs(rl: object, ctx: Context, out: list[LogRecord]) -> None:
-    if type(rl) is not dict:
-        raise PathError("", f"expected an object (got {type_name(rl)})")
-    service, res_attrs = resource_service(rl.get("resource"), "resource")
-    scope_logs = expect_list(rl.get("scopeLogs"), "scopeLogs")
-    if service is None:
-        if scope_logs:
-            ctx.reject("resource without attribute 'service.name'")
-        return
-    if not ctx.service_ok(service):
-        return
+def _resource_logs(service: str, res_attrs: dict[str, str], scope_logs: list, ctx: Context,
+                   out: list[LogRecord]) -> None:
     for j, sl in enumerate(scope_logs):
         if type(sl) is not dict:
             raise PathError(f"scopeLogs[{j}]", f"expected an object (got {type_name(sl)})")

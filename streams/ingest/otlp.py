@@ -184,14 +184,15 @@ def attributes(attrs: object, path: str, into: dict[str, str]) -> dict[str, str]
     return into
 
 
-def decode_resources(payload: bytes, key: str, kind: str, take, *, known_services: frozenset[str] | None,
-                     redactor) -> tuple[list, list[str]]:
-    """The envelope every OTLP/JSON export request shares: ``{key: [resource, ...]}``.
+def decode_resources(payload: bytes, key: str, scopes_key: str, kind: str, take, *,
+                     known_services: frozenset[str] | None, redactor) -> tuple[list, list[str]]:
+    """The envelope every OTLP/JSON export request shares: ``{key: [{resource, scopes_key: [...]}]}``.
 
-    ``take(resource, ctx, out)`` appends a resource's records to ``out`` and calls
-    ``ctx.reject(reason)`` for those it drops; a :class:`PathError` it raises is named with the
-    resource's index. Returns ``(records, reasons)``; a message whose records were all dropped
-    raises :class:`DecodeError` with the first reasons, as does one that is not ``{key: [...]}``."""
+    For each resource of a known service, ``take(service, attributes, scopes, ctx, out)`` appends
+    its records to ``out`` and calls ``ctx.reject(reason)`` for those it drops; a resource without
+    ``service.name`` is rejected here. A :class:`PathError` is named with the resource's index.
+    Returns ``(records, reasons)``; a message whose records were all dropped raises
+    :class:`DecodeError` with the first reasons, as does one that is not ``{key: [...]}``."""
     from streams.ingest import DecodeError, load
 
     obj = load(payload)
@@ -202,7 +203,15 @@ def decode_resources(payload: bytes, key: str, kind: str, take, *, known_service
     out: list = []
     for i, resource in enumerate(expect_list(obj.get(key), key)):
         try:
-            take(resource, ctx, out)
+            if type(resource) is not dict:
+                raise PathError("", f"expected an object (got {type_name(resource)})")
+            service, attrs = resource_service(resource.get("resource"), "resource")
+            scopes = expect_list(resource.get(scopes_key), scopes_key)
+            if service is None:
+                if scopes:
+                    ctx.reject("resource without attribute 'service.name'")
+            elif ctx.service_ok(service):
+                take(service, attrs, scopes, ctx, out)
         except PathError as exc:
             raise exc.within(f"{key}[{i}]") from None
     reasons = list(ctx._reasons)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from detectors.records import Span
 from streams.ingest import (DEFAULT_REDACTOR, T_MAX, T_MIN, Context, PathError, Redactor, expect_list, expect_object,
                             short, type_name)
-from streams.ingest.otlp import decode_resources, parse_int, resource_service
+from streams.ingest.otlp import decode_resources, parse_int
 
 MAX_NAME = 256
 MAX_ID = 64  # hex characters; OTLP's are 32 (trace) and 16 (span)
@@ -34,21 +34,11 @@ _NS_MIN, _NS_MAX = T_MIN * 1e9, T_MAX * 1e9
 def decode(payload: bytes, *, known_services: frozenset[str] | None,
            redactor: Redactor = DEFAULT_REDACTOR) -> tuple[list[Span], list[str]]:
     """Spans and the reasons of those dropped. Raises :class:`DecodeError` (see the module)."""
-    return decode_resources(payload, "resourceSpans", "traces", _resource_spans, known_services=known_services,
-                            redactor=redactor)
+    return decode_resources(payload, "resourceSpans", "scopeSpans", "traces", _resource_spans,
+                            known_services=known_services, redactor=redactor)
 
 
-def _resource_spans(rs: object, ctx: Context, out: list[Span]) -> None:
-    if type(rs) is not dict:
-        raise PathError("", f"expected an object (got {type_name(rs)})")
-    service, _ = resource_service(rs.get("resource"), "resource")
-    scope_spans = expect_list(rs.get("scopeSpans"), "scopeSpans")
-    if service is None:
-        if scope_spans:
-            ctx.reject("resource without attribute 'service.name'")
-        return
-    if not ctx.service_ok(service):
-        return
+def _resource_spans(service: str, _attrs: dict[str, str], scope_spans: list, ctx: Context, out: list[Span]) -> None:
     name_of = ctx.redactor.text
     append = out.append
     for j, ss in enumerate(scope_spans):
