@@ -24,8 +24,10 @@ from streams.ingest.external import decode_external
 from streams.ingest.redact import Redactor
 from streams.live_config import Applied, LiveConfig, Refused
 from streams.pipeline import CorrelateStage, DetectResult, DetectStage, correlation_keys, load_runbook_index
+from streams.checkpoint import Checkpoints, Corrupt, LocalStore, Meta
 from streams.recovery import (Broadcast, OutputIndex, Rebuilt, Shard, apply_broadcast, encode_result, follow,
-                              rebuild_correlate, rebuild_detect)
+                              leave_for_dead_member, read_partitions, rebuild_correlate, rebuild_detect,
+                              remember_member)
 
 
 log = logging.getLogger("aiops.worker")
@@ -109,6 +111,34 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
     broadcast = Broadcast()
     outputs = OutputIndex(bootstrap, [topics.alerts, topics.incidents, topics.actions, topics.tickets])
 
+    async def read_checkpoints(topic: str, partition: int) -> list[tuple[bytes, bytes]]:
+        return [(key, value) for _, _, key, value in await read_partitions(bootstrap, topic, [partition])]
+
+    async def send_checkpoint(topic: str, key: bytes, value: bytes, partition: int) -> None:
+        await app.producer.send(topic, key, value, partition, None, None)
+
+    def checkpoint_written(kind: str, seconds: float, size: int) -> None:
+        m.CHECKPOINTS_WRITTEN.labels(stage=kind).inc()
+        m.CHECKPOINT_WRITE_SECONDS.labels(stage=kind).inc(seconds)
+
+    checkpoints = Checkpoints(LocalStore(Path(data_dir) / "checkpoints"), topics.checkpoints, topics.partitions,
+                              topology.worker.checkpoint_interval.total_seconds(), send=send_checkpoint,
+                              flush=lambda: app.producer.flush(), read=read_checkpoints, on_written=checkpoint_written)
+    checkpoints.store.clean()  # pending files of a worker killed while writing: never complete
+
+    def maybe_checkpoint(kind: str, shard: Shard, topic: str, partition: int) -> None:
+        """Snapshot ``shard`` if it is due. Called right after a message's outputs were handed
+        to the producer, with no await before the fork, so the snapshot is the state after it."""
+        if shard.publishing or not checkpoints.due(shard):
+            return
+        positions = broadcast.positions(shard.broadcast_seen) if kind == "correlate" else {}
+        checkpoints.begin(shard, Meta(kind, topic, partition, shard.next_offset, positions))
+
+    @app.timer(interval=0.2)
+    async def store_checkpoints():
+        """Snapshots whose child process is done: flushed, stored locally and on Kafka."""
+        await checkpoints.finish()
+
     async def dead_letter(reason: str, event) -> None:
         msg = event.message
         m.DEADLETTER.labels(topic=msg.topic).inc()
@@ -123,8 +153,13 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
     async def send_missing(rebuilt: Rebuilt, topic: str, partition: int) -> None:
         """The outputs a rebuild computed that are not on their topics: the previous owner died
         between computing and producing them."""
-        log.info("%s[%d]: rebuilt from %d messages in %.2fs; %d outputs were missing", topic, partition,
-                 rebuilt.messages, rebuilt.seconds, len(rebuilt.missing))
+        for store, err in rebuilt.skipped:
+            m.CHECKPOINTS_SKIPPED.labels(reason="corrupt" if isinstance(err, Corrupt) else "version", store=store).inc()
+        m.CHECKPOINT_RESTORES.labels(topic=topic, source=rebuilt.restored or "none").inc()
+        # WARNING: the worker logs warnings by default, and where a restart's state came from must show.
+        log.warning("%s[%d]: state %s, then %d messages replayed in %.2fs; %d outputs were missing", topic, partition,
+                    f"restored from the {rebuilt.restored} snapshot" if rebuilt.restored else
+                    "rebuilt from the first offset", rebuilt.messages, rebuilt.seconds, len(rebuilt.missing))
         m.STATE_REBUILDS.labels(topic=topic).inc()
         m.STATE_REBUILD_SECONDS.labels(topic=topic).inc(rebuilt.seconds)
         observe_shard_counts()
@@ -148,13 +183,15 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
                     res = apply_broadcast(live.topology, shard.stage, topic, value)
                     if res is not None:
                         rebuilt.missing += encode_result(live.topology, res)
+                shard.broadcast_seen = len(broadcast.messages)
+            shard.snapshot_at = time.monotonic()  # the first snapshot after an interval, not at once
             await send_missing(rebuilt, msg.topic, msg.partition)
         return shard
 
     def detect_shard(msg):
         key = (msg.topic, msg.partition)
         return shard_for(detect_shards, key, msg, lambda until: rebuild_detect(
-            live.topology, bootstrap, msg.topic, msg.partition, until))
+            live.topology, bootstrap, msg.topic, msg.partition, until, checkpoints if checkpoints.enabled else None))
 
     async def detect_and_route(event, process=None, rejected: str = "points") -> None:
         """``process`` is a stateless decoder (webhook payloads); without one, the message's
@@ -186,6 +223,8 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
             else:
                 m.ALERTS.labels(status=ev.status).inc()
                 await alerts.send(key=cur.keys.get(ev.service, ev.service).encode(), value=payload)
+        if shard is not None:
+            maybe_checkpoint("detect", shard, msg.topic, msg.partition)
 
     @app.agent(metrics_in)
     async def detect_metrics(stream):
@@ -230,7 +269,8 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
         async for event in stream.events():
             msg = event.message
             shard = await shard_for(correlate_shards, msg.partition, msg, lambda until: rebuild_correlate(
-                live.topology, bootstrap, msg.partition, until, broadcast, outputs))
+                live.topology, bootstrap, msg.partition, until, broadcast, outputs,
+                checkpoints if checkpoints.enabled else None))
             if shard is None:
                 continue
             shard.next_offset = msg.offset + 1
@@ -241,6 +281,7 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
                 continue
             await publish(shard.stage.process([ev]))
             observe_shards()
+            maybe_checkpoint("correlate", shard, msg.topic, msg.partition)
 
     def observe_shards() -> None:
         m.OPEN_INCIDENTS.set(sum(s.stage.correlator.open_incidents() for s in correlate_shards.values()))
@@ -287,14 +328,22 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
         """Approvals (who approved is recorded on the action), silences, deploys and the
         executor's results (which feed the circuit breaker and the concurrency cap): history
         first, for the shards built from it, then live, into every shard this worker holds."""
-        async def take(topic: str, value: bytes) -> None:
+        async def take(topic: str, value: bytes, partition: int, offset: int) -> None:
             broadcast.messages.append((topic, value))
+            broadcast.where.append((topic, partition, offset))
             if not broadcast.loaded.is_set():
                 return
             for shard in list(correlate_shards.values()):
                 res = apply_broadcast(live.topology, shard.stage, topic, value)
+                shard.broadcast_seen = len(broadcast.messages)
                 if res is not None:
-                    await publish(res)
+                    # No snapshot while the outputs of what the stage just applied are not all
+                    # handed to the producer: a restart from it would never send them.
+                    shard.publishing += 1
+                    try:
+                        await publish(res)
+                    finally:
+                        shard.publishing -= 1
 
         await follow(bootstrap, (topics.changes, topics.control, topics.actions), broadcast.loaded, take)
 
@@ -351,7 +400,7 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
     async def read_config():
         """The config topic, whole, with no group (every worker must see every config): the
         history first, applied in order before any shard is built, then each new record."""
-        async def take(topic: str, value: bytes) -> None:
+        async def take(topic: str, value: bytes, partition: int, offset: int) -> None:
             take_config(value)
 
         await follow(bootstrap, (topics.config,), live_loaded, take)
@@ -444,6 +493,16 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
         for p in [p for p in correlate_shards if (topics.alerts, p) not in held]:
             del correlate_shards[p]
         observe_shard_counts()
+        # Who this worker is in the group, for the worker restarted on this data directory
+        # (recovery.leave_for_dead_member). Faust does not expose the member id; aiokafka's
+        # coordinator holds it. A worker with static membership rejoins under its instance id.
+        if instance_id is None:
+            try:
+                member_id = app.consumer._thread._ensure_consumer()._coordinator.member_id
+            except AttributeError:  # another Faust transport: the restart waits for the session timeout
+                member_id = None
+            if member_id:
+                remember_member(Path(data_dir), app.conf.id, member_id)
 
     @app.timer(interval=2.0)
     async def consumer_lag():
@@ -522,7 +581,11 @@ def run_worker(topology: Topology, *, bootstrap: str, web_port: int, data_dir: P
     # The config topic: one partition (one key, read in order) and compacted, so it keeps the
     # latest config for good. Created so only when this call creates it.
     ensure_topics(bootstrap, t.all(), partitions=t.partitions,
-                  special={t.config: (1, {"cleanup.policy": "compact"})})
+                  special={t.config: (1, {"cleanup.policy": "compact"}),
+                           # Compacted: each key (input partition, slot, chunk) keeps its latest snapshot.
+                           t.checkpoints: (t.partitions, {"cleanup.policy": "compact"})})
+    if instance_id is None:
+        leave_for_dead_member(bootstrap, data_dir, topology.worker.group_id)
     app = build_app(topology, bootstrap=bootstrap, web_port=web_port, data_dir=data_dir, instance_id=instance_id,
                     config_sha=config_sha)
     # Decoding a batch allocates hundreds of thousands of short-lived objects, and the cyclic

@@ -31,6 +31,7 @@ class TopicSettings(Frozen):
     control: str = "aiops.control"  # approvals from operators (and, later, silences)
     changes: str = "telemetry.changes"  # deploys, config changes, scaling: candidate causes
     config: str = "aiops.config"  # live config: topology.yaml pushed by `aiops config push` (compacted, one key)
+    checkpoints: str = "aiops.checkpoints"  # state snapshots per input partition (compacted; streams/checkpoint.py)
     # Webhook payloads of other alerting tools, exactly as they were POSTed (streams/ingest/external.py).
     alerts_alertmanager: str = "alerts.alertmanager"
     alerts_datadog: str = "alerts.datadog"
@@ -39,7 +40,7 @@ class TopicSettings(Frozen):
 
     def all(self) -> list[str]:
         return [self.metrics, self.logs, self.traces, self.alerts, self.incidents, self.actions, self.tickets, self.deadletter,
-                self.control, self.changes, self.config, *self.external().values()]
+                self.control, self.changes, self.config, self.checkpoints, *self.external().values()]
 
     def external(self) -> dict[str, str]:
         """The topic of each external alert source, by source name."""
@@ -131,9 +132,17 @@ class WorkerSettings(Frozen):
 
     # A join waits up to this long for the group's other members, so it bounds start-up and rebalances.
     rebalance_timeout: Duration = parse_duration("10s")
-    session_timeout: Duration = parse_duration("30s")
+    # Also how long a join waits for a member that died without leaving; a restarted worker
+    # removes its own dead predecessor (recovery.leave_for_dead_member), so this bounds the
+    # restart only where that fails. Kafka's default before 3.0; heartbeats run in the
+    # consumer's own thread, so a busy event loop does not miss them.
+    session_timeout: Duration = parse_duration("10s")
     heartbeat_interval: Duration = parse_duration("3s")
     commit_interval: Duration = parse_duration("1s")
+    # How often each state shard is snapshotted (streams/checkpoint.py): a restart replays at
+    # most this much input (plus the last commit interval) instead of the partition's history.
+    # 0 turns checkpoints off (every restart rebuilds from the first offset).
+    checkpoint_interval: Duration = parse_duration("30s")
     # With several input partitions, correlation follows the event time of the slowest metrics
     # partition, so alerts from a lagging worker are not late. A partition this far behind the
     # fastest is taken as idle (it stopped sending) and not waited for.

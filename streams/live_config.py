@@ -31,7 +31,7 @@ def restart_only_changes(running: Topology, pushed: Topology) -> list[tuple[str,
     >>> a = parse_topology({"services": {"web": {}}})
     >>> b = parse_topology({"services": {"web": {}}, "topics": {"partitions": 4}, "worker": {"session_timeout": "45s"}})
     >>> restart_only_changes(a, b)
-    [('topics.partitions', 'needs a restart (running 1, pushed 4)'), ('worker.session_timeout', 'needs a restart (running 30s, pushed 45s)')]
+    [('topics.partitions', 'needs a restart (running 1, pushed 4)'), ('worker.session_timeout', 'needs a restart (running 10s, pushed 45s)')]
     >>> restart_only_changes(a, parse_topology({"services": {"web": {"owner": "team-web"}}}))
     []
     """

@@ -17,6 +17,15 @@ POINTS_IN = Counter("aiops_input_points_total", "Normalized data points scored")
 STATE_SHARDS = Gauge("aiops_state_shards", "Input partitions whose state this worker holds", ["stage"])
 STATE_REBUILDS = Counter("aiops_state_rebuilds_total", "State shards rebuilt from their partition", ["topic"])
 STATE_REBUILD_SECONDS = Counter("aiops_state_rebuild_seconds_total", "Seconds spent rebuilding state shards", ["topic"])
+CHECKPOINTS_WRITTEN = Counter("aiops_checkpoints_written_total", "State snapshots written (local store and "
+                              "checkpoint topic)", ["stage"])
+CHECKPOINT_WRITE_SECONDS = Counter("aiops_checkpoint_write_seconds_total", "Seconds from forking a snapshot to "
+                                   "having it stored, summed (off the event loop)", ["stage"])
+CHECKPOINT_RESTORES = Counter("aiops_checkpoint_restores_total", "State shards built: from a snapshot (local, "
+                              "kafka) or from the partition's first offset (none)", ["topic", "source"])
+CHECKPOINTS_SKIPPED = Counter("aiops_checkpoints_skipped_total", "Snapshots passed over on restore: corrupt "
+                              "(checksum, truncation) or of a format version this release does not read",
+                              ["reason", "store"])
 DEADLETTER = Counter("aiops_deadletter_total", "Messages sent to the dead-letter topic", ["topic"])
 CONSUMER_LAG = Gauge("aiops_consumer_lag", "Messages in a partition the worker has not committed yet "
                      "(log end offset minus committed offset)", ["topic", "partition"])

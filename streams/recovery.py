@@ -36,15 +36,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import orjson
 
 from streams import codec, kafka_security
 from streams.config import Topology
 from streams.ingest import DecodeError
 from streams.pipeline import CorrelateStage, DetectStage, load_runbook_index
+
+if TYPE_CHECKING:
+    from streams.checkpoint import Checkpoints
 
 log = logging.getLogger("aiops.recovery")
 
@@ -68,11 +76,11 @@ async def _partitions(consumer, topic: str) -> list[int]:
 
 
 async def follow(bootstrap: str, topics: tuple[str, ...], loaded: asyncio.Event,
-                 on_message: Callable[[str, bytes], Awaitable[None]]) -> None:
+                 on_message: Callable[[str, bytes, int, int], Awaitable[None]]) -> None:
     """Read ``topics`` whole and for ever, outside the group, so every worker sees every message
-    whichever partitions it holds (operator messages, configs). ``on_message(topic, value)``
-    gets each message in order; ``loaded`` is set once the end offsets found at the start are
-    reached, so a message that arrives after it is set is a live one."""
+    whichever partitions it holds (operator messages, configs). ``on_message(topic, value,
+    partition, offset)`` gets each message in order; ``loaded`` is set once the end offsets
+    found at the start are reached, so a message that arrives after it is set is a live one."""
     from aiokafka import TopicPartition
 
     consumer = group_less_consumer(bootstrap)
@@ -88,7 +96,7 @@ async def follow(bootstrap: str, topics: tuple[str, ...], loaded: asyncio.Event,
             batch = await consumer.getmany(timeout_ms=500)
             for tp in sorted(batch):
                 for msg in batch[tp]:
-                    await on_message(tp.topic, msg.value)
+                    await on_message(tp.topic, msg.value, tp.partition, msg.offset)
     finally:
         await consumer.stop()
 
@@ -130,6 +138,64 @@ async def read_partitions(bootstrap: str, topic: str, partitions: list[int] | No
         await consumer.stop()
 
 
+MEMBER_FILE = "group-member.json"
+
+
+def remember_member(data_dir: Path, group: str, member_id: str) -> None:
+    """Note this worker's member id in the group, so the worker restarted on this data directory
+    can take its place at once (:func:`leave_for_dead_member`)."""
+    path = Path(data_dir) / MEMBER_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(orjson.dumps({"group": group, "member_id": member_id}))
+    os.replace(tmp, path)
+
+
+def leave_for_dead_member(bootstrap: str, data_dir: Path, group: str, timeout: float = 5.0) -> str | None:
+    """Remove from ``group`` the member a previous worker on ``data_dir`` was, if any; its id, or None.
+
+    A worker killed with SIGKILL stays a member until its session times out
+    (``worker.session_timeout``), and the coordinator holds a join until every member
+    has rejoined or been dropped: the restarted worker would wait out the dead one's session,
+    then a second round (about 60 s in all). A LeaveGroup on the dead member's behalf (the
+    request a clean shutdown sends) drops it now. Only the member this data directory last
+    was is removed: one data directory is one worker. Static membership (``--instance-id``)
+    solves the same on brokers that support it. Best effort: any failure leaves the normal wait."""
+    import asyncio
+
+    path = Path(data_dir) / MEMBER_FILE
+    try:
+        doc = orjson.loads(path.read_bytes())
+        member_id = doc["member_id"] if doc.get("group") == group else None
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    if not member_id:
+        return None
+
+    async def leave() -> None:
+        from aiokafka.client import AIOKafkaClient
+        from aiokafka.protocol.group import LeaveGroupRequest
+
+        client = AIOKafkaClient(bootstrap_servers=bootstrap, **kafka_security.current().aiokafka_kwargs())
+        try:
+            await client.bootstrap()
+            node = await client.coordinator_lookup(0, group)  # 0: a consumer group's coordinator
+            resp = await client.send(node, LeaveGroupRequest(group, member_id))
+            if resp.error_code:
+                raise RuntimeError(f"LeaveGroup error code {resp.error_code}")
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(leave(), timeout))
+    except Exception as exc:  # noqa: BLE001 - the restart still works, only slower
+        log.warning("could not remove the previous member %s from group %s (%s); the join waits for its "
+                    "session to time out", member_id, group, exc)
+        return None
+    log.warning("removed the previous member %s of this data directory from group %s", member_id, group)
+    return member_id
+
+
 class OutputIndex:
     """What the output topics hold, as a multiset of (topic, value), read incrementally so that
     building many shards does not re-read the topics each time."""
@@ -158,6 +224,24 @@ class Broadcast:
 
     messages: list[tuple[str, bytes]] = field(default_factory=list)
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
+    # Where each message came from, ``(topic, partition, offset)``, parallel to ``messages``: a
+    # checkpoint records how far it applied each partition, since another process may read the
+    # partitions interleaved differently.
+    where: list[tuple[str, int, int]] = field(default_factory=list)
+
+    def positions(self, seen: int) -> dict[str, int]:
+        """``"topic/partition"`` -> the next offset not among the first ``seen`` messages."""
+        out: dict[str, int] = {}
+        for topic, partition, offset in self.where[:seen]:
+            key = f"{topic}/{partition}"
+            if offset + 1 > out.get(key, 0):
+                out[key] = offset + 1
+        return out
+
+    def applied(self, i: int, positions: dict[str, int]) -> bool:
+        """Whether message ``i`` is below ``positions`` (a checkpoint has applied it)."""
+        topic, partition, offset = self.where[i]
+        return offset < positions.get(f"{topic}/{partition}", 0)
 
 
 def apply_broadcast(topology: Topology, stage: CorrelateStage, topic: str, value: bytes):
@@ -181,6 +265,14 @@ def apply_broadcast(topology: Topology, stage: CorrelateStage, topic: str, value
 class Shard:
     stage: DetectStage | CorrelateStage
     next_offset: int
+    broadcast_seen: int = 0  # correlate shards: how many of Broadcast.messages the stage has applied
+    # Checkpointing (streams/checkpoint.py): when the last snapshot began, how many were taken
+    # (the slot on the checkpoint topic alternates), and whether one is being written.
+    snapshot_at: float = 0.0
+    snapshots: int = 0
+    snapshotting: bool = False
+    snapshot_offset: int = -1  # next_offset of the last snapshot begun: none is taken twice
+    publishing: int = 0  # broadcast outputs of this shard being handed to the producer: no snapshot meanwhile
 
 
 @dataclass
@@ -190,34 +282,52 @@ class Rebuilt:
     messages: int
     seconds: float
     broadcast_seen: int = 0  # how many broadcast messages the shard has applied
+    restored: str | None = None  # "local" or "kafka" when a checkpoint gave the state, then ``messages`` replayed
+    skipped: list = field(default_factory=list)  # checkpoints passed over: (store, SnapshotError)
 
 
-async def rebuild_detect(topology: Topology, bootstrap: str, topic: str, partition: int, until: int) -> Rebuilt:
-    """A detect shard for ``topic``/``partition`` as of offset ``until``."""
+async def rebuild_detect(topology: Topology, bootstrap: str, topic: str, partition: int, until: int,
+                         checkpoints: Checkpoints | None = None) -> Rebuilt:
+    """A detect shard for ``topic``/``partition`` as of offset ``until``: from the newest usable
+    checkpoint and the input after it, else from the partition's first offset."""
     started = time.monotonic()
-    stage = DetectStage(topology, lane=f"{topic}/{partition}")
+    found = await checkpoints.restore("detect", topic, partition, until, topology) if checkpoints else None
+    if found is not None and found.stage is not None:
+        stage, start = found.stage, found.meta.next_offset
+    else:
+        stage, start = DetectStage(topology, lane=f"{topic}/{partition}"), 0
     process = stage.processor(topic)
-    rows = await read_partitions(bootstrap, topic, [partition], until={partition: until})
+    rows = await read_partitions(bootstrap, topic, [partition], until={partition: until}, start={partition: start})
     for _, _, _, value in rows:
         try:
             process(value)  # its alerts are on aiops.alerts already: see the module's docstring
         except DecodeError:
             continue  # dead-lettered by the process that read it first
-    return Rebuilt(Shard(stage, until), [], len(rows), time.monotonic() - started)
+    return Rebuilt(Shard(stage, until), [], len(rows), time.monotonic() - started,
+                   restored=found.source if found and found.stage is not None else None,
+                   skipped=found.skipped if found else [])
 
 
 async def rebuild_correlate(topology: Topology, bootstrap: str, partition: int, until: int,
-                            broadcast: Broadcast, outputs: OutputIndex) -> Rebuilt:
+                            broadcast: Broadcast, outputs: OutputIndex, checkpoints: Checkpoints | None = None
+                            ) -> Rebuilt:
     """A correlate shard for ``aiops.alerts``/``partition`` as of offset ``until``: changes
     first (candidate causes must be known before the alerts they explain), then the alerts,
-    then approvals and silences, then the executor's results."""
+    then approvals and silences, then the executor's results. From a checkpoint, only the
+    alerts after it and the broadcast messages it had not applied."""
     started = time.monotonic()
     t = topology.topics
     await broadcast.loaded.wait()
-    stage = CorrelateStage(topology, load_runbook_index(topology))
-    rows = await read_partitions(bootstrap, t.alerts, [partition], until={partition: until})
+    found = await checkpoints.restore("correlate", t.alerts, partition, until, topology) if checkpoints else None
+    if found is not None and found.stage is not None:
+        stage, start, positions = found.stage, found.meta.next_offset, found.meta.broadcast
+    else:
+        stage, start, positions = CorrelateStage(topology, load_runbook_index(topology)), 0, {}
+    rows = await read_partitions(bootstrap, t.alerts, [partition], until={partition: until}, start={partition: start})
     outputs_: list[tuple[str, bytes, bytes]] = []
-    log_ = list(broadcast.messages)
+    log_ = [(topic, value) for i, (topic, value) in enumerate(list(broadcast.messages))
+            if not broadcast.applied(i, positions)]
+    seen = len(broadcast.messages)
     for topic, value in log_:
         if topic == t.changes:
             apply_broadcast(topology, stage, topic, value)
@@ -237,13 +347,15 @@ async def rebuild_correlate(topology: Topology, bootstrap: str, partition: int, 
             apply_broadcast(topology, stage, topic, value)
     missing = []
     if outputs_:
-        seen = await outputs.refresh()
+        seen_out = await outputs.refresh()
         for topic, key, value in outputs_:
-            if seen[(topic, value)] > 0:
-                seen[(topic, value)] -= 1
+            if seen_out[(topic, value)] > 0:
+                seen_out[(topic, value)] -= 1
             else:
                 missing.append((topic, key, value))
-    return Rebuilt(Shard(stage, until), missing, len(rows), time.monotonic() - started, broadcast_seen=len(log_))
+    return Rebuilt(Shard(stage, until), missing, len(rows), time.monotonic() - started, broadcast_seen=seen,
+                   restored=found.source if found and found.stage is not None else None,
+                   skipped=found.skipped if found else [])
 
 
 def encode_result(topology: Topology, res) -> list[tuple[str, bytes, bytes]]:

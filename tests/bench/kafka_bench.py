@@ -105,7 +105,7 @@ def _start_worker(topo_path: Path, bootstrap: str, log_dir: Path) -> tuple[subpr
     log = open(log_dir / f"worker-{topo_path.stem}.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "worker", "--topology", str(topo_path), "--bootstrap", bootstrap,
-         "--web-port", str(port), "--data-dir", str(log_dir / f"data-{topo_path.stem}")],
+         "--web-port", str(port), "--data-dir", str(log_dir / f"data-{topo_path.stem}"), *(["-v"] if os.environ.get("AIOPS_BENCH_VERBOSE") else [])],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     return proc, port
 
