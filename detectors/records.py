@@ -47,6 +47,11 @@ class SeriesKey:
     metric: str
     labels: Labels = ()
 
+    def __reduce__(self):
+        # One constructor call per key: a frozen slots dataclass otherwise unpickles through
+        # __setstate__ and object.__setattr__ per field, the bulk of restoring a large engine.
+        return (SeriesKey, (self.service, self.metric, self.labels))
+
     @property
     def id(self) -> str:
         """Human-readable unique id, e.g. ``checkout/http.server.duration.p95{host="a"}``."""
