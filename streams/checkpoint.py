@@ -154,6 +154,39 @@ def encode(meta: Meta, state: dict) -> bytes:
     return head + body + digest.digest()
 
 
+def write(path: Path, meta: Meta, state: dict) -> int:
+    """:func:`encode` straight into the file at ``path`` (fsynced), without the whole snapshot
+    in memory: the state is pickled into the file, its length patched into the header, and
+    the file read back for the checksum. Returns its size.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     p = Path(d) / "s"
+    ...     write(p, Meta("detect", "m", 0, 42), {"watermark": 1.5}) == len(p.read_bytes())
+    ...     p.read_bytes() == encode(Meta("detect", "m", 0, 42), {"watermark": 1.5})
+    True
+    True
+    """
+    header = orjson.dumps(meta.header())
+    head = MAGIC + struct.pack(">HI", FORMAT_VERSION, len(header)) + header
+    with open(path, "w+b") as f:
+        f.write(head + b"\0" * 8)
+        pickle.dump(state, f, protocol=5)
+        end = f.tell()
+        f.seek(len(head))
+        f.write(struct.pack(">Q", end - len(head) - 8))
+        f.flush()
+        f.seek(0)
+        digest = hashlib.sha256()
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+        f.seek(end)
+        f.write(digest.digest())
+        f.flush()
+        os.fsync(f.fileno())
+        return end + 32
+
+
 def read_meta(blob: bytes) -> Meta:
     """The header alone, checked for shape but not against the checksum (listing only)."""
     return _parse(blob, verify=False)[0]
@@ -273,12 +306,17 @@ class LocalStore:
         return self._dir(topic, partition) / f"{next_offset:020d}.{token}.pending"
 
     def write_pending(self, path: Path, blob: bytes) -> None:
-        """Write and fsync ``blob``; called in the snapshot's child process."""
+        """Write and fsync ``blob``."""
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as f:
             f.write(blob)
             f.flush()
             os.fsync(f.fileno())
+
+    def write_state(self, path: Path, meta: Meta, state: dict) -> None:
+        """Pickle ``state`` into a snapshot at ``path``; called in the snapshot's child process."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path, meta, state)
 
     def commit(self, pending: Path) -> Path:
         """The pending file becomes a snapshot a restart may use; older ones beyond ``keep`` go."""
@@ -438,7 +476,7 @@ class Checkpoints:
         shard.snapshot_at = self._clock()
         shard.snapshot_offset = meta.next_offset
         if not hasattr(os, "fork"):  # no copy-on-write here: write in line, and say what it costs
-            self.store.write_pending(pending, encode(meta, state_of(shard.stage, kind)))
+            self.store.write_state(pending, meta, state_of(shard.stage, kind))
             shard.snapshotting = True
             self._inflight[-self._token] = _InFlight(shard, meta, pending, self._clock())
             return
@@ -446,7 +484,7 @@ class Checkpoints:
         if pid == 0:  # the child: no asyncio, no logging, no Kafka; write and leave
             code = 1
             try:
-                self.store.write_pending(pending, encode(meta, state_of(shard.stage, kind)))
+                self.store.write_state(pending, meta, state_of(shard.stage, kind))
                 code = 0
             finally:
                 os._exit(code)
@@ -561,4 +599,4 @@ class Checkpoints:
 
 
 __all__ = ["Checkpoints", "Corrupt", "Found", "FORMAT_VERSION", "LocalStore", "Meta", "SnapshotError", "Unreadable", "assemble", "chunks",
-           "decode", "encode", "read_meta", "stage_from", "state_of"]
+           "decode", "encode", "read_meta", "stage_from", "state_of", "write"]
