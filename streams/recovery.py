@@ -28,9 +28,12 @@ outside the group and its commits, and replays them into each shard it builds; w
 them computes is compared with the output topics, and what is missing (the process that
 applied them died before its producer flushed) is sent.
 
-The cost is one pass over a partition's retained history when the shard is built. That is fine
-for the retention an AIOps pipeline keeps on its alert topic; for months of raw telemetry,
-shorten the telemetry topics' retention (the detectors converge within their warm-up anyway).
+Without checkpoints the cost is one pass over a partition's retained history when the shard is
+built. With them (:mod:`streams.checkpoint`), a shard starts from the newest snapshot that
+covers no more than the offset it is built for, and only the input after the snapshot is
+replayed; the rules above are unchanged, since a restored shard is exactly the shard a rebuild
+up to the snapshot's offset would have made. A correlate shard's snapshot records how far it
+applied each operator-topic partition, and only what lies beyond is applied after restoring.
 """
 from __future__ import annotations
 

@@ -35,12 +35,16 @@ _TIME = re.compile(rb'"(timeUnixNano|startTimeUnixNano)":"(\d+)"')
 
 def _scrape(port: int) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out = {"points": 0.0, "lag": 0.0}
+    out = {"points": 0.0, "lag": 0.0, "snapshots": 0.0, "snapshot_s": 0.0}
     for line in text.splitlines():
         if line.startswith("aiops_input_points_total "):
             out["points"] = float(line.split()[1])
         elif line.startswith("aiops_consumer_lag{"):
             out["lag"] += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("aiops_checkpoints_written_total{"):
+            out["snapshots"] += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("aiops_checkpoint_write_seconds_total{"):
+            out["snapshot_s"] += float(line.rsplit(" ", 1)[1])
     return out
 
 
@@ -85,9 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap = external or broker.bootstrap
         topo_path = private_topology(tmp)
         topo = load_topology(topo_path)
+        interval = topo.worker.checkpoint_interval.total_seconds()
         ensure_topics(bootstrap, topo.topics.all(), partitions=topo.topics.partitions)
         proc, port = _start_worker(topo_path, bootstrap, tmp)
         samples: list[tuple[float, float, float, float, int]] = []  # t, rss, lag, points, produced
+        last_scrape: dict[str, float] = {"snapshots": 0.0, "snapshot_s": 0.0}
         ok = True
         try:
             _wait_assigned(port, topo.topics.metrics, proc)
@@ -110,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 if now >= next_sample:
                     producer.flush()
                     m = _scrape(port)
+                    last_scrape.update(m)
                     samples.append((now - t0, _rss_mib(proc.pid), m["lag"], m["points"], produced))
                     prev = samples[-2] if len(samples) > 1 else None
                     pps = (m["points"] - prev[3]) / (samples[-1][0] - prev[0]) if prev else 0.0
@@ -136,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
           f"MiB, slope {slope:+.2f} MiB/min")
     print(f"  lag: max {arr[:, 2].max():.0f} messages, last {arr[-1, 2]:.0f} "
           f"({'still growing: the worker did not keep up' if growing else 'bounded'})")
+    print(f"  checkpoints (every {interval:.0f} s, 0 = off): "
+          f"{last_scrape['snapshots']:.0f} snapshots written, {last_scrape['snapshot_s']:.1f} s in their child processes")
     return 0 if ok and not growing else 1
 
 
