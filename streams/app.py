@@ -17,6 +17,7 @@ from detectors.config import parse_duration
 from detectors.records import Heartbeat, rfc3339, stable_hash
 from streams import codec, kafka_security
 from streams import metrics as m
+from streams.checkpoint import Checkpoints, Corrupt, LocalStore, Meta
 from streams.config import Topology
 from streams.http_auth import UNCONFIGURED, Authenticator
 from streams.ingest import DecodeError
@@ -24,7 +25,6 @@ from streams.ingest.external import decode_external
 from streams.ingest.redact import Redactor
 from streams.live_config import Applied, LiveConfig, Refused
 from streams.pipeline import CorrelateStage, DetectResult, DetectStage, correlation_keys, load_runbook_index
-from streams.checkpoint import Checkpoints, Corrupt, LocalStore, Meta
 from streams.recovery import (Broadcast, OutputIndex, Rebuilt, Shard, apply_broadcast, encode_result, follow,
                               leave_for_dead_member, read_partitions, rebuild_correlate, rebuild_detect,
                               remember_member)

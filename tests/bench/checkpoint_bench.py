@@ -97,23 +97,28 @@ def snapshot_child(n_series: int, out_dir: str, bootstrap: str) -> None:
         topic = f"bench-ckpt-{os.getpid()}"
         ensure_topics(bootstrap, [topic])
         producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=5, max_request_size=2 << 20)
-        for key, value in sent:
-            producer.send(topic, value, key=key, partition=0)
+        futures = [producer.send(topic, value, key=key, partition=0) for key, value in sent]
         producer.flush(600)
         producer.close()
+        failed = [f.exception for f in futures if f.failed()]
+        if failed:
+            print(f"{len(failed)} of {len(futures)} chunks not produced: {failed[0]!r}", file=sys.stderr)
         t0 = time.perf_counter()
         rows = asyncio.run(read_partitions(bootstrap, topic, [0]))
-        [(_, blob)] = ck.assemble([(k, v) for _, _, k, v in rows], "m", 0)
-        meta, state = ck.decode(blob)
-        ck.stage_from("detect", state, topo)
-        kafka_s = time.perf_counter() - t0
+        whole = ck.assemble([(k, v) for _, _, k, v in rows], "m", 0)
+        if whole:
+            meta, state = ck.decode(whole[0][1])
+            ck.stage_from("detect", state, topo)
+            kafka_s = time.perf_counter() - t0
+        else:
+            print(f"read back {len(rows)} of {len(sent)} chunks: no whole snapshot", file=sys.stderr)
     print(f"RESULT {n_series} {rss} {stall} {written} {dirty} {size} {local_s} {kafka_s}")
 
 
 def snapshot_figures(n_series: int, bootstrap: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="aiops-ckbench-") as d:
         out = subprocess.run([sys.executable, "-m", "tests.bench.checkpoint_bench", "--child", str(n_series), d,
-                              bootstrap], check=True, capture_output=True, text=True, cwd=REPO).stdout
+                              bootstrap], check=True, stdout=subprocess.PIPE, text=True, cwd=REPO).stdout
     line = next(x for x in out.splitlines() if x.startswith("RESULT "))
     n, rss, stall, written, dirty, size, local_s, kafka_s = line.split()[1:]
     return {"series": int(n), "rss_mib": int(rss) / 1024, "stall_s": float(stall), "written_s": float(written),
@@ -166,7 +171,12 @@ def main() -> None:
     n_series = int(os.environ.get("AIOPS_BENCH_SNAPSHOT_SERIES", "1000000"))
     reps = int(os.environ.get("AIOPS_BENCH_REPS", "5"))
     with tempfile.TemporaryDirectory(prefix="aiops-ckbench-") as d, bench_broker(Path(d)) as (bootstrap, _):
-        s = snapshot_figures(n_series, bootstrap)
+        # The checkpoint topic at the bench's Kafka size: the embedded tansu broker takes a
+        # 1M-series snapshot (808 MiB) at about 3.5 MiB/s, so its produce times out there.
+        n_kafka = min(n_series, int(os.environ.get("AIOPS_BENCH_KAFKA_SERIES", "100000")))
+        s = snapshot_figures(n_series, "" if n_kafka < n_series else bootstrap)
+        if n_kafka < n_series:
+            s["restore_kafka_s"] = snapshot_figures(n_kafka, bootstrap)["restore_kafka_s"]
         print(f"   {s['series']:,} series of detector state: stage RSS {s['rss_mib']:,.0f} MiB (baseline), "
               f"snapshot {s['size_mib']:,.0f} MiB")
         print(f"   event loop stopped for the fork:     {s['stall_s'] * 1000:,.1f} ms")
@@ -174,7 +184,8 @@ def main() -> None:
               f"(child's own memory {s['child_private_mib']:,.0f} MiB = {s['child_private_mib'] / s['rss_mib']:.2f} "
               f"of the stage's RSS)")
         print(f"   restore, local file:                 {s['restore_local_s']:,.1f} s")
-        print(f"   restore, from the checkpoint topic:  {s['restore_kafka_s']:,.1f} s")
+        print(f"   restore, from the checkpoint topic:  {s['restore_kafka_s']:,.1f} s"
+              + (f" (for {n_kafka:,} series)" if n_kafka < n_series else ""))
         bulk, _, _ = _data(reps)
         from streams.config import load_topology
         from streams.pipeline import DetectStage

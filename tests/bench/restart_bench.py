@@ -11,7 +11,9 @@ restore, replay of the uncommitted input and the backlog all included.
 Baseline, same run: the same with checkpoints off (``worker.checkpoint_interval: 0``), which
 rebuilds every shard from the partition's first offset, as before checkpoints.
 
-``AIOPS_BENCH_RESTART`` picks the runs, e.g. ``1,12`` or ``1,4,12,off1,off12`` (the default).
+``AIOPS_BENCH_RESTART`` picks the runs, e.g. ``1,12`` or ``1,4,12,off1,off12`` (the default);
+``elsewhereN`` starts the new worker on an empty data directory (another node: it restores from
+the checkpoint topic, and cannot remove the dead member, so the join waits out its session).
 """
 from __future__ import annotations
 
@@ -144,7 +146,10 @@ class Heartbeats:
         self._thread.join(10)
 
 
-def restart_once(bootstrap: str, tmp: Path, factor: int, checkpoints: bool, messages: list[tuple[bytes, float]]) -> dict:
+def restart_once(bootstrap: str, tmp: Path, factor: int, checkpoints: bool, messages: list[tuple[bytes, float]],
+                 elsewhere: bool = False) -> dict:
+    """``elsewhere``: the new worker starts on an empty data directory, as on another node: no
+    local snapshot, and no record of the dead member to remove from the group."""
     overrides = {} if checkpoints else {"worker": {"checkpoint_interval": "0s"}}
     topo_path = private_topology(tmp, **overrides)
     if not checkpoints:  # private_topology replaced worker: keep the group id it set
@@ -183,7 +188,9 @@ def restart_once(bootstrap: str, tmp: Path, factor: int, checkpoints: bool, mess
         first.send_signal(signal.SIGKILL)
         killed = time.time()
         first.wait()
-        second, port2 = _start_worker(topo_path, bootstrap, tmp)
+        second_dir = tmp / "elsewhere" if elsewhere else tmp
+        second_dir.mkdir(exist_ok=True)
+        second, port2 = _start_worker(topo_path, bootstrap, second_dir)
         started = time.time()
         last_before = max((t for w, t in list(live.sent) if w < started), default=0.0)
         while (at := beats.first_after(started, last_before)) is None:
@@ -199,7 +206,7 @@ def restart_once(bootstrap: str, tmp: Path, factor: int, checkpoints: bool, mess
             first.kill()
         if second is not None:
             _stop(second)
-    log = (tmp / f"worker-{topo_path.stem}.log").read_text(errors="replace")
+    log = (second_dir / f"worker-{topo_path.stem}.log").read_text(errors="replace")
     replayed = [int(n) for n in re.findall(r"then (\d+) messages replayed", log)]
     print(f"   (killed at {time.strftime('%H:%M:%S', time.localtime(killed))}.{int(killed % 1 * 1000):03d}, "
           f"new telemetry out at +{at - killed:.1f} s)", flush=True)
@@ -209,21 +216,23 @@ def restart_once(bootstrap: str, tmp: Path, factor: int, checkpoints: bool, mess
 
 def main() -> None:
     runs = os.environ.get("AIOPS_BENCH_RESTART", "1,4,12,off1,off12").split(",")
-    factors = [int(r.removeprefix("off")) for r in runs]
+    factors = [int(r.removeprefix("off").removeprefix("elsewhere")) for r in runs]
     messages = stream(RETAINED_1X * max(factors) + int(LIVE_RATE * 600))
     results = {}
     keep = os.environ.get("AIOPS_BENCH_KEEP")
     with (contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory(prefix="aiops-rbench-")) as d, bench_broker(Path(d)) as (bootstrap, _):
         for run in runs:
-            factor, on = int(run.removeprefix("off")), not run.startswith("off")
+            elsewhere = run.startswith("elsewhere")
+            factor, on = int(run.removeprefix("off").removeprefix("elsewhere")), not run.startswith("off")
             tmp = Path(d) / run
             tmp.mkdir()
-            r = restart_once(bootstrap, tmp, factor, on, messages)
+            r = restart_once(bootstrap, tmp, factor, on, messages, elsewhere)
             results[run] = r
-            print(f"   {factor:>2}x history ({r['history']:,} messages), checkpoints {'on ' if on else 'off'}: "
+            where = ", on another node" if elsewhere else ""
+            print(f"   {factor:>2}x history ({r['history']:,} messages), checkpoints {'on ' if on else 'off'}{where}: "
                   f"restart {r['restart_s']:.1f} s; shards from {', '.join(f'{k} {v:.0f}' for k, v in r['restored'].items() if v)}; "
                   f"replayed {r['replayed']} messages", flush=True)
-    on = {int(k): v["restart_s"] for k, v in results.items() if not k.startswith("off")}
+    on = {int(k): v["restart_s"] for k, v in results.items() if k.isdigit()}
     if len(on) > 1:
         lo, hi = min(on), max(on)
         print(f"   restart {hi}x / {lo}x history, checkpoints on: {on[hi] / on[lo]:.2f}")
