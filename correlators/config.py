@@ -98,8 +98,9 @@ class SuspectEdgeSettings(Frozen):
     of its own running out) began shortly after another open incident's root cause ``B`` and no
     declared path links them, the call ``A -> B`` is suspected: both incidents name it
     (``suspected_edges``), and with ``merge`` the caller's alerts join ``B``'s incident instead,
-    ranked as if the call were declared. The rules are in
-    :func:`correlators.rca.suspect_missing_edge`.
+    ranked as if the call were declared. Only one such ``B`` may exist: when several failing
+    services could each explain ``A``, nothing singles one out and no call is suspected. The
+    rules are in :func:`correlators.rca.suspect_missing_edge`.
     """
 
     enabled: bool = True
