@@ -136,16 +136,17 @@ def cmd_worker(args) -> int:
 
 def _check_config(path: Path):
     """``(text, topology)`` of the file, or ``(None, ConfigError)`` when it does not validate."""
-    from streams.config import ConfigError, parse_topology_text
+    from streams.config import ConfigError, parse_topology_text, read_capped
 
     try:
-        text = path.read_text()
+        data = read_capped(path)
     except OSError as exc:
         return None, ConfigError(str(path), [("", f"cannot read the file: {exc.strerror}")])
     try:
-        return text, parse_topology_text(text, str(path))
+        topo = parse_topology_text(data, str(path))
     except ConfigError as exc:
         return None, exc
+    return data.decode("utf-8-sig"), topo  # valid, so UTF-8
 
 
 def watch_config(path: Path, push, *, interval: float, sleep, err=sys.stderr, rounds: int | None = None) -> None:

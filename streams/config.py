@@ -5,18 +5,17 @@ the path inside it and what was expected, and nothing is returned.
 """
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from correlators.config import CorrelationSettings, ServiceSpec, dependency_graph
-from detectors.config import Duration, Frozen, parse_duration
+from detectors.config import DidYouMean, Duration, Frozen, parse_duration, show
 from remediators.config import RemediationSettings, TicketSettings
 from streams.ingest.redact import DEFAULT_RULES, check_custom_pattern
+from streams.safe_yaml import MAX_BYTES, YamlSyntaxError, format_path, load_yaml
 
 
 class TopicSettings(Frozen):
@@ -169,7 +168,7 @@ def _reference_problems(data: dict) -> list[tuple[str, str]]:
     services = data.get("services")
     if not isinstance(services, dict):
         return problems
-    names = [str(n) for n in services]
+    hints = DidYouMean(str(n) for n in services)
     for name, spec in services.items():
         deps = spec.get("depends_on") if isinstance(spec, dict) else None
         if not isinstance(deps, list):
@@ -179,7 +178,7 @@ def _reference_problems(data: dict) -> list[tuple[str, str]]:
             if not isinstance(dep, str):
                 continue
             if dep not in services:
-                problems.append((where, _unknown("service", dep, names)))
+                problems.append((where, f"unknown service {show(dep)}{hints.suggest(dep)}"))
             elif dep == name:
                 problems.append((where, "a service cannot depend on itself"))
     policies = (data.get("remediation") or {}).get("policies") if isinstance(data.get("remediation"), dict) else None
@@ -192,12 +191,6 @@ def _reference_problems(data: dict) -> list[tuple[str, str]]:
                     problems.append((format_path(("remediation", "policies", i, "name")), f"duplicate policy name '{pname}'"))
                 seen.add(pname)
     return problems
-
-
-def _unknown(what: str, got: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(got, choices, n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return f"unknown {what} '{got}'{hint}"
 
 
 _SECRET_KEY = re.compile(r"(password|passwd|secret|token|api[_-]?key|routing[_-]?key|credential)s?$", re.I)
@@ -213,16 +206,6 @@ class ConfigError(Exception):
         lines = [f"{source}: {n} problem{'s' if n != 1 else ''}"]
         lines += [f"  {path}: {msg}" if path else f"  {msg}" for path, msg in problems]
         super().__init__("\n".join(lines))
-
-
-def format_path(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
 
 
 def _describe(err: dict) -> str:
@@ -253,40 +236,55 @@ def _find_inline_secrets(node: Any, loc: tuple = ()) -> list[tuple[str, str]]:
     return found
 
 
-def parse_topology(data: Any, source: str = "topology.yaml") -> Topology:
-    """Validate already-parsed YAML. Raises :class:`ConfigError` listing every problem."""
+def parse_topology(data: Any, source: str = "topology.yaml", *, yaml_problems: list[tuple[str, str]] = (),
+                   refused: list[tuple] = ()) -> Topology:
+    """Validate already-parsed YAML. Raises :class:`ConfigError` listing every problem.
+
+    ``yaml_problems`` and ``refused`` come from :func:`streams.safe_yaml.load_yaml`: what the
+    reader refused is reported with the rest, and a refused node (read as null) is not reported a
+    second time by the fields under it."""
     if not isinstance(data, dict):
-        raise ConfigError(source, [("", f"expected a mapping at the top level (got {type(data).__name__})")])
+        raise ConfigError(source, [*yaml_problems, ("", f"expected a mapping at the top level (got {type(data).__name__})")])
     secrets = _find_inline_secrets(data)
     problems: list[tuple[str, str]] = []
     try:
         topo = Topology.model_validate(data)
     except ValidationError as exc:
-        problems = [(format_path(err["loc"]), _describe(err)) for err in exc.errors()]
+        problems = [(format_path(err["loc"]), _describe(err)) for err in exc.errors()
+                    if not _under_any(err["loc"], refused)]
         topo = None
-    problems = secrets + _reference_problems(data) + problems
+    problems = [*yaml_problems, *secrets, *_reference_problems(data), *problems]
     if problems:
         raise ConfigError(source, problems)
     return topo
+
+
+def _under_any(loc: tuple, prefixes: list[tuple]) -> bool:
+    return any(loc[:len(p)] == p for p in prefixes)
 
 
 def load_topology(path: str | Path) -> Topology:
     """Read and validate a topology file. Raises :class:`ConfigError`; never returns a partial config."""
     path = Path(path)
     try:
-        text = path.read_text()
+        data = read_capped(path)
     except OSError as exc:
         raise ConfigError(str(path), [("", f"cannot read the file: {exc.strerror}")]) from None
-    return parse_topology_text(text, str(path))
+    return parse_topology_text(data, str(path))
 
 
-def parse_topology_text(text: str, source: str = "topology.yaml") -> Topology:
-    """Validate a topology file's text (the same checks as :func:`load_topology`; the live
-    config topic carries the text). Raises :class:`ConfigError`."""
+def read_capped(path: Path) -> bytes:
+    """The file's bytes, reading at most one byte past :data:`MAX_BYTES` (enough to refuse it):
+    a 10 GB file or /dev/zero is refused, not read into memory."""
+    with open(path, "rb") as f:
+        return f.read(MAX_BYTES + 1)
+
+
+def parse_topology_text(text: str | bytes, source: str = "topology.yaml") -> Topology:
+    """Validate a topology file's text or bytes (the same checks as :func:`load_topology`; the
+    live config topic carries the text). Raises :class:`ConfigError`."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(source, [("", f"{where}invalid YAML: {getattr(exc, 'problem', exc)}")]) from None
-    return parse_topology(data, source)
+        doc = load_yaml(text)
+    except YamlSyntaxError as exc:
+        raise ConfigError(source, [exc.problem]) from None
+    return parse_topology(doc.data, source, yaml_problems=doc.problems, refused=doc.refused)
