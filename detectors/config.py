@@ -30,6 +30,27 @@ def show(value: Any, limit: int = 60) -> str:
 MAX_DURATION_SECONDS = 3650 * 86400
 
 
+def show(value: Any, limit: int = 60) -> str:
+    """``repr`` of a value from the file, cut to ``limit`` characters: a problem report stays
+    readable whatever the file holds.
+
+    >>> show("x" * 100, 10)
+    "'xxxxxxxx…"
+    """
+    r = repr(value)
+    return r if len(r) <= limit else r[:limit - 1] + "…"
+
+
+# Ten years: longer than any wait, window or retention here needs, and far inside what timedelta
+# (and the float seconds the core computes with) can hold, so no duration overflows downstream.
+MAX_DURATION_SECONDS = 3650 * 86400
+
+# The validation context of a file's contents (``Model.model_validate(data, strict=True,
+# context=FROM_FILE)``): a file is held to what its reader can check by eye, code that builds
+# settings in Python is not.
+FROM_FILE = {"from_file": True}
+
+
 def parse_duration(value: Any) -> timedelta:
     """Accept ``30s``, ``5m``, ``1.5h``, ``2d``, ``250ms`` or a number of seconds, up to ten years.
 
@@ -57,16 +78,15 @@ def parse_duration(value: Any) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def parse_config_duration(value: Any) -> timedelta:
-    """A duration written in a file: as :func:`parse_duration`, but with a unit. ``group_wait: 30``
+def parse_config_duration(value: Any, info: ValidationInfo | None) -> timedelta:
+    """A duration setting: as :func:`parse_duration`, but in a file it needs a unit. ``group_wait: 30``
     could mean seconds or minutes; a reader of the file should not have to guess.
 
-    >>> parse_config_duration(30)
-    Traceback (most recent call last):
-    ...
-    ValueError: expected a duration with a unit, such as '30s' or '5m' (got 30)
+    >>> parse_config_duration(30, None).total_seconds()
+    30.0
     """
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if (info is not None and info.context and info.context.get("from_file")
+            and isinstance(value, (int, float)) and not isinstance(value, bool)):
         raise ValueError(f"expected a duration with a unit, such as '30s' or '5m' (got {show(value)})")
     return parse_duration(value)
 
@@ -133,12 +153,44 @@ class DidYouMean:
         return hint
 
 
+class DidYouMean:
+    """Suggestions for unknown names, at a bounded cost.
+
+    One difflib suggestion compares the name with every choice, each comparison costing up to the
+    product of the two lengths. A file with thousands of unknown names and thousands of choices
+    would make that quadratic and validation would hang, so suggestions stop once ``budget``
+    (the sum of those products, about a quarter of a microsecond each) is spent, and skip names
+    longer than ``max_len``; the problems themselves are all still reported.
+
+    >>> s = DidYouMean(["payments", "orders"])
+    >>> s.suggest("payment"), s.suggest("x" * 500)
+    (" (did you mean 'payments'?)", '')
+    """
+
+    def __init__(self, choices, *, budget: int = 2_000_000, max_len: int = 64):
+        self.choices = [c for c in choices if isinstance(c, str) and len(c) <= max_len]
+        self._total_len = sum(len(c) for c in self.choices)
+        self.budget, self.max_len = budget, max_len
+        self._memo: dict[str, str] = {}
+
+    def suggest(self, name: str) -> str:
+        if not isinstance(name, str) or len(name) > self.max_len:
+            return ""
+        if name in self._memo:
+            return self._memo[name]
+        cost = max(len(name), 1) * self._total_len
+        if cost > self.budget:
+            return ""
+        self.budget -= cost
+        close = difflib.get_close_matches(name, self.choices, n=1)
+        self._memo[name] = hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return hint
+
+
 def unknown_params_message(model: str, unknown: list[str], known: list[str]) -> str:
     """``robust: unknown param 'alpah' (did you mean 'alpha'?); known: [...]``"""
-    names = []
     hints = DidYouMean(known)
-    for name in unknown[:20]:
-        names.append(show(name) + hints.suggest(name))
+    names = [show(name) + hints.suggest(name) for name in unknown[:20]]
     if len(unknown) > 20:
         names.append(f"and {len(unknown) - 20} more")
     return f"{model}: unknown param{'s' if len(names) > 1 else ''} {', '.join(names)}; known: {sorted(known)}"

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from correlators.config import CorrelationSettings, ServiceSpec, dependency_graph
-from detectors.config import DidYouMean, Duration, Frozen, parse_duration, show
+from detectors.config import FROM_FILE, DidYouMean, Duration, Frozen, parse_duration, show
 from remediators.config import RemediationSettings, TicketSettings
 from streams.ingest.redact import DEFAULT_RULES, check_custom_pattern
 from streams.safe_yaml import MAX_BYTES, YamlSyntaxError, format_path, load_yaml
@@ -248,7 +248,8 @@ def parse_topology(data: Any, source: str = "topology.yaml", *, yaml_problems: l
     secrets = _find_inline_secrets(data)
     problems: list[tuple[str, str]] = []
     try:
-        topo = Topology.model_validate(data)
+        # strict: YAML already typed every scalar, so `tier: true` is a mistake, not a 1.
+        topo = Topology.model_validate(data, strict=True, context=FROM_FILE)
     except ValidationError as exc:
         problems = [(format_path(err["loc"]), _describe(err)) for err in exc.errors()
                     if not _under_any(err["loc"], refused)]
