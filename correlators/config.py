@@ -14,17 +14,6 @@ from detectors.config import Duration, Frozen, parse_duration
 ServiceKind = Literal["service", "datastore", "queue", "gateway", "external", "host"]
 
 
-class ServiceSpec(Frozen):
-    depends_on: list[str] = Field(default_factory=list)  # the services this one calls
-    owner: str | None = None
-    tier: int = Field(default=2, ge=1, le=4)  # 1 is the most critical
-    kind: ServiceKind = "service"
-    entrypoint: bool = False  # serves end users directly; failures here are user-visible
-    # Nodes serving the service, by their `host.name`; each sends its own series (a load-balanced pool).
-    instances: list[str] = Field(default_factory=list)
-    description: str = ""
-
-
 # An id that goes into keys, logs, URLs and table cells as it is: no spaces, no newlines, no markup.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -70,6 +59,42 @@ def _aware_time(value: Any) -> Any:
 Id = Annotated[str, AfterValidator(check_id)]
 Text = Annotated[str, Field(max_length=1000), AfterValidator(check_text)]
 AwareTime = Annotated[datetime, BeforeValidator(_aware_time)]
+
+
+# Service and host names reach metric labels, incident titles, tickets, the board's HTML and runbook
+# arguments: letters, digits and . _ - only, starting with a letter or digit, as Kubernetes and
+# OpenTelemetry's service.name conventions write them. An empty name, a newline or markup in one is
+# a mistake (or an injection), never a real service.
+SERVICE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+def check_service_name(value: str) -> str:
+    """
+    >>> check_service_name("orders-db")
+    'orders-db'
+    >>> check_service_name("<b>web</b>")
+    Traceback (most recent call last):
+    ...
+    ValueError: expected a name of letters, digits, '.', '_' and '-' (at most 128, starting with a letter or digit) (got '<b>web</b>')
+    """
+    if not isinstance(value, str) or not re.fullmatch(SERVICE_NAME_PATTERN, value):
+        raise ValueError("expected a name of letters, digits, '.', '_' and '-' (at most 128, starting with a letter "
+                         f"or digit) (got {value!r:.60})")
+    return value
+
+
+ServiceName = Annotated[str, AfterValidator(check_service_name)]
+
+
+class ServiceSpec(Frozen):
+    depends_on: list[str] = Field(default_factory=list)  # the services this one calls
+    owner: Text | None = None
+    tier: int = Field(default=2, ge=1, le=4)  # 1 is the most critical
+    kind: ServiceKind = "service"
+    entrypoint: bool = False  # serves end users directly; failures here are user-visible
+    # Nodes serving the service, by their `host.name`; each sends its own series (a load-balanced pool).
+    instances: list[ServiceName] = Field(default_factory=list)
+    description: Text = ""
 
 
 class Silence(Frozen):

@@ -8,7 +8,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -92,6 +92,30 @@ def parse_config_duration(value: Any, info: ValidationInfo | None) -> timedelta:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_config_duration)]
+
+
+# Kafka's own rule for topic names (kafka.common.internals.Topic): at most 249 of these characters,
+# and not "." or "..". A name such as "aiops/../x" would otherwise reach the broker, or a path.
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+def check_topic_name(value: str) -> str:
+    """A legal Kafka topic name.
+
+    >>> check_topic_name("aiops.alerts")
+    'aiops.alerts'
+    >>> check_topic_name("aiops/../alerts")
+    Traceback (most recent call last):
+    ...
+    ValueError: expected a Kafka topic name: 1 to 249 letters, digits, '.', '_' or '-', not '.' or '..' (got 'aiops/../alerts')
+    """
+    if not _TOPIC.match(value) or value in (".", ".."):
+        raise ValueError("expected a Kafka topic name: 1 to 249 letters, digits, '.', '_' or '-', not '.' or '..' "
+                         f"(got {show(value)})")
+    return value
+
+
+TopicName = Annotated[str, AfterValidator(check_topic_name)]
 
 
 class Frozen(BaseModel):

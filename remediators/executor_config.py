@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, field_validator
 
-from detectors.config import Duration, Frozen, parse_duration
+from detectors.config import Duration, Frozen, TopicName, parse_duration
 
 # No spaces, quotes, globs, `$`, `;`, `|`, `&`, backticks, redirections or newlines. A value may
 # still start with '-' under this pattern; that is refused separately, whatever the pattern.
@@ -141,7 +141,7 @@ class KubernetesSettings(Frozen):
 
 
 class KafkaSettings(Frozen):
-    allowed_topics: list[str] = Field(default_factory=list)
+    allowed_topics: list[TopicName] = Field(default_factory=list)
     bootstrap: str | None = None  # None: the executor's own bootstrap servers
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from detectors.config import Duration, Frozen, parse_duration
+from detectors.config import Duration, Frozen, TopicName, parse_duration
 Priority = Literal["P1", "P2", "P3", "P4"]  # as in remediators.config, which imports this module
 
 _ENV_REF = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)$")
@@ -137,7 +137,7 @@ class DeliverySettings(Frozen):
     pagerduty: PagerDutySink | None = None
     webhook: WebhookSink | None = None
     retry: RetrySettings = Field(default_factory=RetrySettings)
-    ledger_topic: str = "aiops.ticket-ledger"  # compacted; incident id -> tracker ticket id
+    ledger_topic: TopicName = "aiops.ticket-ledger"  # compacted; incident id -> tracker ticket id
     group_id: str = "aiops-tickets"
 
     def sink(self, name: str):

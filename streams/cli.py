@@ -48,7 +48,11 @@ def _load(path: Path):
 
 
 def cmd_validate(args) -> int:
+    from streams.config import topology_warnings
+
     topo = _load(args.topology)
+    for path, msg in topology_warnings(topo):
+        print(f"{args.topology}: {path}: {msg}", file=sys.stderr)
     n_edges = sum(len(s.depends_on) for s in topo.services.values())
     print(f"{args.topology}: ok ({len(topo.services)} services, {n_edges} dependencies, "
           f"{len(topo.detectors.rules)} detector rules, {len(topo.remediation.policies)} policies)")

@@ -11,29 +11,29 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
-from correlators.config import CorrelationSettings, ServiceSpec, dependency_graph
-from detectors.config import FROM_FILE, DidYouMean, Duration, Frozen, parse_duration, show
+from correlators.config import CorrelationSettings, ServiceName, ServiceSpec, dependency_graph
+from detectors.config import FROM_FILE, DidYouMean, Duration, Frozen, TopicName, parse_duration, show
 from remediators.config import RemediationSettings, TicketSettings
 from streams.ingest.redact import DEFAULT_RULES, check_custom_pattern
 from streams.safe_yaml import MAX_BYTES, YamlSyntaxError, format_path, load_yaml
 
 
 class TopicSettings(Frozen):
-    metrics: str = "telemetry.metrics"
-    logs: str = "telemetry.logs"
-    traces: str = "telemetry.traces"  # OTLP/JSON spans: request, error and duration series, the learned call graph
-    alerts: str = "aiops.alerts"
-    incidents: str = "aiops.incidents"
-    actions: str = "aiops.actions"
-    tickets: str = "aiops.tickets"
-    deadletter: str = "aiops.deadletter"
-    control: str = "aiops.control"  # approvals from operators (and, later, silences)
-    changes: str = "telemetry.changes"  # deploys, config changes, scaling: candidate causes
-    config: str = "aiops.config"  # live config: topology.yaml pushed by `aiops config push` (compacted, one key)
+    metrics: TopicName = "telemetry.metrics"
+    logs: TopicName = "telemetry.logs"
+    traces: TopicName = "telemetry.traces"  # OTLP/JSON spans: request, error and duration series, the learned call graph
+    alerts: TopicName = "aiops.alerts"
+    incidents: TopicName = "aiops.incidents"
+    actions: TopicName = "aiops.actions"
+    tickets: TopicName = "aiops.tickets"
+    deadletter: TopicName = "aiops.deadletter"
+    control: TopicName = "aiops.control"  # approvals from operators (and, later, silences)
+    changes: TopicName = "telemetry.changes"  # deploys, config changes, scaling: candidate causes
+    config: TopicName = "aiops.config"  # live config: topology.yaml pushed by `aiops config push` (compacted, one key)
     # Webhook payloads of other alerting tools, exactly as they were POSTed (streams/ingest/external.py).
-    alerts_alertmanager: str = "alerts.alertmanager"
-    alerts_datadog: str = "alerts.datadog"
-    alerts_newrelic: str = "alerts.newrelic"
+    alerts_alertmanager: TopicName = "alerts.alertmanager"
+    alerts_datadog: TopicName = "alerts.datadog"
+    alerts_newrelic: TopicName = "alerts.newrelic"
     partitions: int = Field(default=1, ge=1)
 
     def all(self) -> list[str]:
@@ -142,7 +142,7 @@ class WorkerSettings(Frozen):
 class Topology(Frozen):
     version: int = 1
     name: str = "default"
-    services: dict[str, ServiceSpec]
+    services: dict[ServiceName, ServiceSpec]
     topics: TopicSettings = Field(default_factory=TopicSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
@@ -196,6 +196,77 @@ def _reference_problems(data: dict) -> list[tuple[str, str]]:
 _SECRET_KEY = re.compile(r"(password|passwd|secret|token|api[_-]?key|routing[_-]?key|credential)s?$", re.I)
 
 
+def _topic_problems(data: dict) -> list[tuple[str, str]]:
+    """Topics shared between roles, on the raw mapping so they are reported with field errors.
+
+    Each topic has one role: metrics written to the alerts topic would be read back as alerts, and
+    an executor allowed to write to the control topic could approve its own risky steps. Kafka
+    also refuses two names that differ only in '.' against '_' (their metrics collide), so those
+    clash too."""
+    section = data.get("topics") if isinstance(data.get("topics"), dict) else {}
+    defaults = TopicSettings()
+    roles = [(("topics", name), section.get(name, getattr(defaults, name)))
+             for name in TopicSettings.model_fields if name != "partitions"]
+    delivery = _dig(data, "tickets", "delivery")
+    if isinstance(delivery, dict):
+        roles.append((("tickets", "delivery", "ledger_topic"), delivery.get("ledger_topic", "aiops.ticket-ledger")))
+    else:
+        roles.append((("tickets", "delivery", "ledger_topic"), "aiops.ticket-ledger"))
+    problems = []
+    seen: dict[str, tuple[tuple, str]] = {}
+    for where, topic in roles:
+        if not isinstance(topic, str):
+            continue  # reported by the field itself
+        key = topic.replace(".", "_")
+        if key in seen:
+            other, other_topic = seen[key]
+            same = "" if other_topic == topic else f" as {show(other_topic)}, which Kafka cannot tell apart ('.' vs '_')"
+            problems.append((format_path(where), f"{show(topic)} is already the topic of {format_path(other)}{same}; "
+                                                 "every role needs a topic of its own"))
+        else:
+            seen[key] = (where, topic)
+    allowed = _dig(data, "remediation", "executors", "kafka", "allowed_topics")
+    if isinstance(allowed, list):
+        for i, topic in enumerate(allowed):
+            if isinstance(topic, str) and topic.replace(".", "_") in seen:
+                problems.append((format_path(("remediation", "executors", "kafka", "allowed_topics", i)),
+                                 f"{show(topic)} is the pipeline's own topic ({format_path(seen[topic.replace('.', '_')][0])}); "
+                                 "an executor must not write to it"))
+    return problems
+
+
+def _dig(data: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(k)
+    return data
+
+
+def topology_warnings(topo: Topology) -> list[tuple[str, str]]:
+    """What is valid but probably wrong, as ``(path, message)``: for now, cycles in ``depends_on``.
+
+    Two services can call each other, so a cycle is not an error; but a declared cycle is more
+    often a reversed edge, and root-cause ranking cannot order the services on it by the calls.
+    One cycle is named per group of services that reach each other (strongly connected
+    components, linear in the graph's size: listing every cycle could be exponential).
+
+    >>> topology_warnings(parse_topology({"services": {"a": {"depends_on": ["b"]}, "b": {"depends_on": ["a"]}}}))
+    [('services.a.depends_on', 'a -> b -> a is a cycle; a declared call is often reversed (warning)')]
+    """
+    import networkx as nx
+
+    g = topo.graph()
+    out = []
+    for component in sorted((sorted(c) for c in nx.strongly_connected_components(g) if len(c) > 1)):
+        start = component[0]
+        edges = nx.find_cycle(g.subgraph(component), source=start)
+        names = [edges[0][0]] + [v for _, v in edges]
+        out.append((format_path(("services", start, "depends_on")),
+                    f"{' -> '.join(names)} is a cycle; a declared call is often reversed (warning)"))
+    return out
+
+
 class ConfigError(Exception):
     """topology.yaml is invalid. ``problems`` lists ``(path, message)``; ``str()`` is the report."""
 
@@ -211,14 +282,16 @@ class ConfigError(Exception):
 def _describe(err: dict) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        return f"unknown key '{err['loc'][-1]}'"
+        return f"unknown key {show(err['loc'][-1])}"
     if kind == "missing":
         return "required key is missing"
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     if "input" in err and "(got " not in msg and kind not in ("model_type", "dict_type") and not isinstance(err["input"], (dict, list)):
-        msg += f" (got {err['input']!r})"
+        # Never a value under a secret-looking key: that is what the report would leak.
+        shown = "a value" if _SECRET_KEY.search(str(err["loc"][-1])) else show(err["input"])
+        msg += f" (got {shown})"
     return msg
 
 
@@ -254,7 +327,7 @@ def parse_topology(data: Any, source: str = "topology.yaml", *, yaml_problems: l
         problems = [(format_path(err["loc"]), _describe(err)) for err in exc.errors()
                     if not _under_any(err["loc"], refused)]
         topo = None
-    problems = [*yaml_problems, *secrets, *_reference_problems(data), *problems]
+    problems = [*yaml_problems, *secrets, *_reference_problems(data), *_topic_problems(data), *problems]
     if problems:
         raise ConfigError(source, problems)
     return topo

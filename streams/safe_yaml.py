@@ -21,6 +21,7 @@ and the text itself is capped at :data:`MAX_BYTES`.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, NamedTuple
 
 import yaml
@@ -64,14 +65,28 @@ class YamlSyntaxError(ValueError):
         super().__init__(problem[1])
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._@:/-]{0,127}$")
+
+
 def format_path(loc: tuple) -> str:
-    """``("services", "web", "depends_on", 0)`` as ``services.web.depends_on[0]``."""
+    """``("services", "web", "depends_on", 0)`` as ``services.web.depends_on[0]``. A key that is
+    not plain (empty, long, holding a newline or markup) is quoted, so a report line cannot be
+    forged or broken by the file it reports on.
+
+    >>> format_path(("services", "a\\nb", "[key]"))
+    "services['a\\\\nb']"
+    """
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif part == "[key]":  # pydantic's marker for a dict key's own error
+            continue
+        elif isinstance(part, str) and _PLAIN_KEY.match(part):
+            out += ("." if out else "") + part
         else:
-            out += ("." if out else "") + str(part)
+            r = repr(part)
+            out += f"[{r if len(r) <= 40 else r[:39] + '…'}]"
     return out
 
 
