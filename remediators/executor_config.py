@@ -41,7 +41,8 @@ def _env_ref(value: str | None) -> str | None:
         return None
     if not isinstance(value, str) or not re.fullmatch(r"env:[A-Za-z_][A-Za-z0-9_]*", value):
         # A secret never sits in topology.yaml: only the name of the variable that holds it.
-        raise ValueError(f"expected 'env:VARIABLE' (got {str(value)[:8]!r}...)")
+        # The value is not echoed: it is probably the secret itself.
+        raise ValueError("expected 'env:VARIABLE_NAME': secrets never go in topology.yaml")
     return value
 
 

@@ -193,7 +193,20 @@ def _reference_problems(data: dict) -> list[tuple[str, str]]:
     return problems
 
 
-_SECRET_KEY = re.compile(r"(password|passwd|secret|token|api[_-]?key|routing[_-]?key|credential)s?$", re.I)
+# Keys whose value is a credential: the settings' own (token, api_token, routing_key, auth) and
+# anything an operator might add under params or headers (secret_key, access_key, private_key,
+# passphrase, client_secret, Authorization, Proxy-Authorization, Cookie, X-Api-Key...).
+_SECRET_KEY = re.compile(r"(password|passwd|passphrase|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key"
+                         r"|secret[_-]?key|routing[_-]?key|credential|authorization|cookie)s?$|(^|[_-])(auth|pwd|pw|pass)$", re.I)
+ENV_REF = re.compile(r"env:[A-Za-z_][A-Za-z0-9_]*")
+# A value that is itself a credential, whatever its key: an Authorization header's value ...
+_AUTH_VALUE = re.compile(r"\s*(bearer|basic|digest)\s+[A-Za-z0-9._~+/=:-]{6,}\s*", re.I)
+# ... a URL with a user (and password) in it: https://user:pass@host, https://TOKEN@host ...
+_URL_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s@]*@")
+# ... or a URL whose query carries a credential: ?token=..., &api_key=..., X-Amz-Signature=...
+_URL_SECRET_PARAM = re.compile(r"[?&;]([A-Za-z0-9_.-]*(token|key|secret|password|passwd|pwd|auth|signature|sig|"
+                               r"credential|session)[A-Za-z0-9_.-]*)=", re.I)
+_USE_ENV = "use 'env:VARIABLE_NAME' and set the variable in the environment"
 
 
 def _topic_problems(data: dict) -> list[tuple[str, str]]:
@@ -296,17 +309,49 @@ def _describe(err: dict) -> str:
 
 
 def _find_inline_secrets(node: Any, loc: tuple = ()) -> list[tuple[str, str]]:
+    """Credentials written into the file. Secrets come from the environment, never from
+    topology.yaml: the file is versioned, pushed to the config topic and shown to operators.
+
+    A key that names a secret may hold only ``env:VARIABLE_NAME`` (or nothing): a string,
+    number, float or ``!!binary`` value is refused. Any other value is refused when it is a
+    credential by its shape (``Bearer ...``, a URL with ``user:pass@`` or ``?token=``) or an
+    ``env:`` reference that does not name a variable. The value itself is never echoed."""
     found = []
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if isinstance(k, str) and _SECRET_KEY.search(k) and isinstance(v, (str, int)) and not str(v).startswith("env:"):
-                found.append((format_path(loc + (k,)), "secrets must not be written in topology.yaml; "
-                              "use 'env:VARIABLE_NAME' and set the variable in the environment"))
-            found += _find_inline_secrets(v, loc + (k,))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            found += _find_inline_secrets(v, loc + (i,))
+    stack = [(node, loc)]
+    while stack:  # iterative: the reader bounds the depth, but parse_topology also takes Python dicts
+        node, loc = stack.pop()
+        children = []
+        if isinstance(node, dict):
+            for k, v in node.items():
+                where = loc + (k,)
+                if isinstance(k, str) and _SECRET_KEY.search(k) and not isinstance(v, (dict, list)):
+                    if v is not None and not (isinstance(v, str) and ENV_REF.fullmatch(v)):
+                        found.append((format_path(where), "secrets must not be written in topology.yaml; " + _USE_ENV))
+                    continue
+                children.append((v, where))
+        elif isinstance(node, list):
+            children = [(v, loc + (i,)) for i, v in enumerate(node)]
+        elif isinstance(node, str):
+            problem = _credential_shape(node)
+            if problem:
+                found.append((format_path(loc), problem))
+        stack.extend(reversed(children))  # document order
     return found
+
+
+def _credential_shape(value: str) -> str | None:
+    """Why a string value, under any key, is a credential or a broken ``env:`` reference."""
+    if value.startswith("env:") and not ENV_REF.fullmatch(value):
+        return "'env:' must be followed by a variable name (letters, digits and _, not starting with a digit)"
+    if _AUTH_VALUE.fullmatch(value):
+        return "this is a credential (an Authorization value); " + _USE_ENV
+    if "://" in value:
+        if _URL_USERINFO.search(value):
+            return "a URL must not carry a user or password (user:pass@host); " + _USE_ENV
+        m = _URL_SECRET_PARAM.search(value)
+        if m:
+            return f"a URL must not carry a credential in its query ({m.group(1)}=); " + _USE_ENV
+    return None
 
 
 def parse_topology(data: Any, source: str = "topology.yaml", *, yaml_problems: list[tuple[str, str]] = (),
@@ -319,6 +364,7 @@ def parse_topology(data: Any, source: str = "topology.yaml", *, yaml_problems: l
     if not isinstance(data, dict):
         raise ConfigError(source, [*yaml_problems, ("", f"expected a mapping at the top level (got {type(data).__name__})")])
     secrets = _find_inline_secrets(data)
+    secret_paths = {path for path, _ in secrets}
     problems: list[tuple[str, str]] = []
     try:
         # strict: YAML already typed every scalar, so `tier: true` is a mistake, not a 1.
@@ -326,6 +372,8 @@ def parse_topology(data: Any, source: str = "topology.yaml", *, yaml_problems: l
     except ValidationError as exc:
         problems = [(format_path(err["loc"]), _describe(err)) for err in exc.errors()
                     if not _under_any(err["loc"], refused)]
+        # A field that holds an inline secret is reported once, as a secret.
+        problems = [p for p in problems if p[0] not in secret_paths]
         topo = None
     problems = [*yaml_problems, *secrets, *_reference_problems(data), *_topic_problems(data), *problems]
     if problems:
