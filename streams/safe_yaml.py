@@ -100,7 +100,7 @@ def decode_utf8(data: bytes) -> str:
     streams.safe_yaml.YamlSyntaxError: line 2, column 4: not valid UTF-8 (byte 0xff); save the file as UTF-8
     """
     if len(data) > MAX_BYTES:
-        raise YamlSyntaxError(("", f"the file is {len(data)} bytes; the limit is {MAX_BYTES} (1 MiB)"))
+        raise YamlSyntaxError(("", f"the file is larger than {MAX_BYTES} bytes (1 MiB), the limit"))
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -129,7 +129,7 @@ def load_yaml(text: str | bytes) -> YamlDoc:
     if isinstance(text, bytes):
         text = decode_utf8(text)
     elif len(text) > MAX_BYTES:  # characters, not bytes, but the cap is about work, not exactness
-        raise YamlSyntaxError(("", f"the text is {len(text)} characters; the limit is {MAX_BYTES} (1 MiB)"))
+        raise YamlSyntaxError(("", f"the text is longer than {MAX_BYTES} characters (1 MiB), the limit"))
     loader = _Loader(text)
     try:
         return _read(loader)
