@@ -280,6 +280,10 @@ def topology_warnings(topo: Topology) -> list[tuple[str, str]]:
     return out
 
 
+def _one_line(line: str) -> str:
+    return "\\n".join(line.splitlines())  # every line boundary Python knows, not only LF
+
+
 class ConfigError(Exception):
     """topology.yaml is invalid. ``problems`` lists ``(path, message)``; ``str()`` is the report."""
 
@@ -288,7 +292,9 @@ class ConfigError(Exception):
         self.problems = problems
         n = len(problems)
         lines = [f"{source}: {n} problem{'s' if n != 1 else ''}"]
-        lines += [f"  {path}: {msg}" if path else f"  {msg}" for path, msg in problems]
+        # One line per problem, whatever a message quotes from the file: a newline in a name must
+        # not break the report or forge a line of it.
+        lines += [_one_line(f"  {path}: {msg}" if path else f"  {msg}") for path, msg in problems]
         super().__init__("\n".join(lines))
 
 

@@ -135,8 +135,15 @@ def load_yaml(text: str | bytes) -> YamlDoc:
         return _read(loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise YamlSyntaxError(("", f"{where}invalid YAML: {getattr(exc, 'problem', None) or exc}")) from None
+        if mark is not None:
+            where = f"line {mark.line + 1}, column {mark.column + 1}: "
+        elif isinstance(getattr(exc, "position", None), int):  # a ReaderError: a character YAML forbids
+            pos = exc.position
+            where = f"line {text.count(chr(10), 0, pos) + 1}, column {pos - (text.rfind(chr(10), 0, pos) + 1) + 1}: "
+        else:
+            where = ""
+        what = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc).splitlines()[0]
+        raise YamlSyntaxError(("", f"{where}invalid YAML: {what}")) from None
     finally:
         loader.dispose()
 
