@@ -130,6 +130,10 @@ def load_yaml(text: str | bytes) -> YamlDoc:
         text = decode_utf8(text)
     elif len(text) > MAX_BYTES:  # characters, not bytes, but the cap is about work, not exactness
         raise YamlSyntaxError(("", f"the text is longer than {MAX_BYTES} characters (1 MiB), the limit"))
+    if _Loader is not getattr(yaml, "CSafeLoader", None) and _flow_depth(text) > MAX_DEPTH:
+        # PyYAML's pure-Python scanner is quadratic in flow nesting ([[[[...), 30 s for 5,000
+        # levels, before any event reaches the depth check below; libyaml stops at 1,000 itself.
+        raise YamlSyntaxError(("", f"nested more than {MAX_DEPTH} levels deep"))
     loader = _Loader(text)
     try:
         return _read(loader)
@@ -146,6 +150,33 @@ def load_yaml(text: str | bytes) -> YamlDoc:
         raise YamlSyntaxError(("", f"{where}invalid YAML: {what}")) from None
     finally:
         loader.dispose()
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of [ and { outside quotes and comments: an upper bound on flow depth,
+    close enough to refuse a file only when it truly nests far too deep.
+
+    >>> _flow_depth("a: [1, {b: '[['}]  # [[[")
+    2
+    """
+    depth = deepest = 0
+    quote = None
+    comment = False
+    for ch in text:
+        if comment:
+            comment = ch != "\n"
+        elif quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#":
+            comment = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(depth - 1, 0)
+    return deepest
 
 
 class _Container:

@@ -285,3 +285,18 @@ def test_the_worker_refuses_them_on_the_control_topic_too(record):
 
     with pytest.raises(codec.RecordError):
         codec.decode_control(orjson.dumps({"schema_version": 1, "at": "2026-08-20T12:00:00Z", **record}))
+
+
+@pytest.mark.parametrize("text, problem", [
+    (DEEP_FLOW, ("", "nested more than 32 levels deep")),
+    (billion_laughs(), ("l1[0]", "line 2, column 10: aliases are not allowed (*l0); write the value out")),
+    ("a: &a [*a]\n" + OK, ("a[0]", "line 1, column 8: aliases are not allowed (*a); write the value out")),
+    (OK + "correlation: {group_wait: 30s}\ncorrelation: {group_wait: 1m}\n",
+     ("correlation", "line 5, column 1: duplicate key 'correlation' (first at line 4)")),
+])
+def test_without_libyaml_the_pure_python_parser_is_held_to_the_same(monkeypatch, text, problem):
+    import yaml
+
+    # PyYAML's own scanner is quadratic in flow nesting: 5,000 levels took 30 s before the check.
+    monkeypatch.setattr("streams.safe_yaml._Loader", yaml.SafeLoader)
+    assert problem in problems_of(text)
