@@ -174,13 +174,13 @@ def _reference_problems(data: dict) -> list[tuple[str, str]]:
         if not isinstance(deps, list):
             continue
         for i, dep in enumerate(deps):
-            where = format_path(("services", name, "depends_on", i))
             if not isinstance(dep, str):
                 continue
             if dep not in services:
-                problems.append((where, f"unknown service {show(dep)}{hints.suggest(dep)}"))
+                problems.append((format_path(("services", name, "depends_on", i)),
+                                 f"unknown service {show(dep)}{hints.suggest(dep)}"))
             elif dep == name:
-                problems.append((where, "a service cannot depend on itself"))
+                problems.append((format_path(("services", name, "depends_on", i)), "a service cannot depend on itself"))
     policies = (data.get("remediation") or {}).get("policies") if isinstance(data.get("remediation"), dict) else None
     if isinstance(policies, list):
         seen: set[str] = set()
@@ -273,10 +273,15 @@ def topology_warnings(topo: Topology) -> list[tuple[str, str]]:
     out = []
     for component in sorted((sorted(c) for c in nx.strongly_connected_components(g) if len(c) > 1)):
         start = component[0]
-        edges = nx.find_cycle(g.subgraph(component), source=start)
-        names = [edges[0][0]] + [v for _, v in edges]
+        h = nx.DiGraph(g.subgraph(component))  # a plain copy: views are slow on big components
+        # The shortest cycle through `start`: one breadth-first search, linear in the component.
+        paths = nx.single_source_shortest_path(h, start)
+        back = min((p for p in h.predecessors(start)), key=lambda p: (len(paths[p]), p))
+        names = paths[back] + [start]
+        shown = " -> ".join(names) if len(names) <= 8 else \
+            " -> ".join(names[:4]) + f" -> … ({len(names) - 5} more) -> " + " -> ".join(names[-1:])
         out.append((format_path(("services", start, "depends_on")),
-                    f"{' -> '.join(names)} is a cycle; a declared call is often reversed (warning)"))
+                    f"{shown} is a cycle; a declared call is often reversed (warning)"))
     return out
 
 

@@ -190,6 +190,19 @@ class _Container:
         self.key, self.key_set, self.seen = None, False, {}
 
 
+def _path_of(parent: _Container | None) -> tuple:
+    """The path of the node about to be read under ``parent`` (computed only when needed: most
+    nodes are scalars that need none)."""
+    if parent is None:
+        return ()
+    if isinstance(parent.value, list):
+        return parent.path + (len(parent.value),)
+    if parent.key_set:
+        key = parent.key
+        return parent.path + (key if isinstance(key, str) else "?" if key is _REFUSED_KEY else str(key),)
+    return parent.path  # a mapping's key
+
+
 def _read(loader) -> YamlDoc:
     problems: list[tuple[str, str]] = []
     refused: list[tuple] = []
@@ -225,53 +238,44 @@ def _read(loader) -> YamlDoc:
             break
         else:
             parent = stack[-1] if stack else None
-            if parent is None:
-                path: tuple = ()
-            elif isinstance(parent.value, list):
-                path = parent.path + (len(parent.value),)
-            elif parent.key_set:
-                key = parent.key
-                path = parent.path + (key if isinstance(key, str) else "?" if key is _REFUSED_KEY else str(key),)
-            else:  # a mapping's key
-                path = parent.path
             depth = (parent.depth + 1) if parent else 0
             is_key = parent is not None and isinstance(parent.value, dict) and not parent.key_set
             is_value = False
             if isinstance(ev, AliasEvent):
-                refuse(path, ev.start_mark, f"aliases are not allowed (*{ev.anchor}); write the value out")
+                refuse(_path_of(parent), ev.start_mark, f"aliases are not allowed (*{ev.anchor}); write the value out")
                 ev_value, ev_mark, is_value = None, ev.start_mark, True
             elif isinstance(ev, (SequenceStartEvent, MappingStartEvent)):
                 kind = SequenceNode if isinstance(ev, SequenceStartEvent) else MappingNode
                 tag = ev.tag if ev.tag not in (None, "!") else loader.resolve(kind, None, ev.implicit)
                 want = SEQ_TAG if kind is SequenceNode else MAP_TAG
                 if is_key:
-                    refuse(path, ev.start_mark, "a key must be a plain value, not a list or mapping")
+                    refuse(_path_of(parent), ev.start_mark, "a key must be a plain value, not a list or mapping")
                     skip_subtree()
                     ev_value, ev_mark, is_value = _REFUSED_KEY, ev.start_mark, True
                 elif depth > MAX_DEPTH:
-                    refuse(path, ev.start_mark, f"nested more than {MAX_DEPTH} levels deep")
+                    refuse(_path_of(parent), ev.start_mark, f"nested more than {MAX_DEPTH} levels deep")
                     skip_subtree()
                     ev_value, ev_mark, is_value = None, ev.start_mark, True
                 elif tag != want:
-                    refuse(path, ev.start_mark, f"tag {_short(tag)} is not allowed")
+                    refuse(_path_of(parent), ev.start_mark, f"tag {_short(tag)} is not allowed")
                     skip_subtree()
                     ev_value, ev_mark, is_value = None, ev.start_mark, True
                 else:
-                    stack.append(_Container([] if kind is SequenceNode else {}, path, depth))
+                    stack.append(_Container([] if kind is SequenceNode else {}, _path_of(parent), depth))
                     continue
             elif isinstance(ev, ScalarEvent):
                 tag = ev.tag if ev.tag not in (None, "!") else loader.resolve(ScalarNode, ev.value, ev.implicit)
                 ev_mark, is_value = ev.start_mark, True
                 if tag not in SCALAR_TAGS:
                     what = "merge keys (<<) are not allowed" if tag == _T + "merge" else f"tag {_short(tag)} is not allowed"
-                    refuse(path, ev.start_mark, what)
+                    refuse(_path_of(parent), ev.start_mark, what)
                     ev_value = _REFUSED_KEY if is_key else None
                 else:
                     node = ScalarNode(tag, ev.value, ev.start_mark, ev.end_mark, ev.style)
                     try:
                         ev_value = loader.yaml_constructors[tag](loader, node)
                     except (ValueError, OverflowError, yaml.YAMLError) as exc:
-                        refuse(path, ev.start_mark, f"cannot read {_short(tag)} {ev.value[:40]!r}: "
+                        refuse(_path_of(parent), ev.start_mark, f"cannot read {_short(tag)} {ev.value[:40]!r}: "
                                                     f"{str(exc).splitlines()[0][:120]}")
                         ev_value = _REFUSED_KEY if is_key else None
             else:  # DocumentStart of a second document
