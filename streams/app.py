@@ -24,6 +24,7 @@ from streams.ingest.external import decode_external
 from streams.ingest.redact import Redactor
 from streams.live_config import Applied, LiveConfig, Refused
 from streams.pipeline import CorrelateStage, DetectResult, DetectStage, correlation_keys, load_runbook_index
+from streams.web.server import install as install_board
 from streams.recovery import (Broadcast, OutputIndex, Rebuilt, Shard, apply_broadcast, encode_result, follow,
                               rebuild_correlate, rebuild_detect)
 
@@ -424,6 +425,10 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
                 return reject(self, "/control", 503, f"not stored ({type(exc).__name__}); retry later")
             m.HTTP_ACCEPTED.labels(path="/control").inc()
             return self.json({**orjson.loads(value), "topic": topics.control}, status=202)
+
+    # The incident board (GET /, /incidents/ID): its state is every record of the incident,
+    # action, ticket and control topics; acting from it goes through POST /control above.
+    install_board(app, bootstrap=bootstrap, topics=topics, topology=lambda: live.topology, auth=auth)
 
     @app.page("/metrics")
     async def metrics_page(web, request):

@@ -139,6 +139,17 @@ class WorkerSettings(Frozen):
     partition_idle_after: Duration = parse_duration("1m")
 
 
+class WebSettings(Frozen):
+    """The incident board the worker serves at ``GET /`` (:mod:`streams.web`)."""
+
+    # Acting from the board (approve, silence) always needs a bearer token; reading it needs one
+    # only with "token", for boards whose incident titles or labels are not for every viewer.
+    # (Not a boolean named *_token: topology.yaml refuses keys that look like they hold secrets.)
+    read_access: Literal["open", "token"] = "open"
+    # Resolved incidents stay on the board this long after they resolved (in event time).
+    show_resolved_for: Duration = parse_duration("6h")
+
+
 class Topology(Frozen):
     version: int = 1
     name: str = "default"
@@ -151,6 +162,7 @@ class Topology(Frozen):
     correlation: CorrelationSettings = Field(default_factory=CorrelationSettings)
     remediation: RemediationSettings = Field(default_factory=RemediationSettings)
     tickets: TicketSettings = Field(default_factory=TicketSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
 
     def graph(self):
         return dependency_graph(self.services)
