@@ -44,17 +44,6 @@ def _flags(profile: str) -> list[str]:
             f"--user-data-dir={profile}"]
 
 
-def screenshot(url: str, out: Path, size: tuple[int, int] = (1400, 700), binary: str | None = None) -> None:
-    """``chromium --screenshot`` of ``url`` into ``out`` (PNG)."""
-    binary = binary or find_chromium()
-    if binary is None:
-        raise RuntimeError("no Chromium")
-    with tempfile.TemporaryDirectory() as profile:
-        subprocess.run([binary, *_flags(profile), f"--window-size={size[0]},{size[1]}", "--hide-scrollbars",
-                        f"--screenshot={out}", "--virtual-time-budget=3000", url],
-                       check=True, capture_output=True, timeout=120)
-
-
 class Browser:
     """One Chromium process with one tab. Use as a context manager; every call is synchronous."""
 
@@ -141,6 +130,16 @@ class Browser:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"still false after {timeout:.0f}s: {expression}")
             time.sleep(0.1)
+
+    def screenshot(self, out: Path, width: int = 1400) -> None:
+        """A PNG of the whole page, ``width`` CSS pixels wide, into ``out``."""
+        import base64
+
+        height = int(self.evaluate("document.documentElement.scrollHeight"))
+        self._loop.run_until_complete(self._call("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                                                 deviceScaleFactor=1, mobile=False))
+        res = self._loop.run_until_complete(self._call("Page.captureScreenshot", format="png"))
+        out.write_bytes(base64.b64decode(res["data"]))
 
     def goto(self, url: str) -> None:
         """Open ``url`` and wait until the document and its deferred script have run."""

@@ -22,7 +22,8 @@ from typing import Any
 from streams.web.board import Board, IncidentState, parse_time
 from streams.web.html import Markup, escape, join, render, tag
 
-NOTIFICATION_TEXT = {"page": "paged", "update": "update sent", "resolve": "resolve sent", "silent": "silent",
+NOTIFICATION_TEXT = {"page": "paged", "update": "paged, update sent", "resolve": "resolved, receivers told",
+                     "silent": "silent",
                      None: "notified"}  # records of earlier builds carry none: every record notified
 
 
@@ -91,11 +92,27 @@ def _age(rec: Mapping[str, Any], clock: float) -> str:
     return fmt_duration(clock - opened)
 
 
-def row(rec: Mapping[str, Any], clock: float, awaiting: int = 0) -> Markup:
-    """One ``<tr>`` of the board."""
+def notification_state(versions: Sequence[Mapping[str, Any]]) -> str:
+    """What receivers were last told of an incident: most updates are ``silent`` (nobody is
+    notified), so the latest version's own field would say "silent" of an incident that paged.
+
+    >>> notification_state([{"notification": "page"}, {"notification": "silent"}])
+    'paged'
+    >>> notification_state([{"notification": "silent"}])
+    'not notified (held or below the paging threshold)'
+    """
+    told = [v.get("notification") for v in versions if v.get("notification") != "silent"]
+    if not told:
+        return "not notified (held or below the paging threshold)"
+    return NOTIFICATION_TEXT.get(told[-1], str(told[-1]))
+
+
+def row(rec: Mapping[str, Any], clock: float, awaiting: int = 0, note: str | None = None) -> Markup:
+    """One ``<tr>`` of the board; ``note`` is :func:`notification_state` (default: this record's)."""
     iid = str(rec.get("id", ""))
     status = str(rec.get("status", ""))
-    note = NOTIFICATION_TEXT.get(rec.get("notification"), str(rec.get("notification")))
+    if note is None:
+        note = notification_state([rec])
     extra = tag("span", f"{awaiting} awaiting approval", class_="await") if awaiting else Markup("")
     cells = [
         tag("td", tag("a", iid, href=f"/incidents/{iid}", class_="iid")),
@@ -110,8 +127,10 @@ def row(rec: Mapping[str, Any], clock: float, awaiting: int = 0) -> Markup:
 
 def board_rows(board: Board, *, resolved_for: float) -> Markup:
     """The board's ``<tbody>`` content (what a live update swaps in)."""
-    rows = [row(rec, board.clock, len(board.incidents[rec["id"]].awaiting())) for rec in
-            board.visible(resolved_for=resolved_for)]
+    rows = []
+    for rec in board.visible(resolved_for=resolved_for):
+        st = board.incidents[rec["id"]]
+        rows.append(row(rec, board.clock, len(st.awaiting()), notification_state(st.versions)))
     if not rows:
         return tag("tr", tag("td", "No incidents.", colspan="6", class_="muted"))
     return join(rows, "\n")
@@ -273,8 +292,7 @@ def incident_body(board: Board, incident_id: str, *, runbooks: Sequence[Any] = (
     return render("incident_body.html", services=join(_strings(rec.get("services")), ", "), labels=label_text, id=incident_id, version=rec.get("version", ""),
                   priority=p if p in ("P1", "P2", "P3", "P4") else "", title=rec.get("title", ""),
                   status_text=status_text, opened=fmt_time(rec.get("opened_at")),
-                  notification=NOTIFICATION_TEXT.get(rec.get("notification"), str(rec.get("notification"))),
-                  owner=rec.get("owner") or "unknown", causes=causes(rec), actions=actions(st, board.approvals),
+                  notification=notification_state(st.versions), owner=rec.get("owner") or "unknown", causes=causes(rec), actions=actions(st, board.approvals),
                   runbooks=runbook_list(runbooks), tickets=tickets(st, links),
                   silences=silences_table(relevant, clock), timeline=timeline(st))
 

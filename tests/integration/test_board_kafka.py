@@ -78,6 +78,19 @@ class Board:
             time.sleep(0.3)
 
 
+def produce_keyed(bootstrap: str, records: list[tuple[str, str, dict]]) -> None:
+    """``(topic, key, record)`` each, keyed as the worker's agents key them, through one producer."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    try:
+        for topic, key, record in records:
+            producer.send(topic, orjson.dumps(record), key=key.encode())
+        producer.flush(30)
+    finally:
+        producer.close(5)
+
+
 @pytest.fixture(scope="module")
 def board(kafka_bootstrap, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("board")
@@ -100,12 +113,9 @@ def board(kafka_bootstrap, tmp_path_factory):
     assert want and any(a["decision"] == "awaiting_approval" for a in recs["actions"]), recs["actions"]
     with worker_process(topo_path, kafka_bootstrap, tmp, env={"AIOPS_HTTP_TOKENS": f"alice={TOKEN}"}) as proc:
         t = topo.topics
-        for r in recs["incidents"] + [hostile_incident()]:
-            produce(kafka_bootstrap, t.incidents, [orjson.dumps(r)], key=r["id"].encode())
-        for r in recs["actions"]:
-            produce(kafka_bootstrap, t.actions, [orjson.dumps(r)], key=r["id"].encode())
-        for r in recs["tickets"]:
-            produce(kafka_bootstrap, t.tickets, [orjson.dumps(r)], key=r["ticket_key"].encode())
+        produce_keyed(kafka_bootstrap, [(t.incidents, r["id"], r) for r in recs["incidents"] + [hostile_incident()]]
+                      + [(t.actions, r["id"], r) for r in recs["actions"]]
+                      + [(t.tickets, r["ticket_key"], r) for r in recs["tickets"]])
         b = Board(kafka_bootstrap, topo_path, topo, proc, want, recs["actions"])
         b.until("/", lambda s, body: s == 200 and all(f'data-id="{i}"' in body for i in [*want, "inc-hostile01"]))
         yield b
