@@ -301,6 +301,10 @@ def incident_facts(incident: Incident | Mapping[str, Any]) -> IncidentFacts | No
 # Reciprocal rank fusion's constant (Cormack et al. 2009): a runbook's fused score is
 # sum(1 / (RRF_K + rank)) over the rankings. 60 is the paper's value, kept, not tuned here.
 RRF_K = 60
+# Below this cosine similarity a runbook is not "about" the text for all-MiniLM-L6-v2: junk
+# queries ("qqqq", "asdf", "lunch menu") reach 0.08-0.21 against the shipped runbooks. Set from
+# those junk queries, not from the evaluation's queries (some of whose answers score lower).
+MIN_SIMILARITY = 0.25
 EMBED_CHARS = 1500  # of a runbook's text embedded: title, tags and the start of the body (256 tokens cap it)
 
 Embedder = Callable[[list[str]], Any]  # texts -> unit vectors, one row each (numpy array)
@@ -370,12 +374,12 @@ class RunbookIndex:
 
     def _fused(self, text_hits: list[Hit], meaning_text: str, n: int, cutoff: float) -> list[Hit]:
         """BM25 hits (already cut) fused with the ranking by meaning. A runbook takes part when
-        BM25 kept it or its similarity is at least ``cutoff`` of the best one's (every runbook
-        with ``cutoff`` 0); the score is the fused one."""
+        BM25 kept it, or its similarity is at least :data:`MIN_SIMILARITY` and ``cutoff`` of the
+        best one's; the score is the fused one."""
         sims = self.similarities(meaning_text)
         best = max(sims, default=0.0)
         by_meaning = sorted(range(len(self.runbooks)), key=lambda i: (-sims[i], self.runbooks[i].id))
-        meaning_ids = [self.runbooks[i].id for i in by_meaning if sims[i] > 0 and sims[i] >= cutoff * best]
+        meaning_ids = [self.runbooks[i].id for i in by_meaning if sims[i] >= MIN_SIMILARITY and sims[i] >= cutoff * best]
         text_ids = [h.runbook.id for h in text_hits]
         fused = fuse([text_ids, meaning_ids])
         why = {h.runbook.id: h.why for h in text_hits}
@@ -485,5 +489,5 @@ def runbook_refs(index: RunbookIndex | None, incident: Incident | Mapping[str, A
     return tuple(h.runbook.path for h in index.for_incident(incident, n, cutoff=RELEVANT))
 
 
-__all__ = ["CAUSES", "RELEVANT", "RRF_K", "Embedder", "Hit", "embedding_text", "fuse", "IncidentFacts", "Runbook", "RunbookError", "RunbookIndex", "incident_facts",
+__all__ = ["CAUSES", "MIN_SIMILARITY", "RELEVANT", "RRF_K", "Embedder", "Hit", "embedding_text", "fuse", "IncidentFacts", "Runbook", "RunbookError", "RunbookIndex", "incident_facts",
            "load_runbooks", "parse_runbook", "runbook_refs", "tokenize"]

@@ -190,17 +190,19 @@ class CorrelateResult:
 
 
 def load_runbook_index(topology: Topology) -> RunbookIndex | None:
-    """The runbooks directory named by ``remediation.executors.runbooks_dir``, or ``None`` when
-    there is none. A directory with a broken runbook raises, naming the file: a ticket
+    """The runbooks directory named by ``remediation.executors.runbooks_dir`` (ranked by BM25
+    and by meaning, :mod:`remediators.embedding`), or ``None`` when there is none. A directory with a broken runbook raises, naming the file: a ticket
     should never silently lose its runbooks."""
     from pathlib import Path
 
+    from remediators import embedding
     from remediators.runbooks import load_runbooks
 
     directory = Path(topology.remediation.executors.runbooks_dir)
     if not directory.is_dir():
         return None
-    return load_runbooks(directory)
+    # Tickets rank runbooks by BM25 fused with meaning; without the model installed, by BM25.
+    return load_runbooks(directory).with_embedder(embedding.lazy_embed if embedding.available() else None)
 
 
 class CorrelateStage:

@@ -6,7 +6,7 @@ import sys
 
 BENCHES = ["tests.bench.pipeline_bench", "tests.bench.detector_bench", "tests.bench.rca_bench",
            "tests.bench.kafka_bench", "tests.bench.redaction_bench", "tests.bench.scaling_bench",
-           "tests.bench.traces_bench"]
+           "tests.bench.traces_bench", "tests.bench.runbook_bench"]
 
 
 def main() -> int:
