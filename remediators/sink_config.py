@@ -151,6 +151,24 @@ class DeliverySettings(Frozen):
         return getattr(self, name, None) if name in ("clickup", "jira", "pagerduty", "webhook") else None
 
 
+def ticket_url(delivery: DeliverySettings, sink: str, ticket_id: str) -> str | None:
+    """Where a person opens ticket ``ticket_id`` of ``sink`` (the id the ticket ledger records),
+    when the tracker has such a page; ``None`` otherwise.
+
+    >>> jira = DeliverySettings.model_validate({"jira": {"base_url": "https://acme.atlassian.net",
+    ...                                                  "project_key": "OPS", "email": "ops@acme.test"}})
+    >>> ticket_url(jira, "jira", "OPS-7"), ticket_url(jira, "pagerduty", "inc-1")
+    ('https://acme.atlassian.net/browse/OPS-7', None)
+    """
+    from urllib.parse import quote
+
+    if sink == "jira" and delivery.jira is not None:
+        return f"{delivery.jira.base_url.rstrip('/')}/browse/{quote(ticket_id, safe='')}"
+    if sink == "clickup" and delivery.clickup is not None:
+        return f"https://app.clickup.com/t/{quote(ticket_id, safe='')}"  # the task's page, whatever the API's host
+    return None  # PagerDuty's Events API keeps a dedup key, not a page; a webhook returns nothing to link
+
+
 def sink_problems(tickets, delivery: DeliverySettings | None = None) -> list[tuple[str, str]]:
     """Sinks named in ``tickets`` (``sink`` and ``teams.*.sink``) that ``tickets.delivery`` does not configure.
 

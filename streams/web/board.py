@@ -69,6 +69,7 @@ class Board:
     incidents: dict[str, IncidentState] = field(default_factory=dict)
     silences: dict[str, dict] = field(default_factory=dict)  # id -> the silence record, until expired
     approvals: dict[str, str] = field(default_factory=dict)  # action id -> who approved it on aiops.control
+    delivered: dict[str, tuple[str, str]] = field(default_factory=dict)  # ticket key -> (sink, tracker's id)
     clock: float = 0.0  # the latest event time any record carried
 
     def _tick(self, *times: Any) -> None:
@@ -138,6 +139,17 @@ class Board:
             return frozenset(iid for iid, st in self.incidents.items() if rec["action_id"] in st.actions)
         return frozenset()
 
+    def apply_ledger(self, ticket_key: str, entry: Mapping[str, Any]) -> frozenset[str]:
+        """One entry of the ticket ledger (``tickets.delivery.ledger_topic``, keyed by ticket key,
+        which is the incident id): the tracker's id of the ticket ``aiops tickets deliver`` made."""
+        if not isinstance(entry, Mapping) or type(entry.get("ticket_id")) is not str or type(entry.get("sink")) is not str:
+            return frozenset()
+        new = (entry["sink"], entry["ticket_id"])
+        if self.delivered.get(ticket_key) == new:
+            return frozenset()
+        self.delivered[ticket_key] = new
+        return frozenset({ticket_key})
+
     def forget(self, *, resolved_for: float) -> list[str]:
         """Drop the incidents resolved more than ``resolved_for`` seconds before :attr:`clock`
         (so a long-running worker's board stays the size of what it shows); their ids."""
@@ -151,6 +163,7 @@ class Board:
                 gone.append(iid)
         for iid in gone:
             del self.incidents[iid]
+            self.delivered.pop(iid, None)
         return gone
 
     def visible(self, *, resolved_for: float) -> list[dict]:

@@ -51,6 +51,7 @@ SVG_HEADERS = {**HTML_HEADERS, "Content-Security-Policy": "default-src 'none'; s
 PING_SECONDS = 15.0  # a comment line this often keeps proxies from closing an idle stream
 FORGET_EVERY = 500  # records between two passes that drop incidents resolved long ago
 SVG_CACHE = 64  # incident pictures kept, by (id, version)
+LEDGER_POLL_SECONDS = 30.0  # how often to look for a ticket ledger topic that does not exist yet
 
 
 class _Listener:
@@ -98,6 +99,48 @@ class BoardService:
             self.board.forget(resolved_for=self.resolved_for)
         if changed:
             self.announce(changed)
+
+    async def follow_ledger(self) -> None:
+        """The ledger topic whole (its key is the ticket key, which ``follow`` does not give),
+        waiting for it to exist: ticket delivery creates it, maybe after the worker started."""
+        from aiokafka import TopicPartition
+
+        from streams.recovery import group_less_consumer
+
+        topic = self.topology().tickets.delivery.ledger_topic  # a restart-only choice, like the topics
+        consumer = group_less_consumer(self.bootstrap)
+        await consumer.start()
+        try:
+            while True:
+                # topics() fetches the cluster's metadata; a consumer has no force_metadata_update.
+                parts = consumer.partitions_for_topic(topic) if topic in await consumer.topics() else None
+                if parts:
+                    break
+                await asyncio.sleep(LEDGER_POLL_SECONDS)
+            tps = [TopicPartition(topic, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            while True:
+                for msgs in (await consumer.getmany(timeout_ms=1000)).values():
+                    for msg in msgs:
+                        try:
+                            key, entry = msg.key.decode(), orjson.loads(msg.value)
+                        except (AttributeError, UnicodeDecodeError, orjson.JSONDecodeError):
+                            continue
+                        changed = self.board.apply_ledger(key, entry)
+                        if changed:
+                            self.announce(changed)
+        finally:
+            await consumer.stop()
+
+    def ticket_links(self, incident_id: str) -> dict[str, str]:
+        from remediators.sink_config import ticket_url
+
+        got = self.board.delivered.get(incident_id)
+        if got is None:
+            return {}
+        url = ticket_url(self.topology().tickets.delivery, *got)
+        return {incident_id: url} if url else {}
 
     def announce(self, ids) -> None:
         for listener in self.listeners:
@@ -158,6 +201,11 @@ def install(app, *, bootstrap: str, topics, topology: Callable, auth: Authentica
         """Every record of the four topics, outside the group: every worker shows every incident."""
         await follow(bootstrap, tuple(svc.kinds), svc.loaded, svc.take)
 
+    @app.task
+    async def read_ticket_ledger():
+        """The ticket ledger, for links to the tickets; it exists once `aiops tickets deliver` ran."""
+        await svc.follow_ledger()
+
     def html(view: View, body: str, status: int = 200, headers: dict | None = None):
         return view.html(body, status=status, headers={**HTML_HEADERS, **(headers or {})})
 
@@ -182,7 +230,7 @@ def install(app, *, bootstrap: str, topics, topology: Callable, auth: Authentica
                 return unauthorized(self, request)
             st = svc.board.incidents.get(incident_id)
             rec = st.latest if st is not None else None
-            body = pages.incident_page(svc.board, incident_id,
+            body = pages.incident_page(svc.board, incident_id, links=svc.ticket_links(incident_id),
                                        runbooks=svc.runbook_hits(rec) if rec is not None else ())
             if body is None:
                 return html(self, pages.unknown_page(incident_id), status=404)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 import urllib.error
 import urllib.request
 
@@ -20,6 +21,7 @@ from evaluation.metrics import final_versions
 from detectors.records import rfc3339
 from streams import codec
 from streams import simulate as sim
+from streams.broker import ensure_topics
 from streams.config import load_topology
 from streams.replay import replay
 from tests.browser import Browser, chromium_or_skip
@@ -99,9 +101,14 @@ def board(kafka_bootstrap, tmp_path_factory):
     # approval (nothing executes: the module runs no executor).
     doc["remediation"]["dry_run"] = False
     doc["remediation"]["policies"][0]["steps"][0]["risky"] = True
+    # Delivery to Jira, so a ledger entry gives the incident's page a link to its issue.
+    ledger = f"t{uuid.uuid4().hex[:8]}.ticket-ledger"
+    doc["tickets"]["delivery"] = {"ledger_topic": ledger, "jira": {
+        "base_url": "https://acme.atlassian.net", "project_key": "OPS", "email": "ops@acme.test"}}
     base = tmp / "base.yaml"
     base.write_text(yaml.safe_dump(doc))
     topo_path = private_topology(tmp, base=base)
+    ensure_topics(kafka_bootstrap, [ledger], partitions=1)  # before the worker looks for it
     topo = load_topology(topo_path)
     result = sim.simulate(topo, sim.load_scenarios(["flash-sale-db-pool"]))
     telemetry = tmp / "telemetry.jsonl"
@@ -146,6 +153,14 @@ def test_an_incidents_page_shows_its_picture_causes_actions_and_runbooks(board):
     assert status == 200 and headers["Content-Type"] == "image/svg+xml"
     assert f'id="node-{rec["root_causes"][0]["service"]}"' in svg
     assert board.get("/incidents/inc-nosuch")[0] == 404
+
+
+def test_an_incidents_page_links_to_its_ticket_once_delivery_recorded_it(board):
+    iid = next(iter(board.want))
+    produce(board.bootstrap, board.topo.tickets.delivery.ledger_topic,
+            [orjson.dumps({"ticket_id": "OPS-7", "version": 1, "event": "create", "sink": "jira"})], key=iid.encode())
+    body = board.until(f"/incidents/{iid}", lambda s, b: "OPS-7" in b)
+    assert '<a href="https://acme.atlassian.net/browse/OPS-7" rel="noopener noreferrer" target="_blank">' in body
 
 
 def test_hostile_text_is_escaped_everywhere_on_the_incident_page(board):

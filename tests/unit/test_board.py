@@ -91,6 +91,15 @@ def test_silences_come_and_go_and_approvals_touch_their_incident():
     assert b.apply("control", {"type": "approve", "action_id": "act-1", "by": "alice"}) == {"inc-1"}
 
 
+def test_ledger_entries_name_the_trackers_ticket():
+    b = Board()
+    entry = {"ticket_id": "OPS-7", "version": 1, "event": "create", "sink": "jira"}
+    assert b.apply_ledger("inc-1", entry) == {"inc-1"}
+    assert b.apply_ledger("inc-1", entry) == frozenset()
+    assert b.apply_ledger("inc-2", {"ticket_id": 7}) == frozenset()
+    assert b.delivered == {"inc-1": ("jira", "OPS-7")}
+
+
 # --- escaping ----------------------------------------------------------------------------------
 
 def test_escape_and_markup():
