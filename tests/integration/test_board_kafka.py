@@ -240,6 +240,30 @@ def test_browser_approving_from_the_page_puts_the_approval_on_aiops_control(boar
     assert (approval["type"], approval["by"]) == ("approve", "alice")
 
 
+def test_browser_a_silence_added_and_expired_from_the_page_goes_to_aiops_control(board, browser):
+    iid = next(iter(board.want))
+    browser.goto(f"{board.url}/incidents/{iid}")
+    browser.evaluate(f"(() => {{ const t = document.getElementById('token'); t.value = '{TOKEN}';"
+                     " t.dispatchEvent(new Event('input'));"
+                     " const f = document.getElementById('silence-form');"
+                     f" f.comment.value = {orjson.dumps(HOSTILE).decode()}; f.requestSubmit(); }})()")
+    said = browser.wait_for("(s => s.startsWith('Silence') && s)(document.getElementById('status').textContent)")
+    sid = said.split()[1]
+    assert said.startswith(f"Silence {sid} added as alice")
+    # The page learns of it from aiops.control like every worker, and offers to expire it.
+    browser.wait_for(f"document.querySelector('[data-expire=\"{sid}\"]') !== null")
+    assert HOSTILE in browser.evaluate("document.querySelector('#body table.silences').innerText")
+    browser.evaluate(f"document.querySelector('[data-expire=\"{sid}\"]').click()")
+    browser.wait_for("document.getElementById('status').textContent.startsWith('Expired')")
+    browser.wait_for(f"document.querySelector('[data-expire=\"{sid}\"]') === null")
+    records = consume_until(board.bootstrap, board.topo.topics.control,
+                            lambda rs: any(r.get("type") == "expire_silence" and r.get("id") == sid for r in rs),
+                            proc=board.proc)
+    mine = [(r["type"], r["by"]) for r in records if r.get("id") == sid]
+    assert mine == [("silence", "alice"), ("expire_silence", "alice")]
+    assert browser.evaluate("typeof window.__pwned") == "undefined"
+
+
 def test_browser_a_script_label_is_shown_as_text(board, browser):
     browser.goto(board.url + "/incidents/inc-hostile01")
     text = browser.evaluate("document.body.innerText")
