@@ -283,6 +283,15 @@ def test_browser_the_board_updates_live(board, browser):
     assert browser.evaluate("typeof window.__pwned") == "undefined"
 
 
+def test_browser_an_incidents_page_updates_live(board, browser):
+    browser.goto(board.url + "/incidents/inc-hostile01")
+    browser.wait_for("document.getElementById('live').textContent === 'live'")
+    produce(board.bootstrap, board.topo.topics.incidents,
+            [orjson.dumps(hostile_incident(4, "version 4 reached its page"))], key=b"inc-hostile01")
+    browser.wait_for("document.querySelector('#body h1').textContent.includes('version 4 reached its page')")
+    assert browser.evaluate("document.body.dataset.refreshed") is not None  # swapped in, not reloaded
+
+
 # --- last: it turns reading auth on for the module's worker ---------------------------------
 
 def test_reading_needs_a_token_once_topology_yaml_says_so(board):

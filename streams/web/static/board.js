@@ -46,7 +46,8 @@
     events.addEventListener("open", () => { live.textContent = "live"; live.className = "live on"; });
     events.addEventListener("error", () => { live.textContent = "reconnecting…"; live.className = "live"; });
     events.addEventListener("incident", (e) => {
-      if (pageName === "board" || e.data === incidentId || e.data === SILENCES) schedule();
+      const id = JSON.parse(e.data);  // JSON-encoded by the worker, so no id can break the stream's framing
+      if (pageName === "board" || id === incidentId || id === SILENCES) schedule();
     });
   }
 
