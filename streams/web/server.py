@@ -230,8 +230,10 @@ def install(app, *, bootstrap: str, topics, topology: Callable, auth: Authentica
                 return unauthorized(self, request)
             st = svc.board.incidents.get(incident_id)
             rec = st.latest if st is not None else None
-            body = pages.incident_page(svc.board, incident_id, links=svc.ticket_links(incident_id),
-                                       runbooks=svc.runbook_hits(rec) if rec is not None else ())
+            # In a thread: the first ranking by meaning loads the model (a second or two), and the
+            # worker's agents share this event loop.
+            hits = await asyncio.to_thread(svc.runbook_hits, rec) if rec is not None else []
+            body = pages.incident_page(svc.board, incident_id, links=svc.ticket_links(incident_id), runbooks=hits)
             if body is None:
                 return html(self, pages.unknown_page(incident_id), status=404)
             return html(self, body)
