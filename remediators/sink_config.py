@@ -14,10 +14,11 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from detectors.config import Duration, Frozen, parse_duration
+from detectors.config import Duration, Frozen, TopicName, parse_duration
 Priority = Literal["P1", "P2", "P3", "P4"]  # as in remediators.config, which imports this module
 
 _ENV_REF = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)$")
+_CREDENTIAL_HEADER = re.compile(r"authorization|cookie|token|secret|api[_-]?key|password|passwd|auth$|session", re.I)
 _URL = re.compile(r"^https?://[^\s/]+(/[^\s]*)?$")
 
 
@@ -126,6 +127,11 @@ class WebhookSink(Frozen):
         if any(k.lower() in ("authorization", "idempotency-key", "content-type") for k in self.headers):
             raise ValueError("headers: Authorization, Idempotency-Key and Content-Type are set by aiops "
                              "(use `token: env:VAR` for authorization)")
+        # Static headers are sent as written, so a credential among them would sit in the file.
+        secret = [k for k in self.headers if _CREDENTIAL_HEADER.search(k)]
+        if secret:
+            raise ValueError(f"headers: {secret[0]!r:.40} carries a credential; static headers are sent as written, "
+                             "so only `token: env:VAR` (sent as Authorization) may authenticate")
         return self
 
 
@@ -137,7 +143,7 @@ class DeliverySettings(Frozen):
     pagerduty: PagerDutySink | None = None
     webhook: WebhookSink | None = None
     retry: RetrySettings = Field(default_factory=RetrySettings)
-    ledger_topic: str = "aiops.ticket-ledger"  # compacted; incident id -> tracker ticket id
+    ledger_topic: TopicName = "aiops.ticket-ledger"  # compacted; incident id -> tracker ticket id
     group_id: str = "aiops-tickets"
 
     def sink(self, name: str):

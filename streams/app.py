@@ -494,7 +494,7 @@ def control_from_http(body: bytes, by: str, now: float) -> tuple[str, bytes]:
                 raise codec.RecordError(f"duration: {exc}") from None
     derive_id = d.get("type") == "silence" and "id" not in d
     if derive_id:
-        d["id"] = ""  # derived below from what the silence matches, as `aiops silence` does
+        d["id"] = "sil-derived"  # a valid placeholder; derived below from what the silence matches, as `aiops silence` does
     try:
         payload = orjson.dumps(d)
     except TypeError:  # orjson writes 254 levels, parses 1024

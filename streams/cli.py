@@ -48,7 +48,11 @@ def _load(path: Path):
 
 
 def cmd_validate(args) -> int:
+    from streams.config import topology_warnings
+
     topo = _load(args.topology)
+    for path, msg in topology_warnings(topo):
+        print(f"{args.topology}: {path}: {msg}", file=sys.stderr)
     n_edges = sum(len(s.depends_on) for s in topo.services.values())
     print(f"{args.topology}: ok ({len(topo.services)} services, {n_edges} dependencies, "
           f"{len(topo.detectors.rules)} detector rules, {len(topo.remediation.policies)} policies)")
@@ -136,16 +140,17 @@ def cmd_worker(args) -> int:
 
 def _check_config(path: Path):
     """``(text, topology)`` of the file, or ``(None, ConfigError)`` when it does not validate."""
-    from streams.config import ConfigError, parse_topology_text
+    from streams.config import ConfigError, parse_topology_text, read_capped
 
     try:
-        text = path.read_text()
+        data = read_capped(path)
     except OSError as exc:
         return None, ConfigError(str(path), [("", f"cannot read the file: {exc.strerror}")])
     try:
-        return text, parse_topology_text(text, str(path))
+        topo = parse_topology_text(data, str(path))
     except ConfigError as exc:
         return None, exc
+    return data.decode("utf-8-sig"), topo  # valid, so UTF-8
 
 
 def watch_config(path: Path, push, *, interval: float, sleep, err=sys.stderr, rounds: int | None = None) -> None:
