@@ -85,6 +85,21 @@ class IngestSettings(Frozen):
     keep_labels: list[str] = Field(default_factory=list)
     max_excerpt_bytes: int = Field(default=1024, ge=64, le=65536)
     redaction: RedactionSettings = Field(default_factory=RedactionSettings)
+    # A point, log record, span or webhook alert dated further than this past the wall clock
+    # (in replay: past event time and the next message's time) is dead-lettered with the reason
+    # and moves no clock: one bad clock must not blind the pipeline (a 2099 point would make
+    # every later point look old, and hold every incident open).
+    max_ahead: Duration = parse_duration("5m")
+    # ... and one further than this behind its partition's event time: a Collector's retry
+    # queue holds minutes, not hours.
+    max_behind: Duration = parse_duration("1h")
+
+    @field_validator("max_ahead", "max_behind")
+    @classmethod
+    def _positive_bound(cls, v):
+        if v.total_seconds() <= 0:
+            raise ValueError("must be a positive duration")
+        return v
 
 
 class TraceSettings(Frozen):
