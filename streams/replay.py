@@ -17,10 +17,13 @@ import orjson
 
 from streams import codec
 from streams.config import Topology
-from streams.ingest import DecodeError
+from streams.ingest import DecodeError, otlp_proto
 from streams.ingest.external import SOURCES, ExternalAlerts, decode_external
 from streams.ingest.redact import Redactor
 from streams.pipeline import CorrelateResult, CorrelateStage, DetectResult, DetectStage, load_runbook_index
+
+
+INPUT_FORMATS = ("json", "otlp_proto")
 
 
 @dataclass
@@ -85,8 +88,14 @@ def replay(
     changes: Path | None = None,
     external: Path | None = None,
     traces: Path | None = None,
+    input_format: str = "json",
 ) -> ReplaySummary:
     """Run the pipeline over ``input_path`` (one message per line) and write the records.
+
+    ``input_format`` is how the telemetry files (``input_path``, ``logs``, ``traces``) hold their
+    messages: ``"json"``, one JSON message per line; or ``"otlp_proto"``, OTLP protobuf export
+    requests in length-prefixed frames (a 4-byte big-endian length, then the message's bytes, as
+    they were on the topic), so protobuf input replays byte for byte.
 
     With ``logs`` (OTLP/JSON logs, one export request per line), metrics and logs are merged by
     event time (a metrics message first on a tie) and logs go to ``process_logs``, as the
@@ -122,6 +131,9 @@ def replay(
         res = decode_line(line)
         return DetectResult(events=list(res.alerts), rejects=list(res.rejects))
 
+    if input_format not in INPUT_FORMATS:
+        raise ValueError(f"input_format: expected one of {', '.join(INPUT_FORMATS)} (got {input_format!r})")
+    framed = input_format == "otlp_proto"
     read_bytes = 0
     logs_topic = topology.topics.logs
     with ExitStack() as stack:
@@ -129,17 +141,20 @@ def replay(
         sinks = _Sinks(open_out(output), open_out(actions), open_out(tickets), open_out(deadletter))
         src = stack.enter_context(open(input_path, "rb"))
         merging = logs is not None or external is not None or traces is not None
-        streams = [_timed(src, 0, source_topic, merging)]
+        streams = [_timed(src, 0, source_topic, merging, framed and ("metrics", input_path))]
         if logs is not None:
-            streams.append(_timed(stack.enter_context(open(logs, "rb")), 1, logs_topic, True))
+            streams.append(_timed(stack.enter_context(open(logs, "rb")), 1, logs_topic, True,
+                                  framed and ("logs", logs)))
         if external is not None:
             streams.append(_timed_external(stack.enter_context(open(external, "rb")), decode_line,
                                            topology.topics.external()))
         if traces is not None:
-            streams.append(_timed(stack.enter_context(open(traces, "rb")), 3, topology.topics.traces, True))
+            streams.append(_timed(stack.enter_context(open(traces, "rb")), 3, topology.topics.traces, True,
+                                  framed and ("traces", traces)))
         for _, kind, offset, topic, raw in heapq.merge(*streams):
             read_bytes += len(raw)
-            line = raw.strip()
+            # A frame is the message as it was on the topic: stripping could eat a protobuf's bytes.
+            line = raw if framed and kind != 2 else raw.strip()
             if not line:
                 continue
             summary.lines += 1
@@ -201,6 +216,11 @@ def message_time(line: bytes) -> float | None:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError:
         return None
+    return _object_time(obj)
+
+
+def _object_time(obj: object) -> float | None:
+    """:func:`message_time` of a parsed message."""
     if type(obj) is not dict:
         return None
     found: list[float] = []
@@ -281,12 +301,28 @@ def _timed_external(src: IO[bytes], decode, topics: dict[str, str]):
         yield (last, 2, offset, topic, line)
 
 
-def _timed(src: IO[bytes], order: int, topic: str, timed: bool):
-    """``(time, order, offset, topic, line)`` per line; a line without a time keeps the time of
-    the line before it, so each file stays in its own order."""
+def _frame_time(message: bytes, signal: str) -> float | None:
+    """:func:`message_time` of a protobuf frame (``None`` for one that does not parse)."""
+    try:
+        return _object_time(otlp_proto.load(message, signal))
+    except DecodeError:
+        return None
+
+
+def _timed(src: IO[bytes], order: int, topic: str, timed: bool, framed: tuple[str, Path] | bool = False):
+    """``(time, order, offset, topic, line)`` per line, or per frame when ``framed`` is
+    ``(signal, path)``; a message without a time keeps the time of the one before it, so each
+    file stays in its own order."""
     last = float("-inf")
-    for offset, line in enumerate(src):
-        t = message_time(line) if timed and line.strip() else None
+    if framed:
+        signal, path = framed
+        messages = otlp_proto.read_frames(src, str(path))
+        time_of = lambda m: _frame_time(m, signal)  # noqa: E731
+    else:
+        messages = enumerate(src)
+        time_of = lambda m: message_time(m) if m.strip() else None  # noqa: E731
+    for offset, line in messages:
+        t = time_of(line) if timed else None
         if t is not None and t > last:
             last = t
         yield (last, order, offset, topic, line)

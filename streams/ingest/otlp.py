@@ -193,9 +193,9 @@ def decode_resources(payload: bytes, key: str, scopes_key: str, kind: str, take,
     ``service.name`` is rejected here. A :class:`PathError` is named with the resource's index.
     Returns ``(records, reasons)``; a message whose records were all dropped raises
     :class:`DecodeError` with the first reasons, as does one that is not ``{key: [...]}``."""
-    from streams.ingest import DecodeError, load
+    from streams.ingest import DecodeError, load_otlp
 
-    obj = load(payload)
+    obj = load_otlp(payload, kind)
     if type(obj) is not dict or key not in obj:
         got = type_name(obj) if type(obj) is not dict else "keys: " + ", ".join(short(k, 30) for k in list(obj)[:5])
         raise DecodeError(f"unrecognized {kind} message: expected OTLP/JSON ({key}); got {got}")
