@@ -305,7 +305,12 @@ def decode_traces(payload: bytes, *, known_services: frozenset[str] | None,
 
 
 def _decode_metrics(payload: bytes, *, known_services, service_label, keep_labels, redactor) -> Decoded:
-    obj = load_otlp(payload, "metrics")
+    if payload[:1] == b"\n" and otlp_proto.is_protobuf(payload):
+        msg = otlp_proto.parse_or_json_error(payload, "metrics")
+        ctx = Context(known_services, keep_labels, redactor)
+        otlp_proto.decode_metrics(msg, ctx)
+        return ctx.finish("otlp")
+    obj = load(payload)
     if type(obj) is not dict:
         raise DecodeError(f"unrecognized metrics message: expected a JSON object (got {type_name(obj)})")
     ctx = Context(known_services, keep_labels, redactor)

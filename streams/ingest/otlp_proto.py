@@ -236,16 +236,7 @@ def load(payload: bytes, signal: str) -> dict:
     """Parse a protobuf request into its OTLP/JSON object. Raises
     :class:`~streams.ingest.DecodeError`; for a payload that was meant as JSON (it starts, after
     white space, as JSON does) the JSON parser's reason, which says more than protobuf's."""
-    from streams.ingest import DecodeError
-    from streams.ingest import load as load_json
-
-    try:
-        msg = parse(payload, signal)
-    except DecodeError:
-        if payload.lstrip()[:1] in _JSON_START:
-            load_json(payload)  # raises, with the JSON parser's reason
-        raise
-    return to_json(msg, signal)
+    return to_json(parse_or_json_error(payload, signal), signal)
 
 
 # --- from the OTLP/JSON object: writing protobuf (replay frames, tests, benchmarks) -----------
@@ -306,3 +297,243 @@ def read_frames(src, name: str = "input"):
         yield index, body
         pos += 4 + n
         index += 1
+
+
+# --- metrics, read from the parsed message -----------------------------------------------------
+# The metrics decoder reads plain metrics straight off the upb message: typed fields need none
+# of the JSON path's type checks, and no OTLP/JSON object is built per point. It mirrors
+# streams.ingest.otlp._fast_metric, field for field, on what that function would be given (the
+# OTLP/JSON of the metric, see to_json): at anything it would not take, it undoes what it
+# appended and the metric goes, as OTLP/JSON, through the JSON path's careful functions, whose
+# reasons and errors are then the message's. Series keys of points with attributes are kept per
+# resource, by metric name and attribute pairs (string values only): one dict lookup per point
+# replaces building, redacting and sorting its labels, and the normalizer and detector see the
+# same key object for a series from message to message.
+
+_series_keys: dict[tuple, dict] = {}
+_series_key_count = 0
+
+
+def decode_metrics(msg, ctx) -> None:
+    """Append the samples of a parsed ``ExportMetricsServiceRequest`` to ``ctx`` (and its
+    reasons): exactly what :func:`streams.ingest.otlp.decode` does with :func:`to_json` of it."""
+    from streams.ingest import PathError
+    from streams.ingest import otlp as j
+
+    for i, rm in enumerate(msg.resource_metrics):
+        try:
+            resource = _resource(rm, {}).get("resource")
+            head = j.resource_head(resource, lambda: rm.scope_metrics, ctx)
+            if head is None:
+                continue
+            service, res_attrs, res_labels, names, scope_metrics = head
+            series = _series_of(service, res_attrs, ctx)
+            for a, sm in enumerate(scope_metrics):
+                for b, m in enumerate(sm.metrics):
+                    if _metric_fast(m, service, res_attrs, res_labels, names, series, ctx):
+                        continue
+                    try:
+                        j._metric(metric(m), service, res_attrs, res_labels, ctx)
+                    except PathError as exc:
+                        raise exc.within(f"scopeMetrics[{a}].metrics[{b}]") from None
+        except PathError as exc:
+            raise exc.within(f"resourceMetrics[{i}]") from None
+
+
+def _series_of(service: str, res_attrs: dict, ctx) -> dict:
+    global _series_key_count
+    if _series_key_count >= 65536:
+        # A bound, not an LRU (as the JSON path's key caches): emptied in place, since a decode
+        # further up the stack may hold one of these dicts.
+        for d in _series_keys.values():
+            d.clear()
+        _series_keys.clear()
+        _series_key_count = 0
+    cache_key = (service, tuple(res_attrs.items()), ctx.keep, ctx.redactor)
+    d = _series_keys.get(cache_key)
+    if d is None:
+        d = _series_keys[cache_key] = {}
+    return d
+
+
+def _point_key(attrs, name: str, service: str, res_attrs: dict, series: dict, ctx):
+    """The series of a point with attributes, as the JSON path makes it; ``None`` where that
+    would not take the point (an attribute it cannot render)."""
+    global _series_key_count
+    from detectors.records import SeriesKey
+    from streams.ingest import PathError
+    from streams.ingest.otlp import any_to_str
+
+    pairs = []
+    for kv in attrs:
+        v = kv.value
+        if v.WhichOneof("value") != "string_value":
+            pairs = None
+            break
+        pairs.append((kv.key, v.string_value))
+    if pairs is not None:
+        cache_key = (name, tuple(pairs))
+        key = series.get(cache_key)
+        if key is not None:
+            return key
+    into = dict(res_attrs)
+    for kv in attrs:
+        if not kv.HasField("value"):
+            into[kv.key] = ""
+            continue
+        v = kv.value
+        if v.WhichOneof("value") == "string_value":
+            into[kv.key] = v.string_value
+            continue
+        try:
+            into[kv.key] = any_to_str(any_value(v), "")
+        except PathError:
+            return None
+    key = SeriesKey(service, ctx.redactor.text(name), ctx.labels(into))
+    if pairs is not None:
+        series[cache_key] = key
+        _series_key_count += 1
+    return key
+
+
+def _metric_fast(m, service: str, res_attrs: dict, res_labels: tuple, names: dict, series: dict, ctx) -> bool:
+    from streams.ingest import MAX_ABS_VALUE
+    from streams.ingest.otlp import _NS_MAX, _NS_MIN, _resource_key
+
+    name = m.name
+    if not name:
+        return False
+    kind = m.WhichOneof("data")
+    if kind == "histogram":
+        return _histogram_fast(m.histogram, name, service, res_attrs, res_labels, names, series, ctx)
+    if kind == "gauge":
+        data = m.gauge
+        monotonic = False
+        temporality = "cumulative"
+    elif kind == "sum":
+        data = m.sum
+        monotonic = data.is_monotonic
+        temporality = _TEMPORALITY.get(data.aggregation_temporality)
+        if temporality is None:
+            if monotonic:
+                return False
+            temporality = "cumulative"
+    else:
+        return False
+    samples = ctx.samples
+    append = samples.append
+    n0 = len(samples)
+    key = None
+    for dp in data.data_points:
+        if dp.flags & 1:  # FLAG_NO_RECORDED_VALUE
+            continue
+        ns = dp.time_unix_nano
+        if not (_NS_MIN <= ns <= _NS_MAX):
+            break
+        which = dp.WhichOneof("value")
+        if which == "as_double":
+            v = dp.as_double
+        elif which == "as_int":
+            v = float(dp.as_int)
+        else:
+            break
+        if not (-MAX_ABS_VALUE <= v <= MAX_ABS_VALUE):  # also false for NaN
+            break
+        attrs = dp.attributes
+        if attrs:
+            k = _point_key(attrs, name, service, res_attrs, series, ctx)
+            if k is None:
+                break
+        else:
+            if key is None:
+                key = names.get(name)
+                if key is None:
+                    key = _resource_key(name, service, res_labels, names, ctx)
+            k = key
+        if monotonic:
+            s_ns = dp.start_time_unix_nano
+            append((k, ns / 1e9, kind, v, True, temporality, s_ns / 1e9 if _NS_MIN <= s_ns <= _NS_MAX else None))
+        else:
+            append((k, ns / 1e9, kind, v, False, temporality))
+    else:
+        return True
+    del samples[n0:]
+    return False
+
+
+_TEMPORALITY = {1: "delta", 2: "cumulative"}
+_good_bounds: dict[tuple, None] = {}
+
+
+def _histogram_fast(h, name: str, service: str, res_attrs: dict, res_labels: tuple, names: dict, series: dict,
+                    ctx) -> bool:
+    from streams.ingest import MAX_ABS_VALUE
+    from streams.ingest.otlp import _NS_MAX, _NS_MIN, _resource_key
+
+    temporality = _TEMPORALITY.get(h.aggregation_temporality)
+    if temporality is None:
+        return False
+    samples = ctx.samples
+    append = samples.append
+    n0 = len(samples)
+    key = None
+    nan = math.nan
+    for dp in h.data_points:
+        if dp.flags & 1:
+            continue
+        ns = dp.time_unix_nano
+        if not (_NS_MIN <= ns <= _NS_MAX):
+            break
+        if dp.HasField("sum"):
+            total = dp.sum
+            if not (-MAX_ABS_VALUE <= total <= MAX_ABS_VALUE):
+                break
+        else:
+            total = nan  # no sum reported: no mean
+        bounds = tuple(dp.explicit_bounds)
+        if bounds and bounds not in _good_bounds:
+            prev = -math.inf
+            for b in bounds:
+                if not (prev < b < math.inf):
+                    break
+                prev = b
+            else:
+                if len(_good_bounds) >= 65536:
+                    _good_bounds.clear()
+                _good_bounds[bounds] = None
+            if bounds not in _good_bounds:
+                break
+        buckets = tuple(map(float, dp.bucket_counts))
+        if buckets and len(buckets) != len(bounds) + 1:
+            break
+        attrs = dp.attributes
+        if attrs:
+            k = _point_key(attrs, name, service, res_attrs, series, ctx)
+            if k is None:
+                break
+        else:
+            if key is None:
+                key = names.get(name)
+                if key is None:
+                    key = _resource_key(name, service, res_labels, names, ctx)
+            k = key
+        s_ns = dp.start_time_unix_nano
+        append((k, ns / 1e9, "histogram", 0.0, False, temporality, s_ns / 1e9 if _NS_MIN <= s_ns <= _NS_MAX else None,
+                float(dp.count), total, bounds, buckets))
+    else:
+        return True
+    del samples[n0:]
+    return False
+
+
+def parse_or_json_error(payload: bytes, signal: str):
+    """:func:`parse`, but for a payload meant as JSON the JSON parser's reason (see :func:`load`)."""
+    from streams.ingest import DecodeError
+    from streams.ingest import load as load_json
+
+    try:
+        return parse(payload, signal)
+    except DecodeError:
+        if payload.lstrip()[:1] in _JSON_START:
+            load_json(payload)
+        raise
