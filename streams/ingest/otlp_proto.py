@@ -33,6 +33,13 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from detectors.records import SeriesKey
+# The package imports this module last, once what is taken here exists.
+from streams.ingest import MAX_ABS_VALUE, DecodeError, PathError
+from streams.ingest import load as load_json
+from streams.ingest import otlp as _json
+from streams.ingest.otlp import _NS_MAX, _NS_MIN, _resource_key, any_to_str
+
 REQUESTS = {"metrics": ExportMetricsServiceRequest, "logs": ExportLogsServiceRequest,
             "traces": ExportTraceServiceRequest}
 _JSON_START = (b"{", b"[")
@@ -60,8 +67,6 @@ def is_protobuf(payload: bytes) -> bool:
 def parse(payload: bytes, signal: str):
     """The request message of ``signal`` ("metrics", "logs", "traces"); raises
     :class:`~streams.ingest.DecodeError` with the parser's reason when the bytes are not one."""
-    from streams.ingest import DecodeError
-
     cls = REQUESTS[signal]
     msg = cls()
     try:
@@ -312,28 +317,42 @@ def read_frames(src, name: str = "input"):
 
 _series_keys: dict[tuple, dict] = {}
 _series_key_count = 0
+_heads: dict[tuple, tuple] = {}
 
 
 def decode_metrics(msg, ctx) -> None:
     """Append the samples of a parsed ``ExportMetricsServiceRequest`` to ``ctx`` (and its
     reasons): exactly what :func:`streams.ingest.otlp.decode` does with :func:`to_json` of it."""
-    from streams.ingest import PathError
-    from streams.ingest import otlp as j
 
+    known, keep, redactor = ctx.known, ctx.keep, ctx.redactor
     for i, rm in enumerate(msg.resource_metrics):
         try:
-            resource = _resource(rm, {}).get("resource")
-            head = j.resource_head(resource, lambda: rm.scope_metrics, ctx)
-            if head is None:
-                continue
-            service, res_attrs, res_labels, names, scope_metrics = head
-            series = _series_of(service, res_attrs, ctx)
-            for a, sm in enumerate(scope_metrics):
+            # A resource's head depends on its bytes and the settings only: the same resource
+            # message after message is read once (heads that rejected something are not kept,
+            # so their reasons are given every time).
+            head_key = (rm.resource.SerializeToString() if rm.HasField("resource") else None, known, keep, redactor)
+            head = _heads.get(head_key)
+            if head is not None:
+                service, res_attrs, res_labels, series = head
+                names = _json._names(service, res_labels, redactor)
+            else:
+                resource = _resource(rm, {}).get("resource")
+                n_reasons = len(ctx._reasons)
+                head = _json.resource_head(resource, lambda: rm.scope_metrics, ctx)
+                if head is None:
+                    continue
+                service, res_attrs, res_labels, names, _ = head
+                series = _series_of(service, res_attrs, ctx)
+                if len(ctx._reasons) == n_reasons:
+                    if len(_heads) >= 65536:
+                        _heads.clear()
+                    _heads[head_key] = (service, res_attrs, res_labels, series)
+            for a, sm in enumerate(rm.scope_metrics):
                 for b, m in enumerate(sm.metrics):
                     if _metric_fast(m, service, res_attrs, res_labels, names, series, ctx):
                         continue
                     try:
-                        j._metric(metric(m), service, res_attrs, res_labels, ctx)
+                        _json._metric(metric(m), service, res_attrs, res_labels, ctx)
                     except PathError as exc:
                         raise exc.within(f"scopeMetrics[{a}].metrics[{b}]") from None
         except PathError as exc:
@@ -360,9 +379,6 @@ def _point_key(attrs, name: str, service: str, res_attrs: dict, series: dict, ct
     """The series of a point with attributes, as the JSON path makes it; ``None`` where that
     would not take the point (an attribute it cannot render)."""
     global _series_key_count
-    from detectors.records import SeriesKey
-    from streams.ingest import PathError
-    from streams.ingest.otlp import any_to_str
 
     pairs = []
     for kv in attrs:
@@ -397,8 +413,6 @@ def _point_key(attrs, name: str, service: str, res_attrs: dict, series: dict, ct
 
 
 def _metric_fast(m, service: str, res_attrs: dict, res_labels: tuple, names: dict, series: dict, ctx) -> bool:
-    from streams.ingest import MAX_ABS_VALUE
-    from streams.ingest.otlp import _NS_MAX, _NS_MIN, _resource_key
 
     name = m.name
     if not name:
@@ -467,8 +481,6 @@ _good_bounds: dict[tuple, None] = {}
 
 def _histogram_fast(h, name: str, service: str, res_attrs: dict, res_labels: tuple, names: dict, series: dict,
                     ctx) -> bool:
-    from streams.ingest import MAX_ABS_VALUE
-    from streams.ingest.otlp import _NS_MAX, _NS_MIN, _resource_key
 
     temporality = _TEMPORALITY.get(h.aggregation_temporality)
     if temporality is None:
@@ -528,9 +540,6 @@ def _histogram_fast(h, name: str, service: str, res_attrs: dict, res_labels: tup
 
 def parse_or_json_error(payload: bytes, signal: str):
     """:func:`parse`, but for a payload meant as JSON the JSON parser's reason (see :func:`load`)."""
-    from streams.ingest import DecodeError
-    from streams.ingest import load as load_json
-
     try:
         return parse(payload, signal)
     except DecodeError:
