@@ -302,7 +302,10 @@ def _timed_external(src: IO[bytes], decode, topics: dict[str, str]):
 
 
 def _frame_time(message: bytes, signal: str) -> float | None:
-    """:func:`message_time` of a protobuf frame (``None`` for one that does not parse)."""
+    """:func:`message_time` of a frame: protobuf or, as a topic may hold either, JSON (``None``
+    for one that does not parse)."""
+    if not otlp_proto.is_protobuf(message):
+        return message_time(message)
     try:
         return _object_time(otlp_proto.load(message, signal))
     except DecodeError:

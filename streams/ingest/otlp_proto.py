@@ -318,6 +318,10 @@ def read_frames(src, name: str = "input"):
 _series_keys: dict[tuple, dict] = {}
 _series_key_count = 0
 _heads: dict[tuple, tuple] = {}
+# Resources in flight are a few hundred to a few thousand (one per process or pod); each head
+# keeps its resource's bytes, so the bound is lower than the series keys'.
+_HEADS_MAX = 8192
+_SERIES_MAX = 65536
 
 
 def decode_metrics(msg, ctx) -> None:
@@ -344,7 +348,7 @@ def decode_metrics(msg, ctx) -> None:
                 service, res_attrs, res_labels, names, _ = head
                 series = _series_of(service, res_attrs, ctx)
                 if len(ctx._reasons) == n_reasons:
-                    if len(_heads) >= 65536:
+                    if len(_heads) >= _HEADS_MAX:
                         _heads.clear()
                     _heads[head_key] = (service, res_attrs, res_labels, series)
             for a, sm in enumerate(rm.scope_metrics):
@@ -360,19 +364,24 @@ def decode_metrics(msg, ctx) -> None:
 
 
 def _series_of(service: str, res_attrs: dict, ctx) -> dict:
-    global _series_key_count
-    if _series_key_count >= 65536:
-        # A bound, not an LRU (as the JSON path's key caches): emptied in place, since a decode
-        # further up the stack may hold one of these dicts.
-        for d in _series_keys.values():
-            d.clear()
-        _series_keys.clear()
-        _series_key_count = 0
+    """The series keys of one resource's points with attributes, by (metric name, attribute pairs)."""
     cache_key = (service, tuple(res_attrs.items()), ctx.keep, ctx.redactor)
     d = _series_keys.get(cache_key)
     if d is None:
         d = _series_keys[cache_key] = {}
     return d
+
+
+def _forget_series() -> None:
+    """A bound, not an LRU (as the JSON path's key caches): series are few and stable in
+    practice. Emptied in place, since the decode in progress holds one of these dicts; the
+    heads go too, as they hold them."""
+    global _series_key_count
+    for d in _series_keys.values():
+        d.clear()
+    _series_keys.clear()
+    _heads.clear()
+    _series_key_count = 0
 
 
 def _point_key(attrs, name: str, service: str, res_attrs: dict, series: dict, ctx):
@@ -407,6 +416,8 @@ def _point_key(attrs, name: str, service: str, res_attrs: dict, series: dict, ct
             return None
     key = SeriesKey(service, ctx.redactor.text(name), ctx.labels(into))
     if pairs is not None:
+        if _series_key_count >= _SERIES_MAX:
+            _forget_series()
         series[cache_key] = key
         _series_key_count += 1
     return key

@@ -77,3 +77,35 @@ def test_replay_of_protobuf_frames_gives_the_incidents_of_the_json_lines(tmp_pat
     assert a.incidents > 0 and a.points > 0
     assert (b.lines, b.points, b.incidents, b.dead_lettered) == (a.lines, a.points, a.incidents, a.dead_lettered)
     assert out_proto.read_bytes() == out_json.read_bytes()
+
+
+def test_series_key_cache_stays_bounded_and_changes_nothing(monkeypatch):
+    monkeypatch.setattr(otlp_proto, "_SERIES_MAX", 5)
+
+    def request(i):
+        return {"resourceMetrics": [{"resource": GAUGE["resourceMetrics"][0]["resource"], "scopeMetrics": [{"metrics": [
+            {"name": "cpu", "gauge": {"dataPoints": [
+                {"timeUnixNano": T0, "asDouble": 0.5,
+                 "attributes": [{"key": "pod", "value": {"stringValue": f"p{i}-{j}"}}]} for j in range(4)]}}]}]}]}
+
+    for i in range(10):
+        got = decode_metrics(otlp_proto.encode(request(i), "metrics"), known_services=None)
+        assert got == decode_metrics(orjson.dumps(request(i)), known_services=None)
+        assert otlp_proto._series_key_count <= 5
+        assert sum(map(len, otlp_proto._series_keys.values())) <= 5
+
+
+def test_replay_frames_may_hold_json_too(tmp_path):
+    """A topic may hold either encoding, so a frame may too: each is told apart as on the topic."""
+    topo = load_topology("topology.yaml")
+    result = sim.simulate(topo, sim.load_scenarios(["flash-sale-db-pool"]))
+    requests = result.requests[:400]
+    mixed = tmp_path / "mixed.bin"
+    mixed.write_bytes(b"".join(otlp_proto.frame(orjson.dumps(r) if i % 2 else otlp_proto.encode(r, "metrics"))
+                               for i, r in enumerate(requests)))
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in requests))
+    a = replay(topo, jsonl, tmp_path / "a.out", progress=None)
+    b = replay(topo, mixed, tmp_path / "b.out", progress=None, input_format="otlp_proto")
+    assert (b.lines, b.points, b.dead_lettered) == (a.lines, a.points, 0)
+    assert (tmp_path / "b.out").read_bytes() == (tmp_path / "a.out").read_bytes()
