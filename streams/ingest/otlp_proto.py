@@ -19,8 +19,8 @@ message directly on its fast path and falls back to this object for anything unu
 **Telling the encodings apart, per message.** A non-empty export request always begins with
 field 1 (its resource list), length-delimited: the byte ``0x0A``. That is also ``"\\n"``, which
 may lead a JSON document, so a message starting with it is protobuf unless it parses as JSON. A
-protobuf payload is never valid JSON: its length prefixes and field tags put raw control bytes
-where JSON allows none.
+protobuf request parses as JSON only by a freak of its bytes: its length prefixes and field tags
+(``0x12``, ``0x1A``...) are raw control bytes, which JSON allows nowhere.
 """
 from __future__ import annotations
 
@@ -262,7 +262,7 @@ def _ids_to_base64(obj: object) -> object:
 def encode(obj: dict, signal: str) -> bytes:
     """The protobuf bytes of an OTLP/JSON request object (as the Collector's ``otlp_proto``
     would write the request it read as JSON). Raises ``google.protobuf.json_format.ParseError``
-    for an object that is not a valid request.
+    (or ``ValueError``, for an id that is not hex) for an object that is not a valid request.
 
     >>> encode({"resourceMetrics": [{"scopeMetrics": []}]}, "metrics")
     b'\\n\\x00'
@@ -327,7 +327,6 @@ _SERIES_MAX = 65536
 def decode_metrics(msg, ctx) -> None:
     """Append the samples of a parsed ``ExportMetricsServiceRequest`` to ``ctx`` (and its
     reasons): exactly what :func:`streams.ingest.otlp.decode` does with :func:`to_json` of it."""
-
     known, keep, redactor = ctx.known, ctx.keep, ctx.redactor
     for i, rm in enumerate(msg.resource_metrics):
         try:
