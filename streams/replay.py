@@ -18,10 +18,13 @@ import orjson
 
 from streams import codec
 from streams.config import Topology
-from streams.ingest import T_MAX, T_MIN, DecodeError
+from streams.ingest import T_MAX, T_MIN, DecodeError, otlp_proto
 from streams.ingest.external import SOURCES, ExternalAlerts, decode_external
 from streams.ingest.redact import Redactor
 from streams.pipeline import CorrelateResult, CorrelateStage, DetectResult, DetectStage, load_runbook_index
+
+
+INPUT_FORMATS = ("json", "otlp_proto")
 
 
 @dataclass
@@ -86,8 +89,14 @@ def replay(
     changes: Path | None = None,
     external: Path | None = None,
     traces: Path | None = None,
+    input_format: str = "json",
 ) -> ReplaySummary:
     """Run the pipeline over ``input_path`` (one message per line) and write the records.
+
+    ``input_format`` is how the telemetry files (``input_path``, ``logs``, ``traces``) hold their
+    messages: ``"json"``, one JSON message per line; or ``"otlp_proto"``, OTLP protobuf export
+    requests in length-prefixed frames (a 4-byte big-endian length, then the message's bytes, as
+    they were on the topic), so protobuf input replays byte for byte.
 
     With ``logs`` (OTLP/JSON logs, one export request per line), metrics and logs are merged by
     event time (a metrics message first on a tie) and logs go to ``process_logs``, as the
@@ -124,6 +133,9 @@ def replay(
         alerts, late = detect.in_time(res.alerts)
         return DetectResult(events=alerts, rejects=list(res.rejects) + late)
 
+    if input_format not in INPUT_FORMATS:
+        raise ValueError(f"input_format: expected one of {', '.join(INPUT_FORMATS)} (got {input_format!r})")
+    framed = input_format == "otlp_proto"
     read_bytes = 0
     logs_topic = topology.topics.logs
     with ExitStack() as stack:
@@ -132,18 +144,21 @@ def replay(
         src = stack.enter_context(open(input_path, "rb"))
         ahead = topology.ingest.max_ahead.total_seconds()
         # Timed even alone: the stage's event-time bound looks one message ahead (a gap is not a bad clock).
-        streams = [_timed(src, 0, source_topic, True, ahead)]
+        streams = [_timed(src, 0, source_topic, True, ahead, framed and ("metrics", input_path))]
         if logs is not None:
-            streams.append(_timed(stack.enter_context(open(logs, "rb")), 1, logs_topic, True, ahead))
+            streams.append(_timed(stack.enter_context(open(logs, "rb")), 1, logs_topic, True, ahead,
+                                  framed and ("logs", logs)))
         if external is not None:
             streams.append(_timed_external(stack.enter_context(open(external, "rb")), decode_line,
                                            topology.topics.external(), ahead))
         if traces is not None:
-            streams.append(_timed(stack.enter_context(open(traces, "rb")), 3, topology.topics.traces, True, ahead))
+            streams.append(_timed(stack.enter_context(open(traces, "rb")), 3, topology.topics.traces, True, ahead,
+                                  framed and ("traces", traces)))
         for (_, kind, offset, topic, raw), horizon in _with_next_time(heapq.merge(*streams)):
             detect.horizon = horizon
             read_bytes += len(raw)
-            line = raw.strip()
+            # A frame is the message as it was on the topic: stripping could eat a protobuf's bytes.
+            line = raw if framed and kind != 2 else raw.strip()
             if not line:
                 continue
             summary.lines += 1
@@ -213,6 +228,11 @@ def message_times(line: bytes) -> list[float]:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError:
         return []
+    return _object_times(obj)
+
+
+def _object_times(obj: object) -> list[float]:
+    """:func:`message_times` of a parsed message."""
     if type(obj) is not dict:
         return []
     found: list[float] = []
@@ -301,9 +321,18 @@ def _timed_external(src: IO[bytes], decode, topics: dict[str, str], max_ahead: f
         yield (key, 2, offset, topic, line)
 
 
-def _timed(src: IO[bytes], order: int, topic: str, timed: bool, max_ahead: float = 300.0):
-    """``(time, order, offset, topic, line)`` per line, the time by the rule of :func:`_keyed`."""
-    items = ((message_times(line) if timed and line.strip() else [], (offset, line)) for offset, line in enumerate(src))
+def _timed(src: IO[bytes], order: int, topic: str, timed: bool, max_ahead: float = 300.0,
+           framed: tuple[str, Path] | bool = False):
+    """``(time, order, offset, topic, line)`` per line, or per frame when ``framed`` is
+    ``(signal, path)``, the time by the rule of :func:`_keyed`."""
+    if framed:
+        signal, path = framed
+        messages = otlp_proto.read_frames(src, str(path))
+        times_of = lambda m: _frame_times(m, signal)  # noqa: E731
+    else:
+        messages = enumerate(src)
+        times_of = lambda m: message_times(m) if m.strip() else []  # noqa: E731
+    items = ((times_of(line) if timed else [], (offset, line)) for offset, line in messages)
     for key, (offset, line) in _keyed(items, max_ahead):
         yield (key, order, offset, topic, line)
 
@@ -330,3 +359,14 @@ def _external_decoder(topology: Topology):
         return decode_external(obj["source"], body, known_services=known, service_label=label, redactor=redactor)
 
     return decode
+
+
+def _frame_times(message: bytes, signal: str) -> list[float]:
+    """:func:`message_times` of a frame: protobuf or, as a topic may hold either, JSON (none
+    for one that does not parse)."""
+    if not otlp_proto.is_protobuf(message):
+        return message_times(message)
+    try:
+        return _object_times(otlp_proto.load(message, signal))
+    except DecodeError:
+        return []
