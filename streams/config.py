@@ -78,6 +78,12 @@ class RedactionSettings(Frozen):
         return v
 
 
+def _positive_duration(v):
+    if v.total_seconds() <= 0:
+        raise ValueError("must be a positive duration such as '1m'")
+    return v
+
+
 class IngestSettings(Frozen):
     # Prometheus samples name their service by this label, else by `job`.
     prometheus_service_label: str = "service"
@@ -94,12 +100,7 @@ class IngestSettings(Frozen):
     # queue holds minutes, not hours.
     max_behind: Duration = parse_duration("1h")
 
-    @field_validator("max_ahead", "max_behind")
-    @classmethod
-    def _positive_bound(cls, v):
-        if v.total_seconds() <= 0:
-            raise ValueError("must be a positive duration")
-        return v
+    _positive = field_validator("max_ahead", "max_behind")(classmethod(lambda cls, v: _positive_duration(v)))
 
 
 class TraceSettings(Frozen):
@@ -120,12 +121,7 @@ class TraceSettings(Frozen):
     max_spans: int = Field(default=200_000, ge=1000)
     span_ttl: Duration = parse_duration("10m")
 
-    @field_validator("bucket", "stale_after")
-    @classmethod
-    def _positive(cls, v):
-        if v.total_seconds() <= 0:
-            raise ValueError("must be a positive duration such as '1m'")
-        return v
+    _positive = field_validator("bucket", "stale_after")(classmethod(lambda cls, v: _positive_duration(v)))
 
     def span_settings(self):
         """The settings of :class:`detectors.spans.SpanSignals`."""
