@@ -154,7 +154,7 @@ def replay(
         if traces is not None:
             streams.append(_timed(stack.enter_context(open(traces, "rb")), 3, topology.topics.traces, True, ahead,
                                   framed and ("traces", traces)))
-        for (_, kind, offset, topic, raw), horizon in _with_next_time(heapq.merge(*streams)):
+        for (_, kind, offset, topic, raw), horizon in with_next_time(heapq.merge(*streams)):
             detect.horizon = horizon
             read_bytes += len(raw)
             # A frame is the message as it was on the topic: stripping could eat a protobuf's bytes.
@@ -269,7 +269,7 @@ def _object_times(obj: object) -> list[float]:
     return []
 
 
-def _with_next_time(items: Iterator[tuple]) -> Iterator[tuple[tuple, float]]:
+def with_next_time(items: Iterator[tuple]) -> Iterator[tuple[tuple, float]]:
     """Each merged message with the merge time of the one after it (0 for the last)."""
     cur = next(items, None)
     while cur is not None:
@@ -278,7 +278,7 @@ def _with_next_time(items: Iterator[tuple]) -> Iterator[tuple[tuple, float]]:
         cur = nxt
 
 
-def _keyed(items: Iterable[tuple[list[float], tuple]], max_ahead: float) -> Iterator[tuple[float, tuple]]:
+def merge_keys(items: Iterable[tuple[list[float], tuple]], max_ahead: float) -> Iterator[tuple[float, tuple]]:
     """``(key, rest)`` for each ``(times, rest)`` of one file's messages, streamed with one
     message of lookahead. The key is the message's latest time that the pipeline will not
     dead-letter as out of time: no further than ``max_ahead`` past the file's time so far,
@@ -300,7 +300,7 @@ def _keyed(items: Iterable[tuple[list[float], tuple]], max_ahead: float) -> Iter
 
 def _timed_external(src: IO[bytes], decode, topics: dict[str, str], max_ahead: float = 300.0):
     """``(time, 2, offset, topic, line)`` per ``--external`` line: the time is the latest ``at``
-    of its alerts, by the rule of :func:`_keyed` (an undecodable line keeps the time of the line
+    of its alerts, by the rule of :func:`merge_keys` (an undecodable line keeps the time of the line
     before it)."""
     def items():
         for offset, line in enumerate(src):
@@ -317,14 +317,14 @@ def _timed_external(src: IO[bytes], decode, topics: dict[str, str], max_ahead: f
                     pass
             yield at, (offset, topic, line)
 
-    for key, (offset, topic, line) in _keyed(items(), max_ahead):
+    for key, (offset, topic, line) in merge_keys(items(), max_ahead):
         yield (key, 2, offset, topic, line)
 
 
 def _timed(src: IO[bytes], order: int, topic: str, timed: bool, max_ahead: float = 300.0,
            framed: tuple[str, Path] | bool = False):
     """``(time, order, offset, topic, line)`` per line, or per frame when ``framed`` is
-    ``(signal, path)``, the time by the rule of :func:`_keyed`."""
+    ``(signal, path)``, the time by the rule of :func:`merge_keys`."""
     if framed:
         signal, path = framed
         messages = otlp_proto.read_frames(src, str(path))
@@ -333,7 +333,7 @@ def _timed(src: IO[bytes], order: int, topic: str, timed: bool, max_ahead: float
         messages = enumerate(src)
         times_of = lambda m: message_times(m) if m.strip() else []  # noqa: E731
     items = ((times_of(line) if timed else [], (offset, line)) for offset, line in messages)
-    for key, (offset, line) in _keyed(items, max_ahead):
+    for key, (offset, line) in merge_keys(items, max_ahead):
         yield (key, order, offset, topic, line)
 
 
