@@ -177,40 +177,6 @@ class DidYouMean:
         return hint
 
 
-class DidYouMean:
-    """Suggestions for unknown names, at a bounded cost.
-
-    One difflib suggestion compares the name with every choice, each comparison costing up to the
-    product of the two lengths. A file with thousands of unknown names and thousands of choices
-    would make that quadratic and validation would hang, so suggestions stop once ``budget``
-    (the sum of those products, about a quarter of a microsecond each) is spent, and skip names
-    longer than ``max_len``; the problems themselves are all still reported.
-
-    >>> s = DidYouMean(["payments", "orders"])
-    >>> s.suggest("payment"), s.suggest("x" * 500)
-    (" (did you mean 'payments'?)", '')
-    """
-
-    def __init__(self, choices, *, budget: int = 2_000_000, max_len: int = 64):
-        self.choices = [c for c in choices if isinstance(c, str) and len(c) <= max_len]
-        self._total_len = sum(len(c) for c in self.choices)
-        self.budget, self.max_len = budget, max_len
-        self._memo: dict[str, str] = {}
-
-    def suggest(self, name: str) -> str:
-        if not isinstance(name, str) or len(name) > self.max_len:
-            return ""
-        if name in self._memo:
-            return self._memo[name]
-        cost = max(len(name), 1) * self._total_len
-        if cost > self.budget:
-            return ""
-        self.budget -= cost
-        close = difflib.get_close_matches(name, self.choices, n=1)
-        self._memo[name] = hint = f" (did you mean '{close[0]}'?)" if close else ""
-        return hint
-
-
 def unknown_params_message(model: str, unknown: list[str], known: list[str]) -> str:
     """``robust: unknown param 'alpah' (did you mean 'alpha'?); known: [...]``"""
     hints = DidYouMean(known)

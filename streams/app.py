@@ -103,6 +103,7 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
             self.known = frozenset(topo.services)
             self.service_label = topo.ingest.prometheus_service_label
             self.max_excerpt = topo.ingest.max_excerpt_bytes
+            self.max_ahead = topo.ingest.max_ahead.total_seconds()
 
     cur = Derived(topology)
     detect_shards: dict[tuple[str, int], Shard] = {}
@@ -207,9 +208,18 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
         def process(payload: bytes) -> DetectResult:
             res = decode_external(source, payload, known_services=cur.known, service_label=cur.service_label,
                                   redactor=cur.redactor)
-            for a in res.alerts:
+            # Not past the wall clock by more than ingest.max_ahead: one alert dated 2099 would
+            # move the correlator's clock (the detectors bound their own input the same way).
+            limit = time.time() + cur.max_ahead
+            alerts = [a for a in res.alerts if a.at <= limit]
+            rejects = list(res.rejects)
+            if len(alerts) < len(res.alerts):
+                m.OUT_OF_TIME.inc(len(res.alerts) - len(alerts))
+                rejects.append(f"{len(res.alerts) - len(alerts)} alert(s) out of time: further than ingest.max_ahead "
+                               f"({cur.max_ahead:g}s) ahead of the wall clock")
+            for a in alerts:
                 m.EXTERNAL_ALERTS.labels(source=source, status=a.status).inc()
-            return DetectResult(events=list(res.alerts), rejects=list(res.rejects))
+            return DetectResult(events=alerts, rejects=rejects)
         return process
 
     def forward_external(source: str, topic) -> None:

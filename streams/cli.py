@@ -81,7 +81,8 @@ def cmd_replay(args) -> int:
     try:
         replay(topo, args.input, args.output, actions=args.actions, tickets=args.tickets,
                deadletter=args.deadletter, drain=args.drain, progress=None if args.quiet else sys.stderr,
-               logs=args.logs, changes=args.changes, external=args.external, traces=args.traces)
+               logs=args.logs, changes=args.changes, external=args.external, traces=args.traces,
+               input_format=args.input_format)
     except ValueError as exc:  # a bad changes file, named with its line
         print(f"aiops replay: {exc}", file=sys.stderr)
         return 2
@@ -318,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
                                    "byte-identical output.")
     _topology_arg(p)
     p.add_argument("--input", "-i", type=Path, required=True, help="telemetry, one JSON message per line")
+    p.add_argument("--input-format", choices=("json", "otlp_proto"), default="json",
+                   help="how --input, --logs and --traces hold their messages: json (default), one message per "
+                        "line; otlp_proto, OTLP protobuf export requests in length-prefixed frames (a 4-byte "
+                        "big-endian length, then the message), byte for byte as they were on the topic")
     p.add_argument("--changes", type=Path,
                    help="change events (deploys, config changes, scalings), one JSON record per line "
                         "(streams/schemas/change.schema.json): candidate causes")

@@ -78,6 +78,12 @@ class RedactionSettings(Frozen):
         return v
 
 
+def _positive_duration(v):
+    if v.total_seconds() <= 0:
+        raise ValueError("must be a positive duration such as '1m'")
+    return v
+
+
 class IngestSettings(Frozen):
     # Prometheus samples name their service by this label, else by `job`.
     prometheus_service_label: str = "service"
@@ -85,6 +91,16 @@ class IngestSettings(Frozen):
     keep_labels: list[str] = Field(default_factory=list)
     max_excerpt_bytes: int = Field(default=1024, ge=64, le=65536)
     redaction: RedactionSettings = Field(default_factory=RedactionSettings)
+    # A point, log record, span or webhook alert dated further than this past the wall clock
+    # (in replay: past event time and the next message's time) is dead-lettered with the reason
+    # and moves no clock: one bad clock must not blind the pipeline (a 2099 point would make
+    # every later point look old, and hold every incident open).
+    max_ahead: Duration = parse_duration("5m")
+    # ... and one further than this behind its partition's event time: a Collector's retry
+    # queue holds minutes, not hours.
+    max_behind: Duration = parse_duration("1h")
+
+    _positive = field_validator("max_ahead", "max_behind")(classmethod(lambda cls, v: _positive_duration(v)))
 
 
 class TraceSettings(Frozen):
@@ -105,12 +121,7 @@ class TraceSettings(Frozen):
     max_spans: int = Field(default=200_000, ge=1000)
     span_ttl: Duration = parse_duration("10m")
 
-    @field_validator("bucket", "stale_after")
-    @classmethod
-    def _positive(cls, v):
-        if v.total_seconds() <= 0:
-            raise ValueError("must be a positive duration such as '1m'")
-        return v
+    _positive = field_validator("bucket", "stale_after")(classmethod(lambda cls, v: _positive_duration(v)))
 
     def span_settings(self):
         """The settings of :class:`detectors.spans.SpanSignals`."""

@@ -18,6 +18,8 @@ STATE_SHARDS = Gauge("aiops_state_shards", "Input partitions whose state this wo
 STATE_REBUILDS = Counter("aiops_state_rebuilds_total", "State shards rebuilt from their partition", ["topic"])
 STATE_REBUILD_SECONDS = Counter("aiops_state_rebuild_seconds_total", "Seconds spent rebuilding state shards", ["topic"])
 DEADLETTER = Counter("aiops_deadletter_total", "Messages sent to the dead-letter topic", ["topic"])
+OUT_OF_TIME = Counter("aiops_out_of_time_total",
+                      "Points, log records and spans dated too far from their partition's event time (or the wall clock)")
 CONSUMER_LAG = Gauge("aiops_consumer_lag", "Messages in a partition the worker has not committed yet "
                      "(log end offset minus committed offset)", ["topic", "partition"])
 

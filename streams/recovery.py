@@ -195,7 +195,7 @@ class Rebuilt:
 async def rebuild_detect(topology: Topology, bootstrap: str, topic: str, partition: int, until: int) -> Rebuilt:
     """A detect shard for ``topic``/``partition`` as of offset ``until``."""
     started = time.monotonic()
-    stage = DetectStage(topology, lane=f"{topic}/{partition}")
+    stage = DetectStage(topology, lane=f"{topic}/{partition}", clock=time.time)
     process = stage.processor(topic)
     rows = await read_partitions(bootstrap, topic, [partition], until={partition: until})
     for _, _, _, value in rows:

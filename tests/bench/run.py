@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["tests.bench.pipeline_bench", "tests.bench.detector_bench", "tests.bench.rca_bench",
+BENCHES = ["tests.bench.otlp_bench", "tests.bench.pipeline_bench", "tests.bench.detector_bench", "tests.bench.rca_bench",
            "tests.bench.kafka_bench", "tests.bench.redaction_bench", "tests.bench.scaling_bench",
            "tests.bench.traces_bench", "tests.bench.runbook_bench"]
 
