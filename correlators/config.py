@@ -2,26 +2,99 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import networkx as nx
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from detectors.config import Duration, Frozen, parse_duration
 
 ServiceKind = Literal["service", "datastore", "queue", "gateway", "external", "host"]
 
 
+# An id that goes into keys, logs, URLs and table cells as it is: no spaces, no newlines, no markup.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def check_id(value: str) -> str:
+    """An id as :data:`ID_PATTERN` wants it.
+
+    >>> check_id("act-1f2e")
+    'act-1f2e'
+    >>> check_id("act-1\\nINFO approved")
+    Traceback (most recent call last):
+    ...
+    ValueError: expected an id of letters, digits and . _ : @ - (at most 128, no spaces or newlines) (got 'act-1\\nINFO approved')
+    """
+    if not isinstance(value, str) or not re.fullmatch(ID_PATTERN, value):
+        raise ValueError("expected an id of letters, digits and . _ : @ - (at most 128, no spaces or newlines) "
+                         f"(got {value!r:.60})")
+    return value
+
+
+def check_text(value: str) -> str:
+    """A one-line text (a name, a glob, a comment) that reaches logs and pages: no control
+    characters, which could forge a log line or hide what follows them."""
+    if _CONTROL.search(value):
+        raise ValueError(f"control characters (newline, tab, escape...) are not allowed (got {value!r:.60})")
+    return value
+
+
+def _aware_time(value: Any) -> Any:
+    """An RFC 3339 time with its UTC offset, from YAML (a timestamp or a string) or JSON (a string).
+    Without an offset Python reads the host's local zone, and two hosts would disagree."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"expected an RFC 3339 time such as '2026-08-20T12:00:00Z' (got {value!r:.40})") from None
+    if isinstance(value, datetime) and value.tzinfo is None:
+        raise ValueError("expected a time with a UTC offset, such as '2026-08-20T12:00:00Z'")
+    return value
+
+
+Id = Annotated[str, AfterValidator(check_id)]
+Text = Annotated[str, Field(max_length=1000), AfterValidator(check_text)]
+AwareTime = Annotated[datetime, BeforeValidator(_aware_time)]
+
+
+# Service and host names reach metric labels, incident titles, tickets, the board's HTML and runbook
+# arguments: letters, digits and . _ - only, starting with a letter or digit, as Kubernetes and
+# OpenTelemetry's service.name conventions write them. An empty name, a newline or markup in one is
+# a mistake (or an injection), never a real service.
+SERVICE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+def check_service_name(value: str) -> str:
+    """
+    >>> check_service_name("orders-db")
+    'orders-db'
+    >>> check_service_name("<b>web</b>")
+    Traceback (most recent call last):
+    ...
+    ValueError: expected a name of letters, digits, '.', '_' and '-' (at most 128, starting with a letter or digit) (got '<b>web</b>')
+    """
+    if not isinstance(value, str) or not re.fullmatch(SERVICE_NAME_PATTERN, value):
+        raise ValueError("expected a name of letters, digits, '.', '_' and '-' (at most 128, starting with a letter "
+                         f"or digit) (got {value!r:.60})")
+    return value
+
+
+ServiceName = Annotated[str, AfterValidator(check_service_name)]
+
+
 class ServiceSpec(Frozen):
     depends_on: list[str] = Field(default_factory=list)  # the services this one calls
-    owner: str | None = None
+    owner: Text | None = None
     tier: int = Field(default=2, ge=1, le=4)  # 1 is the most critical
     kind: ServiceKind = "service"
     entrypoint: bool = False  # serves end users directly; failures here are user-visible
     # Nodes serving the service, by their `host.name`; each sends its own series (a load-balanced pool).
-    instances: list[str] = Field(default_factory=list)
-    description: str = ""
+    instances: list[ServiceName] = Field(default_factory=list)
+    description: Text = ""
 
 
 class Silence(Frozen):
@@ -29,14 +102,23 @@ class Silence(Frozen):
     and join none (a maintenance window). They are counted and stay on ``aiops.alerts``; an
     incident already open still updates and resolves."""
 
-    id: str
-    service: str = "*"
-    metric: str = "*"
-    labels: dict[str, str] = Field(default_factory=dict)
-    starts_at: datetime
-    ends_at: datetime
-    created_by: str
-    comment: str = ""
+    id: Id
+    service: Text = "*"
+    metric: Text = "*"
+    labels: dict[Text, Text] = Field(default_factory=dict)
+    starts_at: AwareTime
+    ends_at: AwareTime
+    created_by: Annotated[Text, Field(min_length=1, max_length=256)]
+    comment: Text = ""
+
+    @model_validator(mode="after")
+    def _ends_after_it_starts(self) -> "Silence":
+        # A silence that ends before (or as) it starts silences nothing: it is a typo (a swapped
+        # pair, a wrong year) that the operator believes is muting alerts.
+        if self.ends_at <= self.starts_at:
+            raise ValueError(f"ends_at ({self.ends_at.isoformat()}) must be after starts_at "
+                             f"({self.starts_at.isoformat()})")
+        return self
 
     def matches(self, service: str, metric: str, labels: dict[str, str], at: float) -> bool:
         return (self.starts_at.timestamp() <= at < self.ends_at.timestamp()
@@ -98,8 +180,9 @@ class SuspectEdgeSettings(Frozen):
     of its own running out) began shortly after another open incident's root cause ``B`` and no
     declared path links them, the call ``A -> B`` is suspected: both incidents name it
     (``suspected_edges``), and with ``merge`` the caller's alerts join ``B``'s incident instead,
-    ranked as if the call were declared. The rules are in
-    :func:`correlators.rca.suspect_missing_edge`.
+    ranked as if the call were declared. Only one such ``B`` may exist: when several failing
+    services could each explain ``A``, nothing singles one out and no call is suspected. The
+    rules are in :func:`correlators.rca.suspect_missing_edge`.
     """
 
     enabled: bool = True

@@ -100,6 +100,7 @@ class Correlator:
         self._below: dict[str, frozenset[str]] = {}  # service -> every service it calls, directly or not
         self._metrics_mark = 0.0  # the latest event time from metrics (see _clock)
         self._revision = 0  # bumped by reconfigure
+        self._readings: dict[tuple, str] = {}  # _reading(alert) -> the first fingerprint seen with it
 
     # -- public API -------------------------------------------------------------------------
 
@@ -241,11 +242,20 @@ class Correlator:
         if self.silenced_by(alert) is not None:
             self.stats["silenced"] += 1  # recorded (the alert stays on aiops.alerts), not paged
             return
+        reading = _reading(alert)
+        twin = self._twin(reading, alert)
+        if twin is not None:  # one series seen through several services: one anomaly, one incident
+            self._update_alert(twin, alert)
+            return
         host = self._host(self._hosts(self._key(alert), alert.at), alert.service, [alert])
         if host is not None:  # an open incident's failure spreading: it takes the alert at once
             self.stats["inhibited"] += 1
             self._update_alert(host, alert)
+            if reading is not None:
+                self._readings.setdefault(reading, alert.fingerprint)
             return
+        if reading is not None:
+            self._readings.setdefault(reading, alert.fingerprint)
         grp = self._find_group(alert)
         if grp is None:
             gid = "inc-" + stable_hash(alert.fingerprint, rfc3339(alert.starts_at), length=12)
@@ -256,6 +266,17 @@ class Correlator:
             self._groups[gid] = grp
             self.stats["incidents"] += 1
         self._update_alert(grp, alert)
+
+    def _twin(self, reading: tuple | None, alert: Alert) -> _Group | None:
+        """The active group holding an alert of another service with the same readings (see
+        :func:`_reading`): a node's series reported with each pod on it is one anomaly. (With
+        several ``aiops.alerts`` partitions, services of different weakly connected parts of the
+        graph meet here only if their correlation keys share a partition, as for suspected calls.)"""
+        fp = self._readings.get(reading) if reading is not None else None
+        if fp is None or fp == alert.fingerprint:
+            return None
+        grp = self._groups.get(self._by_fingerprint.get(fp, ""))
+        return grp if grp is not None and grp.status != "resolved" and grp.key == self._key(alert) else None
 
     def _new_episode(self, grp: _Group, alert: Alert) -> bool:
         """Whether ``alert`` starts a new episode of a series that ``grp`` (open or resolved)
@@ -355,7 +376,12 @@ class Correlator:
         labels = dict(alert.labels)
         return tuple(labels.get(k, "") for k in self._cfg.group_by)
 
-    def _calls(self, service: str) -> frozenset[str]:
+    def _calls(self, service: str, grp: _Group | None = None) -> frozenset[str]:
+        """Every service ``service`` calls, directly or not: in the declared graph, or in the one
+        ``grp`` is ranked on (with the calls suspected and merged into it)."""
+        if grp is not None and grp.extra_edges:
+            g = self._graph_of(grp)
+            return frozenset(nx.descendants(g, service)) if service in g else frozenset()
         below = self._below.get(service)
         if below is None:
             below = frozenset(nx.descendants(self._graph, service)) if service in self._graph else frozenset()
@@ -385,10 +411,10 @@ class Correlator:
 
     def _suspect_edges(self, grp: _Group) -> bool:
         """Before ``grp`` opens: does its top root cause look like a caller of another active
-        incident's root cause through a call the topology lacks? Both groups then record the
-        suspected edge; with ``suspect_edges.merge``, and a single such incident, ``grp`` is
-        merged into it instead (it was never published, so no id vanishes) and the RCA of the
-        merged incident counts the suspected call. Returns whether ``grp`` was merged."""
+        incident's root cause through a call the topology lacks, and of that one only? Both
+        groups then record the suspected edge; with ``suspect_edges.merge``, ``grp`` is merged
+        into it instead (it was never published, so no id vanishes) and the RCA of the merged
+        incident counts the suspected call. Returns whether ``grp`` was merged."""
         cfg = self._cfg.suspect_edges
         rcs = self._rank(grp)
         if not rcs:
@@ -407,7 +433,9 @@ class Correlator:
                                         max_hops=self._cfg.max_hops, related_incident=other.id)
             if edge is not None:
                 found.append((edge, other))
-        if not found:
+        if len(found) != 1:
+            # Several failing services that could each explain it single none of them out: the
+            # coincidence of onsets is the only evidence, and noise makes such coincidences.
             return False
         # A group held by settle_wait is asked again at each step: count each suspicion once.
         self.stats["suspected_edges"] += sum(1 for e, _ in found if (e.caller, e.callee) not in grp.suspects)
@@ -494,33 +522,34 @@ class Correlator:
             cause = ranked[0]
             # A surge the incident names (first or not) still sends its load down.
             surge = next((rc for rc in ranked if rc.kind == "traffic"), None)
-            if (self._explains(cause, service, own_cause) or (drops and self._below_affected(other, service))) \
+            if (self._explains(cause, service, own_cause, other) or (drops and self._below_affected(other, service))) \
                     and self._spreading(other, cause.service, onset):
                 spreads.append(other)
-            elif surge is not None and self._explains(surge, service, own_cause) \
+            elif surge is not None and self._explains(surge, service, own_cause, other) \
                     and self._spreading(other, surge.service, onset):
                 spreads.append(other)
             elif onset <= other.opened_at and other.firing() and cause.kind != "traffic" \
-                    and service in self._calls(cause.service):
+                    and service in self._calls(cause.service, other):
                 causes.append(other)  # its cause, below it, that began first and was detected late
         # A symptom of a failure already known before the cause of a later one: that failure
         # reached it first.
         return (spreads or causes or [None])[-1]
 
-    def _explains(self, cause: RootCause, service: str, own_cause: bool) -> bool:
-        """Whether a failure of ``cause`` explains anomalies of ``service`` (``own_cause``: some
-        of them are resource or saturation signals): the service is the cause, or calls it
-        (directly or not) and shows no cause of its own; a surge of requests travels down the
-        calls instead, and loads what it reaches."""
+    def _explains(self, cause: RootCause, service: str, own_cause: bool, grp: _Group) -> bool:
+        """Whether a failure of ``cause`` (``grp``'s) explains anomalies of ``service``
+        (``own_cause``: some of them are resource or saturation signals): the service is the
+        cause, or calls it (directly or not, in the graph ``grp`` is ranked on) and shows no
+        cause of its own; a surge of requests travels down the calls instead, and loads what it
+        reaches."""
         if cause.kind == "traffic":
-            return service == cause.service or service in self._calls(cause.service)
+            return service == cause.service or service in self._calls(cause.service, grp)
         if service == cause.service:
             return True
-        return not own_cause and cause.service in self._calls(service)
+        return not own_cause and cause.service in self._calls(service, grp)
 
     def _below_affected(self, grp: _Group, service: str) -> bool:
         """Whether a service that ``grp``'s failure reached calls ``service`` (directly or not)."""
-        return any(service in self._calls(s) for s in grp.services if s != service)
+        return any(service in self._calls(s, grp) for s in grp.services if s != service)
 
     def _move(self, grp: _Group, into: _Group, service: str) -> None:
         """Move ``service``'s alerts from the pending ``grp`` to ``into``."""
@@ -674,6 +703,8 @@ class Correlator:
                 if self._by_fingerprint.get(fp) == gid:
                     del self._by_fingerprint[fp]
             del self._groups[gid]
+        if len(self._readings) > 2 * len(self._by_fingerprint) + 1000:
+            self._readings = {r: fp for r, fp in self._readings.items() if fp in self._by_fingerprint}
 
 
 _PRIORITY_RANK = {"P1": 1, "P2": 2, "P3": 3, "P4": 4}
@@ -728,6 +759,14 @@ def _same_story(a: Incident, b: Incident) -> bool:
     edges = lambda i: {(e.caller, e.callee, e.related_incident) for e in i.suspected_edges}  # noqa: E731
     return (a.services == b.services and a.priority == b.priority and a.severity == b.severity
             and top(a) == top(b) and (a.firing_count > 0) == (b.firing_count > 0) and edges(a) == edges(b))
+
+
+def _reading(alert: Alert) -> tuple | None:
+    """What makes two services' alerts one series (as :func:`correlators.rca.shared_series`):
+    the same metric, onset, value and forecast. A forecast of exactly 0 is too common to match on."""
+    if alert.status != "firing" or alert.expected == 0.0 or alert.value != alert.value:
+        return None
+    return (alert.metric, alert.starts_at, alert.value, alert.expected)
 
 
 def _keep_peak(grp: _Group, alert: Alert) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import networkx as nx
 
@@ -73,7 +73,7 @@ class _ServiceAnomaly:
     score: float
     kind: str
     alerts: tuple[Alert, ...]
-    strength: float = 1.0  # how far its own series departed from normal, 0..1 (see _departure)
+    strength: float = 1.0  # how far its series departed from normal, 0..1 (see departure)
     symptom: float = 0.0  # ... its series that a failing dependency could explain (errors, latency, unknown)
     cause: float = 0.0  # ... its series that only it explains (a resource or a pool running out)
     downstream: float = 0.0  # ... its client-side latency: how long the services it calls took
@@ -86,8 +86,8 @@ def departure(alert: Alert) -> float:
     is 0.5, a tenfold rise or a fall to nothing about 0.9 to 1; a memory series drifting 2 % is
     0.02 however unusual the detector found it. Without a usable reading (NaN): the score.
 
-    >>> a = Alert("f", "firing", "svc", "cpu", "svc/cpu", (), 1.0, 0.9, 0.05, 0.0, 0.0)
-    >>> round(departure(a), 3), round(departure(replace(a, value=34.1, expected=33.4)), 3)
+    >>> reading = lambda v, e: Alert("f", "firing", "svc", "Mem(Mi)", "svc/Mem(Mi)", (), 1.0, v, e, 0.0, 0.0)
+    >>> round(departure(reading(0.9, 0.05)), 3), round(departure(reading(34.1, 33.4)), 3)
     (0.944, 0.021)
     """
     v, e = alert.value, alert.expected
@@ -100,10 +100,14 @@ def departure(alert: Alert) -> float:
 def alert_kind(alert: Alert) -> str:
     """:func:`classify_metric`, knowing the direction: a resource or a pool used *less* than
     normal ran out of nothing, and a signal of no known kind that fell is less of something
-    (requests, work, bytes): load that stopped coming (traffic), not a failure of its own."""
+    (requests, work, bytes): load that stopped coming (traffic), not a failure of its own. A
+    latency that fell is no slowness to pass on (a kind of its own: anomaly)."""
     kind = classify_metric(alert.metric)
-    if kind in ("resource", "saturation", "anomaly") and alert.value < alert.expected:
-        return "traffic"
+    if alert.value < alert.expected:
+        if kind in ("resource", "saturation", "anomaly"):
+            return "traffic"
+        if kind == "latency":
+            return "anomaly"  # faster than normal: no failure a dependency passes on, but not nothing
     return kind
 
 
@@ -313,10 +317,7 @@ def rank_root_causes(
     for svc in changed:
         if svc not in candidates and any(svc in reach for reach in reach_cache.values()):
             candidates.add(svc)  # a changed dependency of failing services, healthy-looking or silent
-    # The strongest cause is the competing story every candidate is measured against; the other
-    # services' causes are bystanders or load (a surge's), and do not dilute each other.
-    failing = sum(symptomatic.values()) + sum(downstream.values())
-    total_weight = (failing + max(causes.values(), default=0.0)) or 1.0
+    total_weight = (sum(symptomatic.values()) + sum(downstream.values()) + sum(causes.values())) or 1.0
 
     ranked: list[tuple[float, str, RootCause]] = []
     for cand in candidates:
@@ -395,13 +396,15 @@ def rank_root_causes(
             # fault: it explains the failing services it calls. It ranks behind a resource that
             # ran out under it (that is what the fix targets), but ahead of busy bystanders.
             below = calls(cand) | {cand}
-            # ... and the load it sends loads what it reaches (a busy CPU, a pool filling up).
-            down = (sum(w for svc, w in symptomatic.items() if svc in below)
-                    + sum(w for svc, w in downstream.items() if svc in below)
-                    + sum(w for svc, w in causes.items() if svc in below)) / ((failing + sum(causes.values())) or 1.0)
+            # ... and the load it sends loads what it reaches (a busy CPU, a pool filling up), as
+            # far as the surge itself went: what departed further than the surge (a pool that
+            # ran out, a latency that exploded) broke under it, and is a cause of its own.
+            limit = departure(surge)
+            down = sum(w for part in (symptomatic, downstream, causes) for svc, w in part.items()
+                       if svc in below and w <= limit) / total_weight
             surge_raw = _SURGE_WEIGHT * (0.5 + 0.5 * surge.score) * down
-            if surge_raw > raw:
-                raw, kind = surge_raw, "traffic"
+            if surge_raw > raw or kind in _SYMPTOMS:  # an entry point failing under a surge: the trigger
+                raw, kind = max(raw, surge_raw), "traffic"
                 evidence = _evidence([surge] + [a for a in anomalies[cand].alerts if a is not surge])
                 reason = (f"requests at {surge.value:.4g}/s against {surge.expected:.4g}/s expected; the surge "
                           f"reaches {len([s for s in symptomatic if s in below])} failing services below it")
@@ -444,11 +447,13 @@ def suspect_missing_edge(
     2. Onset order: the callee's anomaly started first, at least ``min_lag`` seconds (and
        strictly) before the caller's, and at most ``window`` seconds. A fault travels up the
        calls one hop at a time; two onsets closer than one collection interval give no order.
-    3. The caller only shows symptoms: every alert of its is errors or latency. A resource,
-       saturation, traffic or silence signal of its own is a cause of its own.
+    3. The caller only shows symptoms: every alert of its is errors or latency that rose. A
+       resource, saturation, traffic or silence signal of its own is a cause of its own (kinds
+       as :func:`alert_kind` tells them: a resource used less, or a latency that fell, is no
+       failure to pass on).
     4. Kind: the caller shows a symptom the callee shows (errors pass as errors, latency as
-       latency), or the callee's evidence is a cause (saturation, resource, silence), which
-       callers see as either.
+       latency), or the callee's evidence is a cause (saturation, resource, silence, rising),
+       which callers see as either.
     5. Co-anomaly: the callee still fires (some alert of it is firing) when this is asked.
 
     Parameters
@@ -495,11 +500,11 @@ def suspect_missing_edge(
     if not (0.0 < lag and min_lag <= lag <= window):
         return None
     # 3. Symptoms only.
-    kinds = {classify_metric(a.metric) for a in mine}
+    kinds = {alert_kind(a) for a in mine}
     if not kinds <= set(_SYMPTOMS):
         return None
     # 4. The same symptom, or a cause below.
-    their_kinds = {classify_metric(a.metric) for a in theirs}
+    their_kinds = {alert_kind(a) for a in theirs}
     if not (kinds & their_kinds or their_kinds & set(CAUSE_KINDS)):
         return None
     shared = sorted(kinds & their_kinds) or sorted(kinds)

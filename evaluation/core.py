@@ -20,6 +20,7 @@ from streams import codec
 from streams.config import Topology
 from streams.ingest import DecodeError
 from streams.pipeline import CorrelateStage, DetectStage
+from streams.replay import merge_keys, message_times, with_next_time
 
 
 @dataclass
@@ -46,11 +47,17 @@ def run_core(topology: Topology, messages: Iterable[dict | bytes | tuple[str, di
         for inc in res.incidents:
             out.incidents.append(orjson.loads(codec.encode_incident(inc)))
 
-    for msg in messages:
-        kind = "metrics"
-        if isinstance(msg, tuple):
-            kind, msg = msg
-        line = msg if isinstance(msg, bytes) else orjson.dumps(msg)
+    def lines():
+        for msg in messages:
+            kind = "metrics"
+            if isinstance(msg, tuple):
+                kind, msg = msg
+            line = msg if isinstance(msg, bytes) else orjson.dumps(msg)
+            yield message_times(line), (kind, line)
+
+    # The event-time bound looks one message ahead, as in replay (a gap is not a bad clock).
+    keyed = merge_keys(lines(), topology.ingest.max_ahead.total_seconds())
+    for (_, (kind, line)), detect.horizon in with_next_time(keyed):
         out.messages += 1
         try:
             res = processes[kind](line)

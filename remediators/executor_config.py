@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, field_validator
 
-from detectors.config import Duration, Frozen, parse_duration
+from detectors.config import Duration, Frozen, TopicName, parse_duration
 
 # No spaces, quotes, globs, `$`, `;`, `|`, `&`, backticks, redirections or newlines. A value may
 # still start with '-' under this pattern; that is refused separately, whatever the pattern.
@@ -41,7 +41,8 @@ def _env_ref(value: str | None) -> str | None:
         return None
     if not isinstance(value, str) or not re.fullmatch(r"env:[A-Za-z_][A-Za-z0-9_]*", value):
         # A secret never sits in topology.yaml: only the name of the variable that holds it.
-        raise ValueError(f"expected 'env:VARIABLE' (got {str(value)[:8]!r}...)")
+        # The value is not echoed: it is probably the secret itself.
+        raise ValueError("expected 'env:VARIABLE_NAME': secrets never go in topology.yaml")
     return value
 
 
@@ -141,7 +142,7 @@ class KubernetesSettings(Frozen):
 
 
 class KafkaSettings(Frozen):
-    allowed_topics: list[str] = Field(default_factory=list)
+    allowed_topics: list[TopicName] = Field(default_factory=list)
     bootstrap: str | None = None  # None: the executor's own bootstrap servers
 
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,21 +298,95 @@ def incident_facts(incident: Incident | Mapping[str, Any]) -> IncidentFacts | No
                          labels=labels, title=title)
 
 
+# Reciprocal rank fusion's constant (Cormack et al. 2009): a runbook's fused score is
+# sum(1 / (RRF_K + rank)) over the rankings. 60 is the paper's value, kept, not tuned here.
+RRF_K = 60
+# Below this cosine similarity a runbook is not "about" the text for all-MiniLM-L6-v2: junk
+# queries ("qqqq", "asdf", "lunch menu") reach 0.08-0.21 against the shipped runbooks. Set from
+# those junk queries, not from the evaluation's queries (some of whose answers score lower).
+MIN_SIMILARITY = 0.25
+EMBED_CHARS = 1500  # of a runbook's text embedded: title, tags and the start of the body (256 tokens cap it)
+
+Embedder = Callable[[list[str]], Any]  # texts -> unit vectors, one row each (numpy array)
+
+
+def embedding_text(rb: Runbook) -> str:
+    """What a runbook's vector is made of: its title and tags first, so truncation keeps them."""
+    return f"{rb.title}. {', '.join(rb.tags)}. {rb.body}"[:EMBED_CHARS]
+
+
+def fuse(rankings: Sequence[Sequence[str]], k: int = RRF_K) -> dict[str, float]:
+    """Reciprocal rank fusion of rankings (ids, best first): id -> fused score.
+
+    >>> fuse([["a", "b", "c"], ["c", "b"]], k=1)
+    {'a': 0.5, 'b': 0.6666666666666666, 'c': 0.75}
+    """
+    out: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, rid in enumerate(ranking, 1):
+            out[rid] = out.get(rid, 0.0) + 1.0 / (k + rank)
+    return out
+
+
 @dataclass(frozen=True)
 class RunbookIndex:
-    """An immutable BM25 index over runbooks. Build it with :meth:`build` or :func:`load_runbooks`."""
+    """An immutable index over runbooks: BM25, and by meaning when built with an ``embedder``
+    (:func:`remediators.embedding.model`'s ``embed``). Build it with :meth:`build` or
+    :func:`load_runbooks`.
+
+    With an embedder, :meth:`search` and :meth:`for_incident` fuse the BM25 ranking (boosts
+    included) with the ranking by cosine similarity (:func:`fuse`). The runbooks' vectors are
+    computed on the first search, once."""
 
     runbooks: tuple[Runbook, ...]
     _bm25: BM25Okapi | None = field(default=None, repr=False, compare=False)
+    embedder: Embedder | None = field(default=None, repr=False, compare=False)
+    _vectors: dict = field(default_factory=dict, repr=False, compare=False)  # filled once, on first use
 
     @classmethod
-    def build(cls, runbooks: Iterable[Runbook]) -> RunbookIndex:
+    def build(cls, runbooks: Iterable[Runbook], embedder: Embedder | None = None) -> RunbookIndex:
         rbs = tuple(sorted(runbooks, key=lambda r: r.id))
         ids = [r.id for r in rbs]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise RunbookError("runbooks", [(r.path, f"duplicate runbook id '{r.id}'") for r in rbs if r.id in dupes])
-        return cls(runbooks=rbs, _bm25=BM25Okapi([_document(r) for r in rbs]) if rbs else None)
+        return cls(runbooks=rbs, _bm25=BM25Okapi([_document(r) for r in rbs]) if rbs else None, embedder=embedder)
+
+    def with_embedder(self, embedder: Embedder | None) -> RunbookIndex:
+        """The same runbooks, ranked with ``embedder`` too (``None``: BM25 alone)."""
+        return RunbookIndex(runbooks=self.runbooks, _bm25=self._bm25, embedder=embedder)
+
+    def similarities(self, text: str) -> list[float]:
+        """Cosine similarity of ``text`` to each runbook (the index's order). Needs an embedder."""
+        if self.embedder is None:
+            raise ValueError("this index has no embedder")
+        if "runbooks" not in self._vectors:
+            self._vectors["runbooks"] = self.embedder([embedding_text(r) for r in self.runbooks])
+        q = self.embedder([text])[0]
+        return [float(x) for x in self._vectors["runbooks"] @ q]
+
+    def by_meaning(self, text: str, n: int = 5) -> list[Hit]:
+        """Runbooks by cosine similarity alone, best first (the evaluation's "embeddings alone")."""
+        sims = self.similarities(text)
+        hits = [Hit(rb, round(s, 6), ("meaning",)) for rb, s in zip(self.runbooks, sims, strict=True)]
+        hits.sort(key=lambda h: (-h.score, h.runbook.id))
+        return hits[:max(n, 0)]
+
+    def _fused(self, text_hits: list[Hit], meaning_text: str, n: int, cutoff: float) -> list[Hit]:
+        """BM25 hits (already cut) fused with the ranking by meaning. A runbook takes part when
+        BM25 kept it, or its similarity is at least :data:`MIN_SIMILARITY` and ``cutoff`` of the
+        best one's; the score is the fused one."""
+        sims = self.similarities(meaning_text)
+        best = max(sims, default=0.0)
+        by_meaning = sorted(range(len(self.runbooks)), key=lambda i: (-sims[i], self.runbooks[i].id))
+        meaning_ids = [self.runbooks[i].id for i in by_meaning if sims[i] >= MIN_SIMILARITY and sims[i] >= cutoff * best]
+        text_ids = [h.runbook.id for h in text_hits]
+        fused = fuse([text_ids, meaning_ids])
+        why = {h.runbook.id: h.why for h in text_hits}
+        hits = [Hit(self.get(rid), round(score, 6), why.get(rid, ()) + (("meaning",) if rid in meaning_ids else ()))
+                for rid, score in fused.items()]
+        hits.sort(key=lambda h: (-h.score, h.runbook.id))
+        return hits[:max(n, 0)]
 
     def __len__(self) -> int:
         return len(self.runbooks)
@@ -343,7 +417,14 @@ class RunbookIndex:
         """Free-text search. Query words that are tags, or a root-cause kind a runbook treats, boost it.
 
         ``cutoff`` drops hits scoring below that share of the best hit (0.5: at least half as good).
+        With an embedder, BM25's hits and the ranking by meaning are fused (:meth:`_fused`).
         """
+        if self.embedder is None:
+            return self.search_text(query, n, cutoff=cutoff)
+        return self._fused(self.search_text(query, len(self.runbooks), cutoff=cutoff), query, n, cutoff)
+
+    def search_text(self, query: str, n: int = 5, *, cutoff: float = 0.0) -> list[Hit]:
+        """:meth:`search` by BM25 and boosts alone."""
         tokens = tokenize(query)
         words = set(tokens) | {w.lower() for w in query.split()}
         boosts = []
@@ -364,6 +445,14 @@ class RunbookIndex:
         facts = incident_facts(incident)
         if facts is None:
             return []
+        text_hits = self._for_facts(facts, len(self.runbooks) if self.embedder is not None else n, cutoff)
+        if self.embedder is None:
+            return text_hits
+        # By meaning: the incident as an operator would put it, title and evidence details first.
+        said = ". ".join([facts.title, f"{facts.kind} on {facts.service}", *facts.details[:3], *facts.metrics[:3]])
+        return self._fused(text_hits, said, n, cutoff)
+
+    def _for_facts(self, facts: IncidentFacts, n: int, cutoff: float) -> list[Hit]:
         query = tokenize(" ".join([facts.service, facts.kind, *facts.metrics, *facts.details,
                                    *(k for k, _ in facts.labels), facts.title]))
         boosts = []
@@ -400,5 +489,5 @@ def runbook_refs(index: RunbookIndex | None, incident: Incident | Mapping[str, A
     return tuple(h.runbook.path for h in index.for_incident(incident, n, cutoff=RELEVANT))
 
 
-__all__ = ["CAUSES", "RELEVANT", "Hit", "IncidentFacts", "Runbook", "RunbookError", "RunbookIndex", "incident_facts",
+__all__ = ["CAUSES", "MIN_SIMILARITY", "RELEVANT", "RRF_K", "Embedder", "Hit", "embedding_text", "fuse", "IncidentFacts", "Runbook", "RunbookError", "RunbookIndex", "incident_facts",
            "load_runbooks", "parse_runbook", "runbook_refs", "tokenize"]

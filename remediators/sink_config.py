@@ -14,10 +14,11 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from detectors.config import Duration, Frozen, parse_duration
+from detectors.config import Duration, Frozen, TopicName, parse_duration
 Priority = Literal["P1", "P2", "P3", "P4"]  # as in remediators.config, which imports this module
 
 _ENV_REF = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)$")
+_CREDENTIAL_HEADER = re.compile(r"authorization|cookie|token|secret|api[_-]?key|password|passwd|auth$|session", re.I)
 _URL = re.compile(r"^https?://[^\s/]+(/[^\s]*)?$")
 
 
@@ -126,6 +127,11 @@ class WebhookSink(Frozen):
         if any(k.lower() in ("authorization", "idempotency-key", "content-type") for k in self.headers):
             raise ValueError("headers: Authorization, Idempotency-Key and Content-Type are set by aiops "
                              "(use `token: env:VAR` for authorization)")
+        # Static headers are sent as written, so a credential among them would sit in the file.
+        secret = [k for k in self.headers if _CREDENTIAL_HEADER.search(k)]
+        if secret:
+            raise ValueError(f"headers: {secret[0]!r:.40} carries a credential; static headers are sent as written, "
+                             "so only `token: env:VAR` (sent as Authorization) may authenticate")
         return self
 
 
@@ -137,12 +143,30 @@ class DeliverySettings(Frozen):
     pagerduty: PagerDutySink | None = None
     webhook: WebhookSink | None = None
     retry: RetrySettings = Field(default_factory=RetrySettings)
-    ledger_topic: str = "aiops.ticket-ledger"  # compacted; incident id -> tracker ticket id
+    ledger_topic: TopicName = "aiops.ticket-ledger"  # compacted; incident id -> tracker ticket id
     group_id: str = "aiops-tickets"
 
     def sink(self, name: str):
         """The settings of sink ``name``, or None when it is not configured."""
         return getattr(self, name, None) if name in ("clickup", "jira", "pagerduty", "webhook") else None
+
+
+def ticket_url(delivery: DeliverySettings, sink: str, ticket_id: str) -> str | None:
+    """Where a person opens ticket ``ticket_id`` of ``sink`` (the id the ticket ledger records),
+    when the tracker has such a page; ``None`` otherwise.
+
+    >>> jira = DeliverySettings.model_validate({"jira": {"base_url": "https://acme.atlassian.net",
+    ...                                                  "project_key": "OPS", "email": "ops@acme.test"}})
+    >>> ticket_url(jira, "jira", "OPS-7"), ticket_url(jira, "pagerduty", "inc-1")
+    ('https://acme.atlassian.net/browse/OPS-7', None)
+    """
+    from urllib.parse import quote
+
+    if sink == "jira" and delivery.jira is not None:
+        return f"{delivery.jira.base_url.rstrip('/')}/browse/{quote(ticket_id, safe='')}"
+    if sink == "clickup" and delivery.clickup is not None:
+        return f"https://app.clickup.com/t/{quote(ticket_id, safe='')}"  # the task's page, whatever the API's host
+    return None  # PagerDuty's Events API keeps a dedup key, not a page; a webhook returns nothing to link
 
 
 def sink_problems(tickets, delivery: DeliverySettings | None = None) -> list[tuple[str, str]]:

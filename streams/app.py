@@ -25,6 +25,7 @@ from streams.ingest.external import decode_external
 from streams.ingest.redact import Redactor
 from streams.live_config import Applied, LiveConfig, Refused
 from streams.pipeline import CorrelateStage, DetectResult, DetectStage, correlation_keys, load_runbook_index
+from streams.web.server import install as install_board
 from streams.recovery import (Broadcast, OutputIndex, Rebuilt, Shard, apply_broadcast, encode_result, follow,
                               leave_for_dead_member, read_partitions, rebuild_correlate, rebuild_detect,
                               remember_member)
@@ -104,6 +105,7 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
             self.known = frozenset(topo.services)
             self.service_label = topo.ingest.prometheus_service_label
             self.max_excerpt = topo.ingest.max_excerpt_bytes
+            self.max_ahead = topo.ingest.max_ahead.total_seconds()
 
     cur = Derived(topology)
     detect_shards: dict[tuple[str, int], Shard] = {}
@@ -245,9 +247,18 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
         def process(payload: bytes) -> DetectResult:
             res = decode_external(source, payload, known_services=cur.known, service_label=cur.service_label,
                                   redactor=cur.redactor)
-            for a in res.alerts:
+            # Not past the wall clock by more than ingest.max_ahead: one alert dated 2099 would
+            # move the correlator's clock (the detectors bound their own input the same way).
+            limit = time.time() + cur.max_ahead
+            alerts = [a for a in res.alerts if a.at <= limit]
+            rejects = list(res.rejects)
+            if len(alerts) < len(res.alerts):
+                m.OUT_OF_TIME.inc(len(res.alerts) - len(alerts))
+                rejects.append(f"{len(res.alerts) - len(alerts)} alert(s) out of time: further than ingest.max_ahead "
+                               f"({cur.max_ahead:g}s) ahead of the wall clock")
+            for a in alerts:
                 m.EXTERNAL_ALERTS.labels(source=source, status=a.status).inc()
-            return DetectResult(events=list(res.alerts), rejects=list(res.rejects))
+            return DetectResult(events=alerts, rejects=rejects)
         return process
 
     def forward_external(source: str, topic) -> None:
@@ -474,6 +485,10 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
             m.HTTP_ACCEPTED.labels(path="/control").inc()
             return self.json({**orjson.loads(value), "topic": topics.control}, status=202)
 
+    # The incident board (GET /, /incidents/ID): its state is every record of the incident,
+    # action, ticket and control topics; acting from it goes through POST /control above.
+    install_board(app, bootstrap=bootstrap, topics=topics, topology=lambda: live.topology, auth=auth)
+
     @app.page("/metrics")
     async def metrics_page(web, request):
         # In a header: aiohttp refuses a content_type argument carrying "; charset=utf-8".
@@ -553,7 +568,7 @@ def control_from_http(body: bytes, by: str, now: float) -> tuple[str, bytes]:
                 raise codec.RecordError(f"duration: {exc}") from None
     derive_id = d.get("type") == "silence" and "id" not in d
     if derive_id:
-        d["id"] = ""  # derived below from what the silence matches, as `aiops silence` does
+        d["id"] = "sil-derived"  # a valid placeholder; derived below from what the silence matches, as `aiops silence` does
     try:
         payload = orjson.dumps(d)
     except TypeError:  # orjson writes 254 levels, parses 1024

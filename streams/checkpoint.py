@@ -31,7 +31,8 @@ The format (version :data:`FORMAT_VERSION`)
 
     The header names the release that wrote it, the stage kind, the input topic and partition,
     ``next_offset`` and the operator-topic positions. The state is the stage's attributes but
-    the ones rebuilt from config on restore (the redactor's compiled caches, the runbook index).
+    the ones rebuilt on restore (the redactor's compiled caches and the runbook index, from
+    config; a detect stage's wall clock, from the restoring process).
     Decoding checks the checksum before it unpickles anything, so a torn write or a flipped bit
     is a :class:`Corrupt` snapshot, never wrong state. The unpickler resolves only classes of
     this project and a fixed list of library types (:class:`_StateUnpickler`): a snapshot names
@@ -68,8 +69,9 @@ KEEP_LOCAL = 3
 CHUNK_BYTES = 512 * 1024  # under Kafka's default 1 MiB message limit, with room for the chunk header
 
 # Attributes rebuilt from the running config instead of stored: compiled regex caches (which do
-# not pickle) and the runbook index (read from disk, and large).
-_NOT_STATE = {"detect": ("redactor",), "correlate": ("runbooks",)}
+# not pickle), the runbook index (read from disk, and large) and a detect stage's wall clock
+# (the restoring process's own: ``time.time`` in a worker, none in replay).
+_NOT_STATE = {"detect": ("redactor", "_clock"), "correlate": ("runbooks",)}
 
 
 class SnapshotError(Exception):
@@ -115,16 +117,18 @@ def state_of(stage, kind: str) -> dict:
     return {k: v for k, v in vars(stage).items() if k not in _NOT_STATE[kind]}
 
 
-def stage_from(kind: str, state: dict, topology, runbooks=None):
+def stage_from(kind: str, state: dict, topology, runbooks=None, *, clock=None):
     """A stage object with ``state``, the parts left out rebuilt, and reconfigured to
     ``topology`` when that differs from the config the state was learned under (as a live
-    config change would have done to a worker that never stopped)."""
+    config change would have done to a worker that never stopped). A detect stage reads
+    ``clock`` as its wall clock (see :class:`~streams.pipeline.DetectStage`)."""
     from streams.ingest.redact import Redactor
     from streams.pipeline import CorrelateStage, DetectStage
 
     if kind == "detect":
         stage = DetectStage.__new__(DetectStage)
         vars(stage).update(state)
+        stage._clock = clock
         stage.redactor = Redactor.from_settings(stage.topology.ingest.redaction)
         if stage.topology != topology:
             stage.reconfigure(topology)
@@ -542,10 +546,12 @@ class Checkpoints:
         if self._on_written is not None:
             self._on_written(job.meta.kind, self._clock() - job.started, size)
 
-    async def restore(self, kind: str, topic: str, partition: int, until: int, topology, runbooks=None) -> Found:
+    async def restore(self, kind: str, topic: str, partition: int, until: int, topology, runbooks=None, *,
+                      clock=None) -> Found:
         """The newest readable snapshot of ``topic``/``partition`` covering at most ``until``,
-        as a stage: the local store first, then the checkpoint topic. Each one that is corrupt
-        or of a format this release does not read is logged and passed over."""
+        as a stage (a detect stage reading ``clock`` as its wall clock): the local store first,
+        then the checkpoint topic. Each one that is corrupt or of a format this release does not
+        read is logged and passed over."""
         skipped: list[tuple[str, SnapshotError]] = []
         if kind == "correlate" and runbooks is None:
             from streams.pipeline import load_runbook_index
@@ -558,7 +564,7 @@ class Checkpoints:
                 if (meta.kind, meta.topic, meta.partition) != (kind, topic, partition) or meta.next_offset > until:
                     raise Corrupt(f"covers {meta.kind} {meta.topic}[{meta.partition}] up to {meta.next_offset}, "
                                   f"expected {kind} {topic}[{partition}] up to {until}")
-                stage = stage_from(kind, state, topology, runbooks)
+                stage = stage_from(kind, state, topology, runbooks, clock=clock)
             except Unreadable as exc:
                 log.warning("%s[%d]: %s snapshot %s is in %s: rebuilding from the input instead", topic, partition,
                             source, name, exc)

@@ -48,7 +48,11 @@ def _load(path: Path):
 
 
 def cmd_validate(args) -> int:
+    from streams.config import topology_warnings
+
     topo = _load(args.topology)
+    for path, msg in topology_warnings(topo):
+        print(f"{args.topology}: {path}: {msg}", file=sys.stderr)
     n_edges = sum(len(s.depends_on) for s in topo.services.values())
     print(f"{args.topology}: ok ({len(topo.services)} services, {n_edges} dependencies, "
           f"{len(topo.detectors.rules)} detector rules, {len(topo.remediation.policies)} policies)")
@@ -77,7 +81,8 @@ def cmd_replay(args) -> int:
     try:
         replay(topo, args.input, args.output, actions=args.actions, tickets=args.tickets,
                deadletter=args.deadletter, drain=args.drain, progress=None if args.quiet else sys.stderr,
-               logs=args.logs, changes=args.changes, external=args.external, traces=args.traces)
+               logs=args.logs, changes=args.changes, external=args.external, traces=args.traces,
+               input_format=args.input_format)
     except ValueError as exc:  # a bad changes file, named with its line
         print(f"aiops replay: {exc}", file=sys.stderr)
         return 2
@@ -136,16 +141,17 @@ def cmd_worker(args) -> int:
 
 def _check_config(path: Path):
     """``(text, topology)`` of the file, or ``(None, ConfigError)`` when it does not validate."""
-    from streams.config import ConfigError, parse_topology_text
+    from streams.config import ConfigError, parse_topology_text, read_capped
 
     try:
-        text = path.read_text()
+        data = read_capped(path)
     except OSError as exc:
         return None, ConfigError(str(path), [("", f"cannot read the file: {exc.strerror}")])
     try:
-        return text, parse_topology_text(text, str(path))
+        topo = parse_topology_text(data, str(path))
     except ConfigError as exc:
         return None, exc
+    return data.decode("utf-8-sig"), topo  # valid, so UTF-8
 
 
 def watch_config(path: Path, push, *, interval: float, sleep, err=sys.stderr, rounds: int | None = None) -> None:
@@ -313,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
                                    "byte-identical output.")
     _topology_arg(p)
     p.add_argument("--input", "-i", type=Path, required=True, help="telemetry, one JSON message per line")
+    p.add_argument("--input-format", choices=("json", "otlp_proto"), default="json",
+                   help="how --input, --logs and --traces hold their messages: json (default), one message per "
+                        "line; otlp_proto, OTLP protobuf export requests in length-prefixed frames (a 4-byte "
+                        "big-endian length, then the message), byte for byte as they were on the topic")
     p.add_argument("--changes", type=Path,
                    help="change events (deploys, config changes, scalings), one JSON record per line "
                         "(streams/schemas/change.schema.json): candidate causes")

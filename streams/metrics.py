@@ -27,6 +27,8 @@ CHECKPOINTS_SKIPPED = Counter("aiops_checkpoints_skipped_total", "Snapshots pass
                               "(checksum, truncation) or of a format version this release does not read",
                               ["reason", "store"])
 DEADLETTER = Counter("aiops_deadletter_total", "Messages sent to the dead-letter topic", ["topic"])
+OUT_OF_TIME = Counter("aiops_out_of_time_total",
+                      "Points, log records and spans dated too far from their partition's event time (or the wall clock)")
 CONSUMER_LAG = Gauge("aiops_consumer_lag", "Messages in a partition the worker has not committed yet "
                      "(log end offset minus committed offset)", ["topic", "partition"])
 

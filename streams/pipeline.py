@@ -27,7 +27,7 @@ from detectors.absence import AbsenceDetector
 from detectors.engine import DetectionEngine
 from detectors.logs import LogTemplateDetector
 from detectors.normalize import Normalizer
-from detectors.records import Alert, AlertEvent, Heartbeat
+from detectors.records import Alert, AlertEvent, Heartbeat, rfc3339
 from detectors.spans import SpanSignals
 from remediators.dispatch import DispatchState, approve, dispatch, expire_and_verify, record_result
 from remediators.records import Action, TicketEvent
@@ -63,9 +63,15 @@ class DetectResult:
 class DetectStage:
     """Decode, normalize and score one input message at a time."""
 
-    def __init__(self, topology: Topology, lane: str = ""):
+    def __init__(self, topology: Topology, lane: str = "", clock=None):
         self.topology = topology
         self.lane = lane  # the input partition this stage reads (see Heartbeat.lane)
+        # The wall clock (``time.time`` in the worker; none in replay, whose data is history):
+        # nothing is dated more than ``ingest.max_ahead`` past it.
+        self._clock = clock
+        # Without one, the time of the next input message when the caller knows it (replay
+        # does): data after a gap is ahead of event time but not of the message after it.
+        self.horizon = 0.0
         self._known = frozenset(topology.services)
         self._normalizer = Normalizer()
         self._logs = LogTemplateDetector(topology.detectors)
@@ -105,28 +111,79 @@ class DetectStage:
                                  service_label=self.topology.ingest.prometheus_service_label,
                                  keep_labels=self._keep, redactor=self.redactor)
         rows = decoded.rows
-        columns = self._normalizer.normalize_rows(rows)
+        rejects = decoded.rejects
+        lo, hi = self._window()
         latest = 0.0
         by_service: dict[str, float] = {}
         if rows:
             latest = -math.inf
+            kept = []
+            out_of_time: list[float] = []
             for r in rows:
-                if type(r) is not tuple:
-                    r = (r.series, r.t)
-                t = r[1]
+                key, t = (r[0], r[1]) if type(r) is tuple else (r.series, r.t)
+                if not lo <= t <= hi:
+                    out_of_time.append(t)
+                    continue
+                kept.append(r)
                 if t > latest:
                     latest = t
-                service = r[0].service
+                service = key.service
                 if t > by_service.get(service, 0.0):
                     by_service[service] = t
+            if out_of_time:
+                rows = kept
+                rejects = list(rejects) + [self._out_of_time("point", out_of_time)]
+                latest = max(latest, 0.0)
+        columns = self._normalizer.normalize_rows(rows)
         absent = self._absence.observe(by_service, max(self.watermark, latest))
-        return self._score(columns, latest, decoded.rejects, len(rows), extra=absent)
+        return self._score(columns, latest, rejects, len(rows), extra=absent)
+
+    def _window(self) -> tuple[float, float]:
+        """The event times this stage accepts now: not more than ``ingest.max_behind`` before
+        its partition's event time, and not more than ``ingest.max_ahead`` past the wall clock
+        (the worker) or past the later of event time and the next message's time (replay). Not
+        past event time alone: after a quiet spell, or on a consumer catching up, the next point
+        is rightly far ahead of the last one."""
+        ingest = self.topology.ingest
+        ahead = ingest.max_ahead.total_seconds()
+        ref = self.watermark
+        lo = ref - ingest.max_behind.total_seconds() if ref > 0 else -math.inf
+        if self._clock is not None:
+            hi = self._clock() + ahead
+        else:
+            base = max(ref, self.horizon)
+            hi = base + ahead if base > 0 else math.inf
+        return lo, hi
+
+    def in_time(self, alerts) -> tuple[list, list[str]]:
+        """Other tools' alerts (webhooks) within :meth:`_window`, and the reason for the rest:
+        an alert dated 2099 would move the correlator's clock as a point would move ours."""
+        lo, hi = self._window()
+        late = [a.at for a in alerts if not lo <= a.at <= hi]
+        if not late:
+            return list(alerts), []
+        return [a for a in alerts if lo <= a.at <= hi], [self._out_of_time("alert", late)]
+
+    def _out_of_time(self, what: str, times: list[float]) -> str:
+        """The dead-letter reason for ``times`` outside :meth:`_window` (counted as rejected)."""
+        metrics.OUT_OF_TIME.inc(len(times))
+        ingest = self.topology.ingest
+        ref = "the wall clock" if self._clock is not None else f"event time {rfc3339(max(self.watermark, self.horizon))}"
+        t = max(times, key=lambda x: abs(x - self.watermark))
+        when = rfc3339(t) if 946684800.0 <= t <= 4102444800.0 else repr(t)
+        return (f"{len(times)} {what}(s) out of time, e.g. at {when}: further than ingest.max_ahead "
+                f"({ingest.max_ahead.total_seconds():g}s) ahead of {ref} or ingest.max_behind "
+                f"({ingest.max_behind.total_seconds():g}s) behind event time; they move no clock")
 
     def process_logs(self, payload: bytes) -> DetectResult:
         """OTLP/JSON logs: error and record rates per service, scored like any series, and
         per-template rates whose alerts (new or rising error templates) carry the template and a
         sample line as evidence."""
         records, rejects = decode_logs(payload, known_services=self._known, redactor=self.redactor)
+        lo, hi = self._window()
+        if any(not lo <= r.t <= hi for r in records):
+            rejects = list(rejects) + [self._out_of_time("log record", [r.t for r in records if not lo <= r.t <= hi])]
+            records = [r for r in records if lo <= r.t <= hi]
         batch = self._logs.add(records)
         latest = max((r.t for r in records), default=0.0)
         points = batch.points
@@ -138,6 +195,10 @@ class DetectStage:
         scored like any series (:mod:`detectors.spans`), and the calls between services they
         show, on the message's heartbeat, for the learned call graph."""
         spans, rejects = decode_traces(payload, known_services=self._known, redactor=self.redactor)
+        lo, hi = self._window()
+        if any(not lo <= s.end <= hi for s in spans):
+            rejects = list(rejects) + [self._out_of_time("span", [s.end for s in spans if not lo <= s.end <= hi])]
+            spans = [s for s in spans if lo <= s.end <= hi]
         batch = self._spans.add(spans)
         latest = max((s.end for s in spans), default=0.0)
         points = batch.points
@@ -190,17 +251,19 @@ class CorrelateResult:
 
 
 def load_runbook_index(topology: Topology) -> RunbookIndex | None:
-    """The runbooks directory named by ``remediation.executors.runbooks_dir``, or ``None`` when
-    there is none. A directory with a broken runbook raises, naming the file: a ticket
+    """The runbooks directory named by ``remediation.executors.runbooks_dir`` (ranked by BM25
+    and by meaning, :mod:`remediators.embedding`), or ``None`` when there is none. A directory with a broken runbook raises, naming the file: a ticket
     should never silently lose its runbooks."""
     from pathlib import Path
 
+    from remediators import embedding
     from remediators.runbooks import load_runbooks
 
     directory = Path(topology.remediation.executors.runbooks_dir)
     if not directory.is_dir():
         return None
-    return load_runbooks(directory)
+    # Tickets rank runbooks by BM25 fused with meaning; without the model installed, by BM25.
+    return load_runbooks(directory).with_embedder(embedding.lazy_embed if embedding.available() else None)
 
 
 class CorrelateStage:

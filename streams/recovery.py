@@ -294,11 +294,12 @@ async def rebuild_detect(topology: Topology, bootstrap: str, topic: str, partiti
     """A detect shard for ``topic``/``partition`` as of offset ``until``: from the newest usable
     checkpoint and the input after it, else from the partition's first offset."""
     started = time.monotonic()
-    found = await checkpoints.restore("detect", topic, partition, until, topology) if checkpoints else None
+    found = (await checkpoints.restore("detect", topic, partition, until, topology, clock=time.time)
+             if checkpoints else None)
     if found is not None and found.stage is not None:
         stage, start = found.stage, found.meta.next_offset
     else:
-        stage, start = DetectStage(topology, lane=f"{topic}/{partition}"), 0
+        stage, start = DetectStage(topology, lane=f"{topic}/{partition}", clock=time.time), 0
     process = stage.processor(topic)
     rows = await read_partitions(bootstrap, topic, [partition], until={partition: until}, start={partition: start})
     for _, _, _, value in rows:

@@ -11,16 +11,20 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import IO
 
 import orjson
 
 from streams import codec
 from streams.config import Topology
-from streams.ingest import DecodeError
+from streams.ingest import T_MAX, T_MIN, DecodeError, otlp_proto
 from streams.ingest.external import SOURCES, ExternalAlerts, decode_external
 from streams.ingest.redact import Redactor
 from streams.pipeline import CorrelateResult, CorrelateStage, DetectResult, DetectStage, load_runbook_index
+
+
+INPUT_FORMATS = ("json", "otlp_proto")
 
 
 @dataclass
@@ -85,8 +89,14 @@ def replay(
     changes: Path | None = None,
     external: Path | None = None,
     traces: Path | None = None,
+    input_format: str = "json",
 ) -> ReplaySummary:
     """Run the pipeline over ``input_path`` (one message per line) and write the records.
+
+    ``input_format`` is how the telemetry files (``input_path``, ``logs``, ``traces``) hold their
+    messages: ``"json"``, one JSON message per line; or ``"otlp_proto"``, OTLP protobuf export
+    requests in length-prefixed frames (a 4-byte big-endian length, then the message's bytes, as
+    they were on the topic), so protobuf input replays byte for byte.
 
     With ``logs`` (OTLP/JSON logs, one export request per line), metrics and logs are merged by
     event time (a metrics message first on a tie) and logs go to ``process_logs``, as the
@@ -120,26 +130,35 @@ def replay(
         """Another tool's alerts, shaped like the detectors' result, as the worker's forwarding
         agents shape them."""
         res = decode_line(line)
-        return DetectResult(events=list(res.alerts), rejects=list(res.rejects))
+        alerts, late = detect.in_time(res.alerts)
+        return DetectResult(events=alerts, rejects=list(res.rejects) + late)
 
+    if input_format not in INPUT_FORMATS:
+        raise ValueError(f"input_format: expected one of {', '.join(INPUT_FORMATS)} (got {input_format!r})")
+    framed = input_format == "otlp_proto"
     read_bytes = 0
     logs_topic = topology.topics.logs
     with ExitStack() as stack:
         open_out = lambda p: stack.enter_context(open(p, "wb")) if p else None  # noqa: E731
         sinks = _Sinks(open_out(output), open_out(actions), open_out(tickets), open_out(deadletter))
         src = stack.enter_context(open(input_path, "rb"))
-        merging = logs is not None or external is not None or traces is not None
-        streams = [_timed(src, 0, source_topic, merging)]
+        ahead = topology.ingest.max_ahead.total_seconds()
+        # Timed even alone: the stage's event-time bound looks one message ahead (a gap is not a bad clock).
+        streams = [_timed(src, 0, source_topic, True, ahead, framed and ("metrics", input_path))]
         if logs is not None:
-            streams.append(_timed(stack.enter_context(open(logs, "rb")), 1, logs_topic, True))
+            streams.append(_timed(stack.enter_context(open(logs, "rb")), 1, logs_topic, True, ahead,
+                                  framed and ("logs", logs)))
         if external is not None:
             streams.append(_timed_external(stack.enter_context(open(external, "rb")), decode_line,
-                                           topology.topics.external()))
+                                           topology.topics.external(), ahead))
         if traces is not None:
-            streams.append(_timed(stack.enter_context(open(traces, "rb")), 3, topology.topics.traces, True))
-        for _, kind, offset, topic, raw in heapq.merge(*streams):
+            streams.append(_timed(stack.enter_context(open(traces, "rb")), 3, topology.topics.traces, True, ahead,
+                                  framed and ("traces", traces)))
+        for (_, kind, offset, topic, raw), horizon in with_next_time(heapq.merge(*streams)):
+            detect.horizon = horizon
             read_bytes += len(raw)
-            line = raw.strip()
+            # A frame is the message as it was on the topic: stripping could eat a protobuf's bytes.
+            line = raw if framed and kind != 2 else raw.strip()
             if not line:
                 continue
             summary.lines += 1
@@ -190,19 +209,32 @@ def message_time(line: bytes) -> float | None:
     OTLP/JSON request (when the collector would have exported it; a span's end), or the first
     time of a native batch or Prometheus sample. ``None`` when there is none to read.
 
-    >>> message_time(b'{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"timeUnixNano":"2000000000"},{"timeUnixNano":"3000000000"}]}]}]}')
-    3.0
-    >>> message_time(b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"startTimeUnixNano":"1000000000","endTimeUnixNano":"2500000000"}]}]}]}')
-    2.5
+    >>> message_time(b'{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"timeUnixNano":"2000000000000000000"},{"timeUnixNano":"3000000000000000000"}]}]}]}')
+    3000000000.0
+    >>> message_time(b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"startTimeUnixNano":"1000000000000000000","endTimeUnixNano":"2500000000000000000"}]}]}]}')
+    2500000000.0
     >>> message_time(b'garbage') is None
     True
     """
+    times = message_times(line)
+    return max(times) if times else None
+
+
+def message_times(line: bytes) -> list[float]:
+    """The times in one input message that the pipeline could accept (in 2000..2100): every
+    record's of an OTLP/JSON request (a span's end), or the first of a native batch or
+    Prometheus sample. Empty when there is none to read."""
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError:
-        return None
+        return []
+    return _object_times(obj)
+
+
+def _object_times(obj: object) -> list[float]:
+    """:func:`message_times` of a parsed message."""
     if type(obj) is not dict:
-        return None
+        return []
     found: list[float] = []
     keys = ("endTimeUnixNano",) if "resourceSpans" in obj else ("timeUnixNano", "observedTimeUnixNano")
 
@@ -216,7 +248,7 @@ def message_time(line: bytes) -> float | None:
                         ns = int(v)
                     except ValueError:
                         continue
-                    if ns > 0:
+                    if T_MIN <= ns / 1e9 <= T_MAX:
                         found.append(ns / 1e9)
                 elif type(v) in (dict, list):
                     walk(v, depth + 1)
@@ -226,14 +258,83 @@ def message_time(line: bytes) -> float | None:
 
     if "resourceMetrics" in obj or "resourceLogs" in obj or "resourceSpans" in obj:
         walk(obj, 0)
-        return max(found) if found else None
+        return found
+    ok = lambda t: T_MIN <= t <= T_MAX  # noqa: E731
     pts = obj.get("points")
     if type(pts) is list and pts and type(pts[0]) is list and len(pts[0]) > 1 and type(pts[0][1]) in (int, float):
-        return float(pts[0][1])
+        return [float(pts[0][1])] if ok(pts[0][1]) else []
     for key in ("timestamp", "t", "time"):
         if type(obj.get(key)) in (int, float):
-            return float(obj[key])
-    return None
+            return [float(obj[key])] if ok(obj[key]) else []
+    return []
+
+
+def with_next_time(items: Iterator[tuple]) -> Iterator[tuple[tuple, float]]:
+    """Each merged message with the merge time of the one after it (0 for the last)."""
+    cur = next(items, None)
+    while cur is not None:
+        nxt = next(items, None)
+        yield cur, (nxt[0] if nxt is not None else 0.0)
+        cur = nxt
+
+
+def merge_keys(items: Iterable[tuple[list[float], tuple]], max_ahead: float) -> Iterator[tuple[float, tuple]]:
+    """``(key, rest)`` for each ``(times, rest)`` of one file's messages, streamed with one
+    message of lookahead. The key is the message's latest time that the pipeline will not
+    dead-letter as out of time: no further than ``max_ahead`` past the file's time so far,
+    unless the next message is near it (a gap in the data, not a bad clock). A message without
+    one keeps the key before it, so each file stays in its own order, and one bad clock
+    reorders nothing."""
+    last = float("-inf")
+    it = iter(items)
+    cur = next(it, None)
+    while cur is not None:
+        nxt = next(it, None)
+        good = [t for t in cur[0] if last == float("-inf") or t <= last + max_ahead
+                or (nxt is not None and any(abs(u - t) <= max_ahead for u in nxt[0]))]
+        if good and max(good) > last:
+            last = max(good)
+        yield last, cur[1]
+        cur = nxt
+
+
+def _timed_external(src: IO[bytes], decode, topics: dict[str, str], max_ahead: float = 300.0):
+    """``(time, 2, offset, topic, line)`` per ``--external`` line: the time is the latest ``at``
+    of its alerts, by the rule of :func:`merge_keys` (an undecodable line keeps the time of the line
+    before it)."""
+    def items():
+        for offset, line in enumerate(src):
+            topic, at = "external", []
+            if line.strip():
+                try:
+                    source = orjson.loads(line).get("source")
+                except (orjson.JSONDecodeError, AttributeError):
+                    source = None
+                topic = topics.get(source, topic) if isinstance(source, str) else topic
+                try:
+                    at = [a.at for a in decode(line).alerts]
+                except DecodeError:
+                    pass
+            yield at, (offset, topic, line)
+
+    for key, (offset, topic, line) in merge_keys(items(), max_ahead):
+        yield (key, 2, offset, topic, line)
+
+
+def _timed(src: IO[bytes], order: int, topic: str, timed: bool, max_ahead: float = 300.0,
+           framed: tuple[str, Path] | bool = False):
+    """``(time, order, offset, topic, line)`` per line, or per frame when ``framed`` is
+    ``(signal, path)``, the time by the rule of :func:`merge_keys`."""
+    if framed:
+        signal, path = framed
+        messages = otlp_proto.read_frames(src, str(path))
+        times_of = lambda m: _frame_times(m, signal)  # noqa: E731
+    else:
+        messages = enumerate(src)
+        times_of = lambda m: message_times(m) if m.strip() else []  # noqa: E731
+    items = ((times_of(line) if timed else [], (offset, line)) for offset, line in messages)
+    for key, (offset, line) in merge_keys(items, max_ahead):
+        yield (key, order, offset, topic, line)
 
 
 def _external_decoder(topology: Topology):
@@ -260,33 +361,12 @@ def _external_decoder(topology: Topology):
     return decode
 
 
-def _timed_external(src: IO[bytes], decode, topics: dict[str, str]):
-    """``(time, 2, offset, topic, line)`` per ``--external`` line: the time is the latest ``at``
-    of its alerts (an undecodable line keeps the time of the line before it)."""
-    last = float("-inf")
-    for offset, line in enumerate(src):
-        topic = "external"
-        if line.strip():
-            try:
-                source = orjson.loads(line).get("source")
-            except (orjson.JSONDecodeError, AttributeError):
-                source = None
-            topic = topics.get(source, topic) if isinstance(source, str) else topic
-            try:
-                decoded = decode(line)
-            except DecodeError:
-                pass
-            else:
-                last = max(last, max(a.at for a in decoded.alerts))
-        yield (last, 2, offset, topic, line)
-
-
-def _timed(src: IO[bytes], order: int, topic: str, timed: bool):
-    """``(time, order, offset, topic, line)`` per line; a line without a time keeps the time of
-    the line before it, so each file stays in its own order."""
-    last = float("-inf")
-    for offset, line in enumerate(src):
-        t = message_time(line) if timed and line.strip() else None
-        if t is not None and t > last:
-            last = t
-        yield (last, order, offset, topic, line)
+def _frame_times(message: bytes, signal: str) -> list[float]:
+    """:func:`message_times` of a frame: protobuf or, as a topic may hold either, JSON (none
+    for one that does not parse)."""
+    if not otlp_proto.is_protobuf(message):
+        return message_times(message)
+    try:
+        return _object_times(otlp_proto.load(message, signal))
+    except DecodeError:
+        return []

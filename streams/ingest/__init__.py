@@ -3,14 +3,16 @@
 
 Three metric formats, told apart by their top-level keys:
 
-- OTLP/JSON ``ExportMetricsServiceRequest`` (``resourceMetrics``): the OpenTelemetry
-  Collector's ``kafka`` exporter with ``encoding: otlp_json`` (:mod:`streams.ingest.otlp`);
+- OTLP ``ExportMetricsServiceRequest``: the OpenTelemetry Collector's ``kafka`` exporter, as
+  protobuf (``encoding: otlp_proto``, its default; :mod:`streams.ingest.otlp_proto`) or OTLP/JSON
+  (``otlp_json``, ``resourceMetrics``; :mod:`streams.ingest.otlp`), told apart per message;
 - one prometheus-kafka-adapter sample (``labels`` and ``value``) (:mod:`streams.ingest.prometheus`);
 - the native batch (``schema_version`` and ``points``), see ``docs/native-format.md``
   (:mod:`streams.ingest.native`).
 
-Logs are OTLP/JSON ``ExportLogsServiceRequest`` (:mod:`streams.ingest.logs`), spans OTLP/JSON
-``ExportTraceServiceRequest`` (:mod:`streams.ingest.traces`).
+Logs are OTLP ``ExportLogsServiceRequest`` (:mod:`streams.ingest.logs`), spans OTLP
+``ExportTraceServiceRequest`` (:mod:`streams.ingest.traces`), in either encoding too: a protobuf
+request is read as the OTLP/JSON object it stands for, so both mean exactly the same.
 
 Error model: a point that cannot be used is dropped and its reason kept in ``rejects``; the
 rest of the message goes on. A message that is unusable as a whole (not JSON, wrong types in
@@ -205,11 +207,16 @@ def load(payload: bytes) -> object:
     try:
         return orjson.loads(payload)
     except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
-        hint = ""
-        if isinstance(payload, (bytes, bytearray)) and payload[:1] == b"\n" and b"{" not in payload[:8]:
-            # Field 1, length-delimited: how an ExportMetrics/LogsServiceRequest protobuf starts.
-            hint = " (looks like OTLP protobuf: set the collector's kafka exporter to encoding: otlp_json)"
-        raise DecodeError(f"invalid JSON: {exc}{hint}") from None
+        raise DecodeError(f"invalid JSON: {exc}") from None
+
+
+def load_otlp(payload: bytes, signal: str) -> object:
+    """An OTLP export request of ``signal`` ("metrics", "logs", "traces") in either encoding,
+    told apart per message (:func:`streams.ingest.otlp_proto.is_protobuf`): parsed JSON, or a
+    protobuf request as the OTLP/JSON object it stands for. Raises :class:`DecodeError`."""
+    if payload[:1] == b"\n" and otlp_proto.is_protobuf(payload):
+        return otlp_proto.load(payload, signal)
+    return load(payload)
 
 
 def _guard(decode, payload: bytes, **kwargs):
@@ -298,6 +305,11 @@ def decode_traces(payload: bytes, *, known_services: frozenset[str] | None,
 
 
 def _decode_metrics(payload: bytes, *, known_services, service_label, keep_labels, redactor) -> Decoded:
+    if payload[:1] == b"\n" and otlp_proto.is_protobuf(payload):
+        msg = otlp_proto.parse_or_json_error(payload, "metrics")
+        ctx = Context(known_services, keep_labels, redactor)
+        otlp_proto.decode_metrics(msg, ctx)
+        return ctx.finish("otlp")
     obj = load(payload)
     if type(obj) is not dict:
         raise DecodeError(f"unrecognized metrics message: expected a JSON object (got {type_name(obj)})")
@@ -317,6 +329,6 @@ def _decode_metrics(payload: bytes, *, known_services, service_label, keep_label
 
 
 # The format modules import the helpers above from this package, so they come last.
-from streams.ingest import logs, native, otlp, prometheus, traces  # noqa: E402
+from streams.ingest import logs, native, otlp, otlp_proto, prometheus, traces  # noqa: E402
 
 __all__ = ["DecodeError", "Decoded", "Redactor", "decode_logs", "decode_metrics", "decode_traces"]

@@ -193,9 +193,9 @@ def decode_resources(payload: bytes, key: str, scopes_key: str, kind: str, take,
     ``service.name`` is rejected here. A :class:`PathError` is named with the resource's index.
     Returns ``(records, reasons)``; a message whose records were all dropped raises
     :class:`DecodeError` with the first reasons, as does one that is not ``{key: [...]}``."""
-    from streams.ingest import DecodeError, load
+    from streams.ingest import DecodeError, load_otlp
 
-    obj = load(payload)
+    obj = load_otlp(payload, kind)
     if type(obj) is not dict or key not in obj:
         got = type_name(obj) if type(obj) is not dict else "keys: " + ", ".join(short(k, 30) for k in list(obj)[:5])
         raise DecodeError(f"unrecognized {kind} message: expected OTLP/JSON ({key}); got {got}")
@@ -241,25 +241,10 @@ def decode(obj: dict, ctx: Context) -> None:
 def _resource_metrics(rm: object, ctx: Context) -> None:
     if type(rm) is not dict:
         raise PathError("", f"expected an object (got {type_name(rm)})")
-    resource = rm.get("resource")
-    res_attrs: dict[str, str] = {}
-    simple = type(resource) is dict or resource is None
-    if simple and resource:
-        attrs = resource.get("attributes")
-        simple = attrs is None or type(attrs) is list and _simple_attributes(attrs, res_attrs)
-    if simple:
-        service = res_attrs.pop(SERVICE_ATTRIBUTE, None)
-    else:  # let the careful path name what is wrong
-        service, res_attrs = resource_service(resource, "resource")
-    scope_metrics = expect_list(rm.get("scopeMetrics"), "scopeMetrics")
-    if service is None:
-        if scope_metrics:
-            ctx.reject(f"resource without attribute '{SERVICE_ATTRIBUTE}'")
+    head = resource_head(rm.get("resource"), lambda: expect_list(rm.get("scopeMetrics"), "scopeMetrics"), ctx)
+    if head is None:
         return
-    if not ctx.service_ok(service):
-        return
-    res_labels = ctx.labels(res_attrs) if res_attrs else ()  # what labels({}) returns
-    names = _names(service, res_labels, ctx.redactor)
+    service, res_attrs, res_labels, names, scope_metrics = head
     for j, sm in enumerate(scope_metrics):
         if type(sm) is not dict:
             raise PathError(f"scopeMetrics[{j}]", f"expected an object (got {type_name(sm)})")
@@ -273,6 +258,32 @@ def _resource_metrics(rm: object, ctx: Context) -> None:
                 _metric(m, service, res_attrs, res_labels, ctx)
             except PathError as exc:
                 raise exc.within(f"scopeMetrics[{j}].metrics[{k}]") from None
+
+
+def resource_head(resource: object, scopes, ctx: Context) -> tuple | None:
+    """``(service, res_attrs, res_labels, names, scopes())`` of one resource of metrics, or
+    ``None`` when its points are not to be decoded (no ``service.name``: rejected if it has
+    scopes; an unknown service). ``scopes`` is called once the resource has been read, so a
+    wrong type in the resource is named before one in its scope list. Shared with the protobuf
+    decoder (:mod:`streams.ingest.otlp_proto`), which passes the resource as OTLP/JSON."""
+    res_attrs: dict[str, str] = {}
+    simple = type(resource) is dict or resource is None
+    if simple and resource:
+        attrs = resource.get("attributes")
+        simple = attrs is None or type(attrs) is list and _simple_attributes(attrs, res_attrs)
+    if simple:
+        service = res_attrs.pop(SERVICE_ATTRIBUTE, None)
+    else:  # let the careful path name what is wrong
+        service, res_attrs = resource_service(resource, "resource")
+    scope_list = scopes()
+    if service is None:
+        if scope_list:
+            ctx.reject(f"resource without attribute '{SERVICE_ATTRIBUTE}'")
+        return None
+    if not ctx.service_ok(service):
+        return None
+    res_labels = ctx.labels(res_attrs) if res_attrs else ()  # what labels({}) returns
+    return service, res_attrs, res_labels, _names(service, res_labels, ctx.redactor), scope_list
 
 
 def _metric(m: object, service: str, res_attrs: dict, res_labels: tuple, ctx: Context) -> None:

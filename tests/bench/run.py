@@ -4,9 +4,10 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["tests.bench.pipeline_bench", "tests.bench.detector_bench", "tests.bench.rca_bench",
+BENCHES = ["tests.bench.otlp_bench", "tests.bench.pipeline_bench", "tests.bench.detector_bench", "tests.bench.rca_bench",
            "tests.bench.kafka_bench", "tests.bench.redaction_bench", "tests.bench.scaling_bench",
-           "tests.bench.traces_bench", "tests.bench.restart_bench", "tests.bench.checkpoint_bench"]
+           "tests.bench.traces_bench", "tests.bench.runbook_bench", "tests.bench.restart_bench",
+           "tests.bench.checkpoint_bench"]
 
 
 def main() -> int:

@@ -116,14 +116,29 @@ def partition_services(groups: list[list[str]], partitions: int) -> list[list[st
     return [sum(groups[i * per:(i + 1) * per], []) for i in range(partitions)]
 
 
-def partition_messages(requests: list[dict], services: list[list[str]]) -> list[list[bytes]]:
+def partition_messages(requests: list[dict], services: list[list[str]], encoding: str = "otlp_json"
+                       ) -> list[list[bytes]]:
     where = {s: p for p, group in enumerate(services) for s in group}
     parts: list[list[dict]] = [[] for _ in services]
     for r in requests:
         parts[where[_service(r)]].append(r)
     # Same batch size per partition as kafka_bench, so messages stay the same size at every P
     # and only the partitioning changes between cases.
-    return [batched(p)[0] for p in parts]
+    out = [batched(p)[0] for p in parts]
+    if encoding == "otlp_proto":
+        from streams.ingest import otlp_proto
+
+        out = [[otlp_proto.encode(orjson.loads(m), "metrics") for m in part] for part in out]
+    return out
+
+
+def _parser(encoding: str):
+    """The raw loop's parser: the format's own, as in otlp_bench."""
+    if encoding == "otlp_proto":
+        from streams.ingest import otlp_proto
+
+        return otlp_proto.REQUESTS["metrics"].FromString
+    return orjson.loads
 
 
 def produce_partitioned(bootstrap: str, topic: str, messages: list[list[bytes]], groups: list[list[str]]) -> None:
@@ -281,9 +296,11 @@ def run_workers(bootstrap: str, tmp: Path, n: int, partitions: int, messages: li
             "worker_cores": cpu[:n], "broker_cores": cpu[n] if broker_pid else None}, topo.topics.metrics
 
 
-async def _raw_part(bootstrap: str, topic: str, partitions: list[int], n: int, barrier) -> tuple[float, float]:
+async def _raw_part(bootstrap: str, topic: str, partitions: list[int], n: int, barrier, encoding: str = "otlp_json"
+                    ) -> tuple[float, float]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    parse = _parser(encoding)
     # kafka_bench's raw loop settings, so the baseline is the same loop, just on P partitions.
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
                                 max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20)
@@ -304,25 +321,26 @@ async def _raw_part(bootstrap: str, topic: str, partitions: list[int], n: int, b
             batch = await consumer.getmany(timeout_ms=1000, max_records=1000)
             for msgs in batch.values():
                 for msg in msgs:
-                    orjson.loads(msg.value)
+                    parse(msg.value)
                 seen += len(msgs)
         return t0, time.monotonic()
     finally:
         await consumer.stop()
 
 
-def _raw_child(bootstrap, topic, partitions, n, barrier, out) -> None:
-    out.put(asyncio.run(_raw_part(bootstrap, topic, partitions, n, barrier)))
+def _raw_child(bootstrap, topic, partitions, n, barrier, out, encoding="otlp_json") -> None:
+    out.put(asyncio.run(_raw_part(bootstrap, topic, partitions, n, barrier, encoding)))
 
 
-def raw_loops(bootstrap: str, topic: str, counts: list[int], k: int) -> float:
+def raw_loops(bootstrap: str, topic: str, counts: list[int], k: int, encoding: str = "otlp_json") -> float:
     """``k`` raw loops in processes of their own (one process too, so one and two differ only in
     count), the partitions split between them; seconds from the start to the last one's last
     message (CLOCK_MONOTONIC is one clock for every process)."""
     ctx = multiprocessing.get_context("spawn")
     barrier, out = ctx.Barrier(k), ctx.Queue()
     parts = [list(range(len(counts)))[i::k] for i in range(k)]
-    procs = [ctx.Process(target=_raw_child, args=(bootstrap, topic, ps, sum(counts[p] for p in ps), barrier, out))
+    procs = [ctx.Process(target=_raw_child, args=(bootstrap, topic, ps, sum(counts[p] for p in ps), barrier, out,
+                                                  encoding))
              for ps in parts]
     for p in procs:
         p.start()
@@ -347,6 +365,8 @@ def main(argv: list[str] | None = None) -> None:
                          "(default 1)")
     ap.add_argument("--cases", default=",".join(f"{n}x{p}" for n, p in CASES),
                     help="NxP cases, comma-separated: N workers on P partitions, P in 1, 2, 4 (default: %(default)s)")
+    ap.add_argument("--encoding", choices=("otlp_json", "otlp_proto"), default="otlp_json",
+                    help="the messages' encoding, and the raw loop's parser (default %(default)s)")
     args = ap.parse_args([] if argv is None else argv)
     cases = [tuple(int(x) for x in c.split("x")) for c in args.cases.split(",")]
     if any(p not in (1, 2, 4) or n < 1 or n > p for n, p in cases):
@@ -366,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(d)
         for p in sorted({p for _, p in cases}):
             services = partition_services(groups, p)
-            messages = partition_messages(requests, services)
+            messages = partition_messages(requests, services, args.encoding)
             expected = [sum(weights[s] for s in g) for g in services]
             counts = [len(m) for m in messages]
             for n in sorted(n for n, q in cases if q == p):
@@ -380,7 +400,7 @@ def main(argv: list[str] | None = None) -> None:
                         # it with no worker running.
                         for k in (1, 2) if p >= 2 else (1,):
                             raw.setdefault(p, {}).setdefault(k, []).append(
-                                total / raw_loops(bootstrap, topic, counts, k))
+                                total / raw_loops(bootstrap, topic, counts, k, args.encoding))
                 runs.sort(key=lambda r: r["points_per_s"])
                 results[(n, p)] = {**runs[len(runs) // 2], "range": (runs[0]["points_per_s"],
                                                                       runs[-1]["points_per_s"])}

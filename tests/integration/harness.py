@@ -42,8 +42,9 @@ def private_topology(tmp_path: Path, base: Path = REPO / "topology.yaml", **over
 
 @contextmanager
 def worker_process(topology_path: Path, bootstrap: str, log_dir: Path, name: str | None = None,
-                   extra_args: tuple[str, ...] = ()):
-    """Start ``aiops worker`` as a subprocess; yield it; stop it. The log is shown on failure."""
+                   extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None):
+    """Start ``aiops worker`` as a subprocess; yield it; stop it. The log is shown on failure.
+    ``env`` adds to the worker's environment (HTTP tokens, say)."""
     from streams.broker import ensure_topics
     from streams.config import load_topology
 
@@ -59,7 +60,7 @@ def worker_process(topology_path: Path, bootstrap: str, log_dir: Path, name: str
         proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker", "--topology", str(topology_path), "--bootstrap", bootstrap,
              "--web-port", str(web_port), "--data-dir", str(log_dir / f"data-{name}"), *extra_args],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         proc.web_port = web_port  # type: ignore[attr-defined]
         try:
             yield proc

@@ -1,5 +1,6 @@
-"""The whole pipeline on a real broker: OTLP/JSON into telemetry.metrics, incidents out of aiops.incidents,
-the same incidents as `aiops replay`, and bad input dead-lettered without stopping the worker."""
+"""The whole pipeline on a real broker: OTLP/JSON or OTLP protobuf into telemetry.metrics, incidents out of
+aiops.incidents, the same incidents as `aiops replay` of the JSON, and bad input dead-lettered without stopping
+the worker."""
 from __future__ import annotations
 
 import math
@@ -10,6 +11,7 @@ import pytest
 from evaluation.metrics import final_versions as final_state
 from streams import simulate as sim
 from streams.config import load_topology
+from streams.ingest import otlp_proto
 from streams.replay import replay
 from tests.integration.harness import consume_until, private_topology, produce, worker_process
 
@@ -32,15 +34,26 @@ def scenario(tmp_path_factory):
     return tmp, topo_path, topo, result, telemetry, expected
 
 
-def test_kafka_and_replay_give_the_same_incidents(kafka_bootstrap, scenario):
+@pytest.mark.parametrize("encoding", ["otlp_json", "otlp_proto"])
+def test_kafka_and_replay_give_the_same_incidents(kafka_bootstrap, scenario, encoding):
+    """Replay reads the JSON; the worker reads the same requests in either of the Collector's encodings."""
     tmp, topo_path, topo, result, telemetry, expected = scenario
+    # Topics and consumer group of its own: the other encoding's incidents must not count here.
+    tmp = tmp / encoding
+    tmp.mkdir()
+    topo_path = private_topology(tmp)
+    topo = load_topology(topo_path)
     want = final_state([orjson.loads(line) for line in expected.read_bytes().splitlines()])
     assert want, "replay found no incident in the scenario"
     fault = result.truth[0]
     assert any(rec["root_causes"][0]["service"] == fault["root_cause"] for rec in want.values())
 
     with worker_process(topo_path, kafka_bootstrap, tmp) as proc:
-        produce(kafka_bootstrap, topo.topics.metrics, telemetry.read_bytes().splitlines())
+        if encoding == "otlp_json":
+            messages = telemetry.read_bytes().splitlines()
+        else:
+            messages = [otlp_proto.encode(r, "metrics") for r in result.requests]
+        produce(kafka_bootstrap, topo.topics.metrics, messages)
         got_records = consume_until(
             kafka_bootstrap, topo.topics.incidents,
             lambda recs: essence(final_state(recs)) == essence(want), timeout=180, proc=proc)
@@ -58,6 +71,8 @@ BAD_INPUTS = {
     "huge number": b'{"schema_version":1,"service":"checkout","points":[["cpu",1767225600,1e999]]}',
     "unknown service": orjson.dumps({"schema_version": 1, "service": "no-such-service",
                                      "points": [["cpu", 1767225600, 0.5]]}),
+    "truncated protobuf": otlp_proto.encode({"resourceMetrics": [{"scopeMetrics": [{"metrics": [{"name": "cpu"}]}]}]},
+                                            "metrics")[:-2],
 }
 
 
@@ -80,3 +95,4 @@ def test_bad_input_is_dead_lettered_and_the_worker_goes_on(kafka_bootstrap, tmp_
     reasons = [d["reason"] for d in dead]
     assert "JSON" in reasons[0] and "JSON" in reasons[1]
     assert "unknown service 'no-such-service'" in reasons[5]
+    assert reasons[6].startswith("invalid OTLP protobuf (ExportMetricsServiceRequest): Error parsing message")

@@ -64,6 +64,20 @@ def wait_assigned(proc, timeout: float = 60.0) -> None:
     raise AssertionError("worker was never assigned a partition")
 
 
+def board_lists(port: int, ids: set[str], timeout: float = 60.0) -> set[str]:
+    """The incident ids the worker's board (GET /) lists, once it lists ``ids`` or ``timeout`` passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
+                listed = set(re.findall(r'<tr class="[a-z]*" data-id="([^"]+)"', r.read().decode()))
+        except OSError:
+            listed = set()
+        if listed >= ids or time.monotonic() > deadline:
+            return listed
+        time.sleep(0.5)
+
+
 def test_three_workers_share_partitions_through_joins_and_a_leave(kafka_bootstrap, tmp_path):
     path = private_topology(tmp_path)
     doc = yaml.safe_load(path.read_text())
@@ -104,8 +118,11 @@ def test_three_workers_share_partitions_through_joins_and_a_leave(kafka_bootstra
                 got = consume_until(kafka_bootstrap, topo.topics.incidents, lambda recs: True, timeout=10)
             tickets = consume_until(kafka_bootstrap, topo.topics.tickets, lambda recs: True, timeout=10)
             after = {name: scrape(p.web_port) for name, p in (("w2", w2), ("w3", w3))}
+            # Each worker's board lists every incident, whichever partitions produced it.
+            boards = {name: board_lists(p.web_port, set(want)) for name, p in (("w2", w2), ("w3", w3))}
 
     assert essence(final_state(got)) == essence(want)
+    assert all(ids >= set(want) for ids in boards.values()), boards
     # The work was shared: every worker consumed telemetry before w1 left...
     assert all(v > 0 for v in seen.values()), seen
     # ... and the partitions w1 left were rebuilt where they went.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 import struct
+import time
 from pathlib import Path
 
 import orjson
@@ -69,6 +70,23 @@ def test_a_snapshot_learned_under_another_config_is_reconfigured_to_the_running_
     restored = ck.stage_from("detect", state, newer)
     assert restored.topology.detectors.threshold == 0.99
     assert restored.engine.settings.threshold == 0.99
+
+
+def test_a_detect_stage_is_snapshotted_without_its_wall_clock_and_reads_the_restorers(scenario):
+    # The worker's stage reads time.time (ingest.max_ahead); a snapshot names no function (the
+    # unpickler would refuse it), and replay's stages have no wall clock at all.
+    topo, messages = scenario
+    detect = DetectStage(topo, lane="m/0", clock=time.time)
+    for m in messages[:50]:
+        detect.process(m)
+    _, state = ck.decode(ck.encode(ck.Meta("detect", "m", 0, 50), ck.state_of(detect, "detect")))
+    assert "_clock" not in state
+    assert ck.stage_from("detect", state, topo)._clock is None
+    assert ck.stage_from("detect", state, topo, clock=time.time)._clock is time.time
+    # And it is the clock it reads: at 1970 every point of the next message is too far ahead.
+    epoch = ck.stage_from("detect", state, topo, clock=lambda: 0.0)
+    res = epoch.process(messages[50])
+    assert res.events == [] and any("ahead of the wall clock" in r for r in res.rejects)
 
 
 def small_blob() -> bytes:

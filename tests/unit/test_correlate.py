@@ -19,8 +19,10 @@ CFG = CorrelationSettings(group_wait=30, group_interval=60, resolve_after=300, w
 def alert(service, t, status="firing", metric="http.server.request.duration.p95", starts_at=None, score=0.99,
           severity="critical"):
     series = f"{service}/{metric}"
+    # Each series its own forecast: equal readings under two services would be one shared series.
+    expected = 0.2 + sum(map(ord, series)) % 89 / 10_000
     return Alert(fingerprint="fp-" + series, status=status, service=service, metric=metric, series=series, labels=(),
-                 score=score, value=2.0, expected=0.2, starts_at=starts_at if starts_at is not None else t, at=t,
+                 score=score, value=2.0, expected=expected, starts_at=starts_at if starts_at is not None else t, at=t,
                  severity=severity)
 
 
@@ -383,3 +385,41 @@ def test_suspect_edges_config_is_validated_with_paths(section, message):
 def test_suspect_edges_defaults():
     s = CorrelationSettings().suspect_edges
     assert (s.enabled, s.window.total_seconds(), s.min_lag.total_seconds()) == (True, 300, 10)
+
+
+def test_a_redelivered_alert_of_a_resolved_incident_opens_nothing():
+    first = alert("orders", 100)
+    c, out = run([first, Heartbeat(131), alert("orders", 200, status="resolved", starts_at=100), Heartbeat(501),
+                  first, Heartbeat(600), Heartbeat(700)])
+    assert [(i.status, i.reason) for i in out] == [("open", "opened"), ("open", "alerts_resolved"),
+                                                   ("resolved", "resolved")]
+    assert c.stats["duplicates"] == 1 and c.stats["incidents"] == 1
+
+
+def test_propagation_window_and_reopen_within_defaults():
+    s = CorrelationSettings()
+    assert (s.propagation_window.total_seconds(), s.reopen_within.total_seconds()) == (300, 0)
+
+
+def test_a_later_symptom_joins_through_a_suspected_call_merged_into_the_incident():
+    # api -> db was suspected and merged; a later anomaly of web (which calls api) is that
+    # failure spreading through the suspected call, not a second missing call web -> db
+    later = alert("web", 250, metric="http.server.request.duration.p95")
+    c, out = stale_run(MISSING_EDGE[:-1] + [later, Heartbeat(300), Heartbeat(400)], merge=True)
+    assert len({i.id for i in out}) == 1
+    assert [(e.caller, e.callee) for e in out[-1].suspected_edges] == [("api", "db")]
+    assert c.stats["suspected_edges"] == 1
+
+
+def test_no_call_is_suspected_when_several_failures_could_each_explain_the_caller():
+    # db and cache (no declared path to api) both fail; api's errors follow both: nothing singles
+    # one out, so neither call is suspected and api's failure pages on its own
+    g = nx.DiGraph([("web", "api"), ("worker", "db"), ("jobs", "cache")])
+    cfg = CFG.model_copy(update={"suspect_edges": CFG.suspect_edges.model_copy(update={"merge": True})})
+    c = Correlator(g, cfg)
+    out = []
+    for ev in [alert("db", 100, metric=ERR), alert("cache", 100, metric=ERR), Heartbeat(131),
+               alert("api", 150, metric=ERR), Heartbeat(200), Heartbeat(300)]:
+        out += c.ingest([ev])
+    assert len({i.id for i in out}) == 3
+    assert all(not i.suspected_edges for i in out) and c.stats["suspected_edges"] == 0

@@ -23,8 +23,10 @@ MIN = 60.0
 LAT, ERR, CPU = "LatencyP90(s)", "ErrorCount", "CpuUsageRate(%)"
 
 
-def alert(service, metric, t, *, status="firing", starts_at=None, value=2.0, expected=0.2):
+def alert(service, metric, t, *, status="firing", starts_at=None, value=2.0, expected=None):
     series = f"{service}/{metric}"
+    # Each series its own forecast: equal readings under two services would be one shared series.
+    expected = 0.2 + sum(map(ord, series)) % 89 / 10_000 if expected is None else expected
     return Alert("fp-" + series, status, service, metric, series, (), 0.99 if status == "firing" else 0.0,
                  value, expected, t if starts_at is None else starts_at, t)
 
@@ -170,7 +172,7 @@ def test_a_surge_at_the_entry_point_takes_the_load_it_sends_below():
     # requests triple at the gateway; the services below get busy (CPU) a minute later: one
     # incident, whichever busy service ranks first, with the surge among its causes
     events = [alert("gateway", "http.server.requests.rate", 0, value=30.0, expected=10.0)] + [
-        alert(s, CPU, MIN, value=0.9, expected=0.3) for s in ("cart", "currency")]
+        alert(s, CPU, MIN, value=0.9, expected=e) for s, e in (("cart", 0.3), ("currency", 0.25))]
     _, last = replay(events, 5 * MIN)
     [inc] = last.values()
     assert ("gateway", "traffic") in {(rc.service, rc.kind) for rc in inc.root_causes}
@@ -179,8 +181,8 @@ def test_a_surge_at_the_entry_point_takes_the_load_it_sends_below():
 
 def test_load_a_failing_caller_no_longer_sends_joins_its_incident():
     # checkout fails; a minute later the services it calls see less of everything
-    events = [alert("checkout", ERR, 0)] + [alert(s, "Requests", MIN, value=1.0, expected=8.0)
-                                            for s in ("cart", "email")]
+    events = [alert("checkout", ERR, 0)] + [alert(s, "Requests", MIN, value=1.0, expected=e)
+                                            for s, e in (("cart", 8.0), ("email", 7.5))]
     _, last = replay(events, 5 * MIN)
     [inc] = last.values()
     assert root(inc) == "checkout" and inc.services == ("cart", "checkout", "email")
@@ -220,3 +222,19 @@ def test_a_call_learned_from_spans_later_is_used_at_once():
     [inc] = run(learned).values()
     assert inc.services == ("api", "db") and root(inc) == "db"
     assert len(run(declared)) == 2
+
+
+def test_one_series_seen_through_several_services_is_one_incident():
+    # a node's network series reported with each of the three pods on it (the same readings
+    # under x, y and z, which have no call between them): one anomaly, one incident
+    isolated = nx.DiGraph()
+    isolated.add_nodes_from(["x", "y", "z"])
+    node = [alert(s, "NodeNetworkReceiveBytes", 0, value=7.87e4, expected=2.52e4) for s in ("x", "y", "z")]
+    _, last = replay(node, 3 * MIN, graph=isolated)
+    [inc] = last.values()
+    assert inc.services == ("x", "y", "z")
+    # the same metric with other readings is another series
+    other = [alert("x", "NodeNetworkReceiveBytes", 0, value=7.87e4, expected=2.52e4),
+             alert("y", "NodeNetworkReceiveBytes", 0, value=7.87e4, expected=3.0e4)]
+    _, last = replay(other, 3 * MIN, graph=isolated)
+    assert len(last) == 2
