@@ -109,4 +109,6 @@ def test_kill_9_while_writing_a_snapshot_then_corrupt_snapshots_are_skipped(kafk
     assert corrupt >= 1 and from_kafka == 2
     assert f"{topo.topics.metrics}[0]: state restored from the kafka snapshot" in log
     assert f"{topo.topics.alerts}[0]: state restored from the kafka snapshot" in log
-    assert not list(checkpoints.rglob("*.pending")), "a killed writer's pending files are removed at start"
+    # The first worker's: the second, stopped while one of its own snapshots was in flight (every
+    # 2 s here), may leave its own pending file, as any stop between fork and store does.
+    assert not [p for p in torn if p.exists()], "a killed writer's pending files are removed at start"
