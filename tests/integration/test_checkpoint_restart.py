@@ -44,6 +44,22 @@ def kill_while_writing(proc, checkpoints: Path, timeout: float = 60.0) -> list[P
     raise AssertionError("no snapshot was being written")
 
 
+def produce_over(bootstrap: str, topic: str, payloads: list[bytes], seconds: float, parts: int = 8) -> None:
+    """``payloads`` in ``parts`` batches spread over ``seconds``: a worker faster than the
+    snapshot interval is still reading when a snapshot falls due."""
+    step = -(-len(payloads) // parts)
+    for i in range(0, len(payloads), step):
+        produce(bootstrap, topic, payloads[i:i + step])
+        time.sleep(seconds / parts)
+
+
+def wait_for_snapshot(directory: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not list(directory.glob("*.snap")):
+        assert time.monotonic() < deadline, f"no snapshot stored in {directory}"
+        time.sleep(0.05)
+
+
 def metric(port: int, name: str, **labels) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     total = 0.0
@@ -63,9 +79,13 @@ def test_kill_9_while_writing_a_snapshot_then_corrupt_snapshots_are_skipped(kafk
     checkpoints = tmp_path / f"data-{topo_path.stem}" / "checkpoints"
 
     with worker_process(topo_path, kafka_bootstrap, tmp_path) as first:
-        produce(kafka_bootstrap, topo.topics.metrics, lines[:cut])
+        # Over two intervals, so that a snapshot of the metrics partition is stored before the
+        # kill however fast the worker reads (at full speed it can read all of it in one).
+        produce_over(kafka_bootstrap, topo.topics.metrics, lines[:cut], seconds=4.0)
         consume_until(kafka_bootstrap, topo.topics.tickets, lambda recs: any(r["event"] == "create" for r in recs),
                       timeout=120, proc=first)
+        wait_for_snapshot(checkpoints / topo.topics.metrics / "0")
+        time.sleep(2.5)  # an interval: the next message makes the next snapshot due
         produce(kafka_bootstrap, topo.topics.metrics, lines[cut:])  # the worker is busy, snapshotting
         torn = kill_while_writing(first, checkpoints)
     assert torn, "the worker was killed while a snapshot was pending"
