@@ -382,6 +382,18 @@ def _close_day(st, day, week_rate, week_gain, week_min_days, clip):  # pragma: n
 
 
 @numba.njit(cache=True, nogil=True)
+def _file_episode(st, episode, top1, top2):  # pragma: no cover - compiled
+    """An episode has ended: keep its size if it is one of the two largest recent ones."""
+    e = st[episode]
+    if e > st[top1]:
+        st[top2] = st[top1]
+        st[top1] = e
+    elif e > st[top2]:
+        st[top2] = e
+    st[episode] = 0.0
+
+
+@numba.njit(cache=True, nogil=True)
 def _learn_points(state, idx, t, utc_offset, x, pa, z_out, exp_out, onset_out):  # pragma: no cover - compiled
     """Score and learn each point in order against its series' row of ``state``.
 
@@ -538,12 +550,11 @@ def _learn_points(state, idx, t, utc_offset, x, pa, z_out, exp_out, onset_out): 
         # (an idle system at night), it is not news. Measured in units, not in z, because that is
         # exactly what a shrinking noise inflates.
         fade = np.exp2(-dt / routine_halflife)
+        for c in (ROUTINE_UP1, ROUTINE_UP2, ROUTINE_DN1, ROUTINE_DN2):
+            st[c] *= fade
         dev = xj - expected
-        up1 = st[ROUTINE_UP1] * fade
-        up2 = st[ROUTINE_UP2] * fade
-        dn1 = st[ROUTINE_DN1] * fade
-        dn2 = st[ROUTINE_DN2] * fade
-        routine = (dev > 0 and dev <= routine_ratio * up2) or (dev < 0 and -dev <= routine_ratio * dn2)
+        routine = (dev > 0 and dev <= routine_ratio * st[ROUTINE_UP2]) \
+            or (dev < 0 and -dev <= routine_ratio * st[ROUTINE_DN2])
         # An onset needs a point that is anomalous by itself (its deviation scores 0.9) or a
         # sustained shift: a lone 4-sigma wobble is not worth a page, however quiet the week was.
         onset = max(v - peak, 0.0) if (candidate and not routine) else 0.0
@@ -554,24 +565,8 @@ def _learn_points(state, idx, t, utc_offset, x, pa, z_out, exp_out, onset_out): 
                 else:
                     st[EPISODE_DN] = max(st[EPISODE_DN], -dev)
         elif abs(z) <= shift_z / 2:
-            e = st[EPISODE_UP]
-            if e > up1:
-                up2 = up1
-                up1 = e
-            elif e > up2:
-                up2 = e
-            e = st[EPISODE_DN]
-            if e > dn1:
-                dn2 = dn1
-                dn1 = e
-            elif e > dn2:
-                dn2 = e
-            st[EPISODE_UP] = 0.0
-            st[EPISODE_DN] = 0.0
-        st[ROUTINE_UP1] = up1
-        st[ROUTINE_UP2] = up2
-        st[ROUTINE_DN1] = dn1
-        st[ROUTINE_DN2] = dn2
+            _file_episode(st, EPISODE_UP, ROUTINE_UP1, ROUTINE_UP2)
+            _file_episode(st, EPISODE_DN, ROUTINE_DN1, ROUTINE_DN2)
         decay = np.exp2(-dt / onset_halflife)
         # A cold start's surprises are the model learning what is normal, not the series' behaviour.
         record = min(v, onset_peak_floor) if n < cold_start_points else v
