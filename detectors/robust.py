@@ -63,7 +63,11 @@ Each point gets two scores in [0, 1], and production alerts on both (``detectors
   for the next one. The onset is how far that exceeds the recent peak of surprise (which decays
   with ``onset_halflife`` towards ``onset_peak_floor``; the surprises of the first
   ``cold_start_points`` points, the model learning what is normal, do not raise it).
-  ``ONSET_CUT`` of it scores 0.9.
+  ``ONSET_CUT`` of it scores 0.9. A deviation that is *routine* opens nothing: no larger, in the
+  series' own units, than ``routine_ratio`` times the second largest of its recent episodes (sizes
+  fading with ``routine_halflife``). Surprise is in z, and z grows when the noise between bursts
+  shrinks (an idle system at night), so the same burst every half hour would otherwise be a new
+  record each time; twice lately, in units, is the series' habit.
 """
 from __future__ import annotations
 
@@ -86,8 +90,8 @@ DAY_BINS = 48
 SEASON0 = 21
 WEEK0 = SEASON0 + DAY_BINS  # seven weekday offsets, Monday first
 (DAY_SUM, DAY_CNT, WEEK_BASE, WEEK_ERR_ON, WEEK_ERR_OFF, WEEK_ON, DAYS, PROBE_SUM, PROBE_CNT, MISALIGNED,
- DAY_IDX) = range(WEEK0 + 7, WEEK0 + 18)
-WIDTH = WEEK0 + 18
+ DAY_IDX, ROUTINE_UP1, ROUTINE_UP2, ROUTINE_DN1, ROUTINE_DN2, EPISODE_UP, EPISODE_DN) = range(WEEK0 + 7, WEEK0 + 24)
+WIDTH = WEEK0 + 24
 
 SIGMA_PER_MAE = 1.2533  # sigma / mean |error| for Gaussian noise
 POINT_Z = 6.0  # the |z| whose deviation score is 0.9: a single point that opens an alert is this far out
@@ -130,6 +134,8 @@ class RobustParams:
     smooth_rate: float = 0.4     # rate of the smoothed z (a sustained small shift); 0 disables
     onset_min_z: float = 3.5     # a sustained shift (the smoothed z's equivalent) is an onset from this; a single point needs POINT_Z
     cold_start_points: int = 144  # surprises of a series' first this many points do not raise the peak
+    routine_ratio: float = 2.0   # a deviation at most this times the second largest recent excursion is routine ...
+    routine_halflife: float = 6 * 3600.0  # ... those excursions' sizes decaying with this half-life
     # Weekly seasonality, see the module docstring:
     week_rate: float = 0.3       # learning rate of a weekday's offset, per week
     week_gain: float = 0.5       # use the offsets once they cut the error of daily means below this share
@@ -306,7 +312,7 @@ _PARAM_ORDER = ("alpha", "beta", "phi", "scale_rate", "clip", "season_rate", "se
                 "disturbed_gain", "fast_rate", "rel_floor", "abs_floor", "step_floor", "step_rate", "count_floor",
                 "count_floor_steps", "lik_rate", "lik_var_floor", "onset_halflife", "onset_peak_floor", "lik_warmup",
                 "smooth_rate", "lik_disturbed_z", "onset_min_z",
-                "week_rate", "week_gain", "week_min_days", "cold_start_points")  # time_zone: the offsets passed with the points
+                "week_rate", "week_gain", "week_min_days", "cold_start_points", "routine_ratio", "routine_halflife")  # time_zone: the offsets passed with the points
 
 
 @numba.njit(cache=True, nogil=True)
@@ -376,6 +382,18 @@ def _close_day(st, day, week_rate, week_gain, week_min_days, clip):  # pragma: n
 
 
 @numba.njit(cache=True, nogil=True)
+def _file_episode(st, episode, top1, top2):  # pragma: no cover - compiled
+    """An episode has ended: keep its size if it is one of the two largest recent ones."""
+    e = st[episode]
+    if e > st[top1]:
+        st[top2] = st[top1]
+        st[top1] = e
+    elif e > st[top2]:
+        st[top2] = e
+    st[episode] = 0.0
+
+
+@numba.njit(cache=True, nogil=True)
 def _learn_points(state, idx, t, utc_offset, x, pa, z_out, exp_out, onset_out):  # pragma: no cover - compiled
     """Score and learn each point in order against its series' row of ``state``.
 
@@ -386,10 +404,11 @@ def _learn_points(state, idx, t, utc_offset, x, pa, z_out, exp_out, onset_out): 
     (alpha, beta, phi, scale_rate, clip, season_rate, season_gain, season_max_interval, shift_z, shift_points,
      shift_seconds, calm_seconds, disturbed_gain, fast_rate, rel_floor, abs_floor, step_floor, step_rate,
      count_floor, count_floor_steps, lik_rate, lik_var_floor, onset_halflife, onset_peak_floor, lik_warmup,
-     smooth_rate, lik_disturbed_z, onset_min_z, week_rate, week_gain, week_min_days, cold_start_points) = (
+     smooth_rate, lik_disturbed_z, onset_min_z, week_rate, week_gain, week_min_days, cold_start_points,
+     routine_ratio, routine_halflife) = (
         pa[0], pa[1], pa[2], pa[3], pa[4], pa[5], pa[6], pa[7], pa[8], pa[9], pa[10], pa[11], pa[12], pa[13],
         pa[14], pa[15], pa[16], pa[17], pa[18], pa[19], pa[20], pa[21], pa[22], pa[23], pa[24], pa[25], pa[26],
-        pa[27], pa[28], pa[29], pa[30], pa[31])
+        pa[27], pa[28], pa[29], pa[30], pa[31], pa[32], pa[33])
     for j in range(len(idx)):
         st = state[idx[j]]
         tj = t[j]
@@ -523,9 +542,31 @@ def _learn_points(state, idx, t, utc_offset, x, pa, z_out, exp_out, onset_out): 
         st[LIK_MU] = mu + lr * d
         st[LIK_VAR] = (1.0 - lr) * (var + lr * d * d)
         peak = st[ONSET]
+        candidate = zz >= POINT_Z or sustained >= onset_min_z
+        # Routine excursions, in the series' own units: the two largest of its recent episodes on
+        # each side (an episode runs from its first candidate point until the series is back
+        # within shift_z / 2). A deviation no larger than routine_ratio times the second of them
+        # is something the series has done twice lately: however small the noise has become since
+        # (an idle system at night), it is not news. Measured in units, not in z, because that is
+        # exactly what a shrinking noise inflates.
+        fade = np.exp2(-dt / routine_halflife)
+        for c in (ROUTINE_UP1, ROUTINE_UP2, ROUTINE_DN1, ROUTINE_DN2):
+            st[c] *= fade
+        dev = xj - expected
+        routine = (dev > 0 and dev <= routine_ratio * st[ROUTINE_UP2]) \
+            or (dev < 0 and -dev <= routine_ratio * st[ROUTINE_DN2])
         # An onset needs a point that is anomalous by itself (its deviation scores 0.9) or a
         # sustained shift: a lone 4-sigma wobble is not worth a page, however quiet the week was.
-        onset = max(v - peak, 0.0) if (zz >= POINT_Z or sustained >= onset_min_z) else 0.0
+        onset = max(v - peak, 0.0) if (candidate and not routine) else 0.0
+        if candidate:
+            if n >= cold_start_points:
+                if dev > 0:
+                    st[EPISODE_UP] = max(st[EPISODE_UP], dev)
+                else:
+                    st[EPISODE_DN] = max(st[EPISODE_DN], -dev)
+        elif abs(z) <= shift_z / 2:
+            _file_episode(st, EPISODE_UP, ROUTINE_UP1, ROUTINE_UP2)
+            _file_episode(st, EPISODE_DN, ROUTINE_DN1, ROUTINE_DN2)
         decay = np.exp2(-dt / onset_halflife)
         # A cold start's surprises are the model learning what is normal, not the series' behaviour.
         record = min(v, onset_peak_floor) if n < cold_start_points else v

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors.robust import (CALM, DAY, DAY_BINS, DAY_CNT, DAY_SUM, DAYS, DT, ERR_PLAIN, ERR_SEAS, FAST, FRACTIONAL,
-                              LEVEL, LIK_MU, LIK_VAR, MISALIGNED, N, ONSET, ONSET_CUT, POINT_Z, PRE_ERR_PLAIN, PRE_ERR_SEAS,
+                              LEVEL, LIK_MU, LIK_VAR, MISALIGNED, N, ONSET, ONSET_CUT, POINT_Z, ROUTINE_DN1, ROUTINE_DN2,
+                              ROUTINE_UP1, ROUTINE_UP2, EPISODE_DN, EPISODE_UP, PRE_ERR_PLAIN, PRE_ERR_SEAS,
                               PRE_LEVEL, PRE_T, PREV, PROBE_CNT, PROBE_SUM, RUN, SEASON0, SIGMA_PER_MAE,
                               SMOOTH, STEP, TREND, WEEK0, WEEK_BASE, WEEK_ERR_OFF, WEEK_ERR_ON, WEEK_ON, DAY_IDX, T,
                               RobustDetector)
@@ -166,7 +167,24 @@ class RoundsReference(RobustDetector):
         st[:, LIK_MU] = mu + lr * d
         st[:, LIK_VAR] = (1.0 - lr) * (var + lr * d * d)
         peak = st[:, ONSET]
-        onset = np.where((zz >= POINT_Z) | (sustained >= p.onset_min_z), np.maximum(v - peak, 0.0), 0.0)
+        candidate = (zz >= POINT_Z) | (sustained >= p.onset_min_z)
+        fade = _exp2(-dt / p.routine_halflife)
+        dev = x - expected
+        up1, up2 = st[:, ROUTINE_UP1] * fade, st[:, ROUTINE_UP2] * fade
+        dn1, dn2 = st[:, ROUTINE_DN1] * fade, st[:, ROUTINE_DN2] * fade
+        routine = ((dev > 0) & (dev <= p.routine_ratio * up2)) | ((dev < 0) & (-dev <= p.routine_ratio * dn2))
+        onset = np.where(candidate & ~routine, np.maximum(v - peak, 0.0), 0.0)
+        warm = candidate & (n >= p.cold_start_points)
+        st[:, EPISODE_UP] = np.where(warm & (dev > 0), np.maximum(st[:, EPISODE_UP], dev), st[:, EPISODE_UP])
+        st[:, EPISODE_DN] = np.where(warm & (dev <= 0), np.maximum(st[:, EPISODE_DN], -dev), st[:, EPISODE_DN])
+        ended = ~candidate & (np.abs(z) <= p.shift_z / 2)
+        for top1, top2, ep in ((up1, up2, EPISODE_UP), (dn1, dn2, EPISODE_DN)):
+            e = st[:, ep]
+            new1 = np.where(ended, np.maximum(top1, e), top1)
+            new2 = np.where(ended, np.where(e > top1, top1, np.maximum(top2, np.where(e > top2, e, top2))), top2)
+            top1[:], top2[:] = new1, new2
+            st[ended, ep] = 0.0
+        st[:, ROUTINE_UP1], st[:, ROUTINE_UP2], st[:, ROUTINE_DN1], st[:, ROUTINE_DN2] = up1, up2, dn1, dn2
         decay = _exp2(-dt / p.onset_halflife)
         record = np.where(n < p.cold_start_points, np.minimum(v, p.onset_peak_floor), v)
         st[:, ONSET] = np.maximum(record, np.where(peak > p.onset_peak_floor,
