@@ -44,13 +44,21 @@ def kill_while_writing(proc, checkpoints: Path, timeout: float = 60.0) -> list[P
     raise AssertionError("no snapshot was being written")
 
 
-def produce_over(bootstrap: str, topic: str, payloads: list[bytes], seconds: float, parts: int = 8) -> None:
-    """``payloads`` in ``parts`` batches spread over ``seconds``: a worker faster than the
-    snapshot interval is still reading when a snapshot falls due."""
+def produce_over(proc, bootstrap: str, topic: str, payloads: list[bytes], seconds: float, parts: int = 8) -> None:
+    """``payloads`` in ``parts`` batches spread over ``seconds`` once the worker reads the first:
+    a worker faster than the snapshot interval is still reading when a snapshot falls due. (Spread
+    from the start, all of it can be waiting while the worker joins its group, and be read at
+    once.)"""
     step = -(-len(payloads) // parts)
-    for i in range(0, len(payloads), step):
-        produce(bootstrap, topic, payloads[i:i + step])
+    produce(bootstrap, topic, payloads[:step])
+    deadline = time.monotonic() + 120
+    while read_metric(proc.web_port, "aiops_input_messages_total", topic=topic) < 1:
+        assert proc.poll() is None, "the worker died"
+        assert time.monotonic() < deadline, "the worker read nothing in 120 s"
+        time.sleep(0.05)
+    for i in range(step, len(payloads), step):
         time.sleep(seconds / parts)
+        produce(bootstrap, topic, payloads[i:i + step])
 
 
 def wait_for_snapshot(directory: Path, timeout: float = 60.0) -> None:
@@ -58,6 +66,14 @@ def wait_for_snapshot(directory: Path, timeout: float = 60.0) -> None:
     while not list(directory.glob("*.snap")):
         assert time.monotonic() < deadline, f"no snapshot stored in {directory}"
         time.sleep(0.05)
+
+
+def read_metric(port: int, name: str, **labels) -> float:
+    """``metric``, or 0 while the web server is not up yet."""
+    try:
+        return metric(port, name, **labels)
+    except OSError:
+        return 0.0
 
 
 def metric(port: int, name: str, **labels) -> float:
@@ -79,9 +95,9 @@ def test_kill_9_while_writing_a_snapshot_then_corrupt_snapshots_are_skipped(kafk
     checkpoints = tmp_path / f"data-{topo_path.stem}" / "checkpoints"
 
     with worker_process(topo_path, kafka_bootstrap, tmp_path) as first:
-        # Over two intervals, so that a snapshot of the metrics partition is stored before the
-        # kill however fast the worker reads (at full speed it can read all of it in one).
-        produce_over(kafka_bootstrap, topo.topics.metrics, lines[:cut], seconds=4.0)
+        # Over two intervals of reading, so that a snapshot of the metrics partition is stored
+        # before the kill however fast the worker reads (at full speed it reads all in one).
+        produce_over(first, kafka_bootstrap, topo.topics.metrics, lines[:cut], seconds=4.0)
         consume_until(kafka_bootstrap, topo.topics.tickets, lambda recs: any(r["event"] == "create" for r in recs),
                       timeout=120, proc=first)
         wait_for_snapshot(checkpoints / topo.topics.metrics / "0")
