@@ -67,6 +67,10 @@ class RedactionSettings(Frozen):
 
     rules: list[Literal["email", "pan", "token", "ip"]] = Field(default_factory=lambda: list(DEFAULT_RULES))
     custom: list[RedactionRule] = Field(default_factory=list)
+    # Label keys and values, metric and span names longer than this are cut before matching
+    # (reported in the dead-letter reason); log bodies are cut at 2,048, dead-letter excerpts
+    # at ingest.max_excerpt_bytes.
+    max_value_chars: int = Field(default=1024, ge=64, le=65536)
 
     @field_validator("custom")
     @classmethod

@@ -281,6 +281,8 @@ class CorrelateStage:
         self._lanes: dict[tuple[str, str], float] = {}
         self._held: list[AlertEvent] = []
         self._idle_after = topology.worker.partition_idle_after.total_seconds()
+        # Change events are redacted on their way in, as every record that leaves ingest is.
+        self.redactor = Redactor.from_settings(topology.ingest.redaction)
 
     def reconfigure(self, topology: Topology, runbooks: RunbookIndex | None) -> None:
         """A live config change: graph, correlation settings, policies, guards and ticket
@@ -288,6 +290,8 @@ class CorrelateStage:
         state (cooldowns, approvals, tickets sent) stay. ``runbooks`` is the index for the new
         ``remediation.executors.runbooks_dir``, loaded by the caller (loading can fail, and a
         failure must leave the stage as it was)."""
+        if topology.ingest.redaction != self.topology.ingest.redaction:
+            self.redactor = Redactor.from_settings(topology.ingest.redaction)
         self.topology = topology
         self.runbooks = runbooks
         self.learned.redeclare(topology.graph())

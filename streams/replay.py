@@ -117,7 +117,7 @@ def replay(
         for n, raw in enumerate(changes.read_bytes().splitlines()):
             if raw.strip():
                 try:
-                    correlate.change(codec.decode_change(raw))
+                    correlate.change(codec.decode_change(raw, correlate.redactor))
                 except codec.RecordError as exc:
                     raise ValueError(f"{changes}:{n + 1}: {exc}") from None
     started = time.monotonic()
@@ -132,6 +132,11 @@ def replay(
         res = decode_line(line)
         alerts, late = detect.in_time(res.alerts)
         return DetectResult(events=alerts, rejects=list(res.rejects) + late)
+
+    def dead_letter(reason: str, topic: str, offset: int, line: bytes) -> bytes:
+        """As the worker writes them: the topology's redaction rules and excerpt size."""
+        return codec.dead_letter(reason, topic, 0, offset, line, topology.ingest.max_excerpt_bytes,
+                                 redactor=detect.redactor)
 
     if input_format not in INPUT_FORMATS:
         raise ValueError(f"input_format: expected one of {', '.join(INPUT_FORMATS)} (got {input_format!r})")
@@ -168,13 +173,12 @@ def replay(
             except DecodeError as exc:
                 summary.dead_lettered += 1
                 if sinks.deadletter:
-                    sinks.deadletter.write(codec.dead_letter(str(exc), topic, 0, offset, line) + b"\n")
+                    sinks.deadletter.write(dead_letter(str(exc), topic, offset, line) + b"\n")
                 continue
             if res.rejects and sinks.deadletter:
                 reason = "; ".join(res.rejects[:5])
                 what = ("points", "records", "alerts", "spans")[kind]
-                sinks.deadletter.write(codec.dead_letter(f"rejected {what}: {reason}", topic, 0, offset, line)
-                                       + b"\n")
+                sinks.deadletter.write(dead_letter(f"rejected {what}: {reason}", topic, offset, line) + b"\n")
             summary.points += res.points
             summary.anomalous_points += res.anomalous_points
             # Through the wire codec, exactly as the worker's alerts topic carries them.

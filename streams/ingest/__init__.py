@@ -22,6 +22,7 @@ bytes: a decoder that crashed on one message would stall its partition on redeli
 """
 from __future__ import annotations
 
+import contextvars
 import difflib
 import math
 from functools import lru_cache
@@ -138,9 +139,21 @@ def expect_object(v: object, path: str) -> dict:
     raise PathError(path, f"expected an object (got {type_name(v)})")
 
 
+# The redactor of the message being decoded (set by the decoders' guard): a reason quotes the
+# bad value, and it is redacted before it is cut, so no cut leaves part of a card or a token.
+_REDACTOR: contextvars.ContextVar[Redactor] = contextvars.ContextVar("redactor", default=DEFAULT_REDACTOR)
+
+
 def short(v: object, limit: int = 40) -> str:
-    """``repr`` of a bad value, cut so one hostile point cannot blow up the dead-letter record."""
-    r = repr(v)
+    """``repr`` of a bad value, redacted, then cut so one hostile point cannot blow up the
+    dead-letter record.
+
+    >>> short("card 4111 1111 1111 1111 and more words than fit", 20)
+    "'card <pan> and m..."
+    """
+    r = repr(v) if type(v) is not str or len(v) <= 4 * limit + 1024 else repr(v[:4 * limit + 1024])
+    if type(v) is str:
+        r = _REDACTOR.get().prefix(r, limit + 16)
     return r if len(r) <= limit else r[: limit - 3] + "..."
 
 
@@ -158,10 +171,13 @@ def value_problem(v: float) -> str | None:
 
 
 @lru_cache(maxsize=1024)
+def _did_you_mean(service: str, known: frozenset[str]) -> str:
+    close = difflib.get_close_matches(service[:200], sorted(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def unknown_service(service: str, known: frozenset[str]) -> str:
-    close = difflib.get_close_matches(service, sorted(known), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return f"unknown service {short(service, 80)}{hint}"
+    return f"unknown service {short(service, 80)}{_did_you_mean(service, known)}"
 
 
 class Context:
@@ -191,8 +207,8 @@ class Context:
         """Series labels (or log attributes): kept keys only, sorted, redacted."""
         keep = self.keep
         if keep:
-            return self.redactor.labels(tuple(sorted((k, v) for k, v in d.items() if k in keep)))
-        return self.redactor.labels(tuple(sorted(d.items())))
+            return self.redactor.labels(tuple(sorted((k, v) for k, v in d.items() if k in keep)), self.reject)
+        return self.redactor.labels(tuple(sorted(d.items())), self.reject)
 
     def finish(self, fmt: str) -> Decoded:
         reasons = list(self._reasons)
@@ -220,6 +236,7 @@ def load_otlp(payload: bytes, signal: str) -> object:
 
 
 def _guard(decode, payload: bytes, **kwargs):
+    token = _REDACTOR.set(kwargs.get("redactor") or DEFAULT_REDACTOR)
     try:
         return decode(payload, **kwargs)
     except DecodeError:
@@ -229,6 +246,8 @@ def _guard(decode, payload: bytes, **kwargs):
     except Exception as exc:  # noqa: BLE001
         # A bug must dead-letter the message, not crash the agent and loop on redelivery.
         raise DecodeError(f"internal decoder error: {type(exc).__name__}: {short(str(exc), 120)}") from None
+    finally:
+        _REDACTOR.reset(token)
 
 
 def decode_metrics(payload: bytes, *, known_services: frozenset[str] | None, service_label: str = "service",

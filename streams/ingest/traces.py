@@ -39,7 +39,6 @@ def decode(payload: bytes, *, known_services: frozenset[str] | None,
 
 
 def _resource_spans(service: str, _attrs: dict[str, str], scope_spans: list, ctx: Context, out: list[Span]) -> None:
-    name_of = ctx.redactor.text
     append = out.append
     for j, ss in enumerate(scope_spans):
         if type(ss) is not dict:
@@ -63,7 +62,7 @@ def _resource_spans(service: str, _attrs: dict[str, str], scope_spans: list, ctx
                 s_ns, e_ns = int(raw_s), int(raw_e)
                 if _NS_MIN <= s_ns <= e_ns <= _NS_MAX:
                     code = status.get("code", 0) if status else 0
-                    append(Span(service, trace_id, span_id, parent or "", name_of(name[:MAX_NAME]), kind or 0,
+                    append(Span(service, trace_id, span_id, parent or "", _span_name(ctx.redactor, name), kind or 0,
                                 code == 2, s_ns / 1e9, e_ns / 1e9, (e_ns - s_ns) / 1e9))
                     continue
             span = _checked_span(sp, f"scopeSpans[{j}].spans[{k}]", service, ctx)
@@ -134,5 +133,10 @@ def _checked_span(sp: dict, path: str, service: str, ctx: Context) -> Span | Non
     if e_ns < s_ns:
         ctx.reject("span ends before it starts")
         return None
-    return Span(service, trace_id, span_id, parent, ctx.redactor.text(name[:MAX_NAME]), kind, code == 2,
+    return Span(service, trace_id, span_id, parent, _span_name(ctx.redactor, name), kind, code == 2,
                 s_ns / 1e9, e_ns / 1e9, (e_ns - s_ns) / 1e9)
+
+
+def _span_name(redactor: Redactor, name: str) -> str:
+    """Redacted, then cut to MAX_NAME: a cut never leaves part of a match."""
+    return redactor.text(name) if len(name) <= MAX_NAME else redactor.prefix(name, MAX_NAME)
