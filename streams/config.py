@@ -142,6 +142,9 @@ class WorkerSettings(Frozen):
     # The consumer group (and Faust app id) the workers of one pipeline share; two pipelines on
     # one Kafka need two names.
     group_id: str = Field(default="aiops", pattern=r"^[A-Za-z0-9._-]+$")
+    # The address the HTTP endpoints (/metrics, /ingest/*, /control) listen on; `aiops worker
+    # --web-bind` overrides it. This host only by default; 0.0.0.0 (every interface) in a container.
+    web_bind: str = Field(default="127.0.0.1", pattern=r"^(?:[0-9A-Za-z.-]{1,253}|[0-9A-Fa-f:.]{2,45})$")
 
     # A join waits up to this long for the group's other members, so it bounds start-up and rebalances.
     rebalance_timeout: Duration = parse_duration("10s")
