@@ -94,6 +94,11 @@ class IngestSettings(Frozen):
     # Series labels kept from OTLP attributes; others are dropped to bound cardinality. Empty: keep all.
     keep_labels: list[str] = Field(default_factory=list)
     max_excerpt_bytes: int = Field(default=1024, ge=64, le=65536)
+    # Caps per telemetry message (streams/ingest/limits.py): a message over one is dead-lettered
+    # whole with the reason, before it is parsed (size) or decoded (counts), so memory stays bounded.
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    max_series_per_message: int = Field(default=50_000, ge=1)  # data points, log records or spans
+    max_buckets_per_histogram: int = Field(default=1024, ge=1)
     redaction: RedactionSettings = Field(default_factory=RedactionSettings)
     # A point, log record, span or webhook alert dated further than this past the wall clock
     # (in replay: past event time and the next message's time) is dead-lettered with the reason

@@ -31,6 +31,7 @@ import orjson
 
 from detectors.normalize import Sample
 from detectors.records import Labels
+from streams.ingest.limits import Limits, check_json, check_proto, check_size
 from streams.ingest.redact import DEFAULT as DEFAULT_REDACTOR
 from streams.ingest.redact import Redactor
 
@@ -226,13 +227,19 @@ def load(payload: bytes) -> object:
         raise DecodeError(f"invalid JSON: {exc}") from None
 
 
-def load_otlp(payload: bytes, signal: str) -> object:
+def load_otlp(payload: bytes, signal: str, limits: Limits | None = None) -> object:
     """An OTLP export request of ``signal`` ("metrics", "logs", "traces") in either encoding,
     told apart per message (:func:`streams.ingest.otlp_proto.is_protobuf`): parsed JSON, or a
-    protobuf request as the OTLP/JSON object it stands for. Raises :class:`DecodeError`."""
+    protobuf request as the OTLP/JSON object it stands for. Raises :class:`DecodeError`, also
+    for a message over one of ``limits`` (:mod:`streams.ingest.limits`)."""
+    check_size(payload, limits)
     if payload[:1] == b"\n" and otlp_proto.is_protobuf(payload):
-        return otlp_proto.load(payload, signal)
-    return load(payload)
+        msg = otlp_proto.parse_or_json_error(payload, signal)
+        check_proto(msg, signal, limits)
+        return otlp_proto.to_json(msg, signal)
+    obj = load(payload)
+    check_json(obj, signal, limits)
+    return obj
 
 
 def _guard(decode, payload: bytes, **kwargs):
@@ -251,7 +258,8 @@ def _guard(decode, payload: bytes, **kwargs):
 
 
 def decode_metrics(payload: bytes, *, known_services: frozenset[str] | None, service_label: str = "service",
-                   keep_labels: frozenset[str] = frozenset(), redactor: Redactor = DEFAULT_REDACTOR) -> Decoded:
+                   keep_labels: frozenset[str] = frozenset(), redactor: Redactor = DEFAULT_REDACTOR,
+                   limits: Limits | None = None) -> Decoded:
     """Decode one metrics message, detecting its format.
 
     Parameters
@@ -267,6 +275,9 @@ def decode_metrics(payload: bytes, *, known_services: frozenset[str] | None, ser
     redactor
         Applied to every label key and value and every metric name (``ingest.redaction``;
         :mod:`streams.ingest.redact`). The default redacts emails, card numbers and tokens.
+    limits
+        Caps on the message's size, data points and histogram buckets
+        (:mod:`streams.ingest.limits`); a message over one is refused whole. ``None``: no caps.
 
     Raises
     ------
@@ -281,11 +292,11 @@ def decode_metrics(payload: bytes, *, known_services: frozenset[str] | None, ser
     ('native', [('api/cpu', 1700000000.0, 'gauge', 0.5)])
     """
     return _guard(_decode_metrics, payload, known_services=known_services, service_label=service_label,
-                  keep_labels=keep_labels, redactor=redactor)
+                  keep_labels=keep_labels, redactor=redactor, limits=limits)
 
 
 def decode_logs(payload: bytes, *, known_services: frozenset[str] | None,
-                redactor: Redactor = DEFAULT_REDACTOR) -> tuple[list, list[str]]:
+                redactor: Redactor = DEFAULT_REDACTOR, limits: Limits | None = None) -> tuple[list, list[str]]:
     """Decode one OTLP/JSON ``ExportLogsServiceRequest`` into log records and reject reasons.
 
     Bodies and attributes (keys and values) go through ``redactor``, so templates and sample
@@ -296,11 +307,11 @@ def decode_logs(payload: bytes, *, known_services: frozenset[str] | None,
     DecodeError
         When the message as a whole is unusable; never anything else.
     """
-    return _guard(logs.decode, payload, known_services=known_services, redactor=redactor)
+    return _guard(logs.decode, payload, known_services=known_services, redactor=redactor, limits=limits)
 
 
 def decode_traces(payload: bytes, *, known_services: frozenset[str] | None,
-                  redactor: Redactor = DEFAULT_REDACTOR) -> tuple[list, list[str]]:
+                  redactor: Redactor = DEFAULT_REDACTOR, limits: Limits | None = None) -> tuple[list, list[str]]:
     """Decode one OTLP/JSON ``ExportTraceServiceRequest`` into spans and reject reasons.
 
     Spans of services not in ``known_services`` are dropped with the reason, as their metrics
@@ -320,18 +331,21 @@ def decode_traces(payload: bytes, *, known_services: frozenset[str] | None,
     >>> [(s.service, s.name, s.kind, s.error, round(s.end - s.start, 3)) for s in spans], rejects
     ([('api', 'GET /users', 2, True, 0.25)], [])
     """
-    return _guard(traces.decode, payload, known_services=known_services, redactor=redactor)
+    return _guard(traces.decode, payload, known_services=known_services, redactor=redactor, limits=limits)
 
 
-def _decode_metrics(payload: bytes, *, known_services, service_label, keep_labels, redactor) -> Decoded:
+def _decode_metrics(payload: bytes, *, known_services, service_label, keep_labels, redactor, limits=None) -> Decoded:
+    check_size(payload, limits)
     if payload[:1] == b"\n" and otlp_proto.is_protobuf(payload):
         msg = otlp_proto.parse_or_json_error(payload, "metrics")
+        check_proto(msg, "metrics", limits)
         ctx = Context(known_services, keep_labels, redactor)
         otlp_proto.decode_metrics(msg, ctx)
         return ctx.finish("otlp")
     obj = load(payload)
     if type(obj) is not dict:
         raise DecodeError(f"unrecognized metrics message: expected a JSON object (got {type_name(obj)})")
+    check_json(obj, "metrics", limits)
     ctx = Context(known_services, keep_labels, redactor)
     if "resourceMetrics" in obj:
         otlp.decode(obj, ctx)
@@ -350,4 +364,4 @@ def _decode_metrics(payload: bytes, *, known_services, service_label, keep_label
 # The format modules import the helpers above from this package, so they come last.
 from streams.ingest import logs, native, otlp, otlp_proto, prometheus, traces  # noqa: E402
 
-__all__ = ["DecodeError", "Decoded", "Redactor", "decode_logs", "decode_metrics", "decode_traces"]
+__all__ = ["DecodeError", "Decoded", "Limits", "Redactor", "decode_logs", "decode_metrics", "decode_traces"]

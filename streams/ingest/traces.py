@@ -32,10 +32,10 @@ _NS_MIN, _NS_MAX = T_MIN * 1e9, T_MAX * 1e9
 
 
 def decode(payload: bytes, *, known_services: frozenset[str] | None,
-           redactor: Redactor = DEFAULT_REDACTOR) -> tuple[list[Span], list[str]]:
+           redactor: Redactor = DEFAULT_REDACTOR, limits=None) -> tuple[list[Span], list[str]]:
     """Spans and the reasons of those dropped. Raises :class:`DecodeError` (see the module)."""
     return decode_resources(payload, "resourceSpans", "scopeSpans", "traces", _resource_spans,
-                            known_services=known_services, redactor=redactor)
+                            known_services=known_services, redactor=redactor, limits=limits)
 
 
 def _resource_spans(service: str, _attrs: dict[str, str], scope_spans: list, ctx: Context, out: list[Span]) -> None:
