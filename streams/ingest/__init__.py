@@ -36,6 +36,7 @@ from streams.ingest.redact import DEFAULT as DEFAULT_REDACTOR
 from streams.ingest.redact import Redactor
 
 MAX_REJECTS = 20
+MAX_REASON_CHARS = 2000  # as a dead-letter record's reason
 # Plausible event times. Outside this window the producer is sending the wrong unit (ms for
 # ns, ns for s) or garbage, and one such point would drag every window it lands in.
 T_MIN = 946684800.0  # 2000-01-01T00:00:00Z
@@ -153,7 +154,9 @@ def short(v: object, limit: int = 40) -> str:
     "'card <pan> and m..."
     """
     r = repr(v) if type(v) is not str or len(v) <= 4 * limit + 1024 else repr(v[:4 * limit + 1024])
-    if type(v) is str:
+    if type(v) not in (int, float, bool, type(None)):
+        # A string, or a list or object whose repr holds strings: the fuzzer found a card
+        # number inside an object given as a point's value.
         r = _REDACTOR.get().prefix(r, limit + 16)
     return r if len(r) <= limit else r[: limit - 3] + "..."
 
@@ -195,8 +198,11 @@ class Context:
         self._reasons: dict[str, None] = {}  # an ordered set
 
     def reject(self, reason: str) -> None:
+        # Redacted here, where every reason enters, not at each call: a reason quotes names and
+        # values from the input (the fuzzer found a card number in a metric's name), and the
+        # reasons reach a webhook's HTTP answer as well as the dead-letter topic.
         if len(self._reasons) < MAX_REJECTS:
-            self._reasons[reason] = None
+            self._reasons[self.redactor.prefix(reason, MAX_REASON_CHARS)] = None
 
     def service_ok(self, service: str) -> bool:
         if self.known is None or service in self.known:

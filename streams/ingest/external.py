@@ -46,6 +46,7 @@ from streams.ingest.redact import DEFAULT as DEFAULT_REDACTOR
 from streams.ingest.redact import Redactor
 from streams.ingest import (  # noqa: I001
     _REDACTOR,
+    MAX_REASON_CHARS,
     T_MAX,
     T_MIN,
     DecodeError,
@@ -158,7 +159,9 @@ def _redacted(res: ExternalAlerts, r: Redactor) -> ExternalAlerts:
         alerts.append(replace(a, metric=metric, labels=labels, series=_series(a.service, metric, labels),
                               summary=r.text(a.summary),
                               evidence=tuple(sorted((r.text(k), r.text(v)) for k, v in a.evidence))))
-    return ExternalAlerts(res.source, tuple(alerts), res.rejects)
+    # Reasons quote the payload, and a webhook's HTTP answer lists them.
+    rejects = tuple(dict.fromkeys(r.prefix(x, MAX_REASON_CHARS) for x in res.rejects))
+    return ExternalAlerts(res.source, tuple(alerts), rejects)
 
 
 class _Out:

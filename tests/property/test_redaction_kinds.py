@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from streams import codec
 from streams.ingest import DecodeError, decode_logs, decode_metrics, decode_traces
-from streams.ingest.external import decode_external
+from streams.ingest.external import DATADOG_TEMPLATE, decode_external
 from streams.ingest.redact import DEFAULT, json_unescaped
 from tests.property.test_redaction import ALNUM, EMAIL, SURROUNDING, card_numbers, luhn, pans, tokens
 
@@ -174,18 +174,23 @@ def test_external_alerts(case, source, pad):
             "status": "firing", "labels": {"alertname": "HighCPU", "service": "api", "user": long},
             "annotations": {"summary": long}, "startsAt": "2026-08-20T12:00:00Z", "endsAt": "0001-01-01T00:00:00Z"}]}
     elif source == "datadog":
-        body = {"id": "1", "alert_id": "2", "title": long, "alert_transition": "Triggered", "date": 1787227200000,
-                "tags": f"service:api,user:{text}", "priority": "P1", "body": long}
+        values = {"$ALERT_ID": "1234", "$ALERT_CYCLE_KEY": "7061395284219318419", "$ALERT_TRANSITION": "Triggered",
+                  "$ALERT_TYPE": "error", "$ALERT_PRIORITY": "P1", "$ALERT_TITLE": long,
+                  "$ALERT_METRIC": "postgresql.percent_usage_connections", "$ALERT_SCOPE": "service:api",
+                  "$HOSTNAME": "db-1", "$TAGS": "env:prod,service:api,user:" + text.replace(",", " "),
+                  "$DATE": "1787227200000", "$LINK": "https://app.datadoghq.com/monitors/1234"}
+        body = DATADOG_TEMPLATE
+        for var in sorted(values, key=len, reverse=True):
+            body = body.replace(var, orjson.dumps(values[var]).decode()[1:-1])
+        body = orjson.loads(body)
     else:
-        body = {"incident_id": 1, "condition_name": long, "state": "open", "timestamp": 1787227200000,
-                "targets": [{"name": "api", "labels": {"service": "api", "user": text}}], "details": long,
-                "issueId": "i-1", "title": long, "createdAt": 1787227200000, "updatedAt": 1787227200000,
-                "priority": "HIGH", "entitiesData": {"names": ["api"]}, "accumulations": {"tag.service": ["api"]}}
-    try:
-        res = decode_external(source, orjson.dumps(body), known_services=None)
-    except DecodeError as exc:
-        assert_clean([str(exc)], secret)
-        return
+        body = {"id": "0e4a7d1c-2f0b-4c8a-9a55-3c3e8e2a1f10", "issueUrl": "https://radar-api.service.newrelic.com/x",
+                "title": long, "priority": "CRITICAL", "impactedEntities": ["api"], "totalIncidents": 1,
+                "state": "ACTIVATED", "trigger": "STATE_CHANGE", "isCorrelated": False, "createdAt": 1787227200000,
+                "updatedAt": 1787227260000, "sources": ["newrelic"], "alertPolicyNames": ["Shop"],
+                "alertConditionNames": [text], "workflowName": "aiops"}
+    res = decode_external(source, orjson.dumps(body), known_services=None)  # well-formed: alerts come out
+    assert res.alerts
     for a in res.alerts:
         assert_clean([a.metric, a.summary, a.series, *[y for kv in a.labels for y in kv],
                       *[y for kv in a.evidence for y in kv]], secret)
