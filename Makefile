@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 SHARED ?= ../shared
 
-.PHONY: install run test bench load nab eval eval-real eval-alertmanager clean
+.PHONY: install run test fuzz bench load nab eval eval-real eval-alertmanager clean
 
 install: $(STAMP)
 
@@ -20,6 +20,14 @@ run: install
 
 test: install
 	$(PY) -m pytest -q
+
+# Every parser's fuzz target (tests/property/fuzz.py) for FUZZ_SECONDS each (default 30), over
+# the corpora in tests/property/corpus/: executions, crashes, hangs, leaks and the slowest input
+# per target, in out/fuzz/report.json (failing and slowest inputs beside it). `make test` runs a
+# bounded number of examples of each (tests/property/test_fuzz_targets.py).
+FUZZ_SECONDS ?= 30
+fuzz: install
+	$(PY) -m tests.property.fuzz --seconds $(FUZZ_SECONDS) --out out/fuzz
 
 bench: install
 	$(PY) -m tests.bench.run

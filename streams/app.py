@@ -20,6 +20,7 @@ from streams import metrics as m
 from streams.checkpoint import Checkpoints, Corrupt, LocalStore, Meta
 from streams.config import Topology
 from streams.http_auth import UNCONFIGURED, Authenticator
+from streams.http_safety import harden
 from streams.ingest import DecodeError
 from streams.ingest.external import decode_external
 from streams.ingest.redact import Redactor
@@ -36,7 +37,7 @@ log = logging.getLogger("aiops.worker")
 
 def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_dir: Path = Path(".aiops-data"),
               app_id: str | None = None, instance_id: str | None = None,
-              auth: Authenticator | None = None, config_sha: str = "") -> faust.App:
+              auth: Authenticator | None = None, config_sha: str = "", web_bind: str | None = None) -> faust.App:
     """A Faust app wired to ``topology``. Each agent is decode -> one core call -> encode -> send.
 
     ``auth`` guards the endpoints that accept data or commands; by default the tokens come from
@@ -62,7 +63,8 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
         web_port=web_port,
-        web_bind="0.0.0.0",
+        # The interface the HTTP endpoints listen on: --web-bind, else worker.web_bind (127.0.0.1).
+        web_bind=web_bind or topology.worker.web_bind,
         web_in_thread=False,
         # Our agents do not wait on each other; a shorter wait on rebalance keeps restarts quick.
         stream_wait_empty=False,
@@ -77,6 +79,8 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
         broker_credentials=kafka_security.current().faust_credentials(),
         consumer_group_instance_id=instance_id,
     )
+    # No request header value reaches a log line or a response body (streams/http_safety.py).
+    harden(app)
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     metrics_in = app.topic(topics.metrics, **raw)
     logs_in = app.topic(topics.logs, **raw)
@@ -589,7 +593,7 @@ def control_from_http(body: bytes, by: str, now: float) -> tuple[str, bytes]:
 
 
 def run_worker(topology: Topology, *, bootstrap: str, web_port: int, data_dir: Path, verbose: bool = False,
-               instance_id: str | None = None, config_sha: str = "") -> int:
+               instance_id: str | None = None, config_sha: str = "", web_bind: str | None = None) -> int:
     from streams.broker import ensure_topics
 
     t = topology.topics
@@ -602,7 +606,7 @@ def run_worker(topology: Topology, *, bootstrap: str, web_port: int, data_dir: P
     if instance_id is None:
         leave_for_dead_member(bootstrap, data_dir, topology.worker.group_id)
     app = build_app(topology, bootstrap=bootstrap, web_port=web_port, data_dir=data_dir, instance_id=instance_id,
-                    config_sha=config_sha)
+                    config_sha=config_sha, web_bind=web_bind)
     # Decoding a batch allocates hundreds of thousands of short-lived objects, and the cyclic
     # collector's default young-generation threshold (700) made it about a quarter of decode
     # time. The stages build no reference cycles per message, so collect young objects less

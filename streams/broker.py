@@ -170,12 +170,41 @@ def docker_engine_available() -> bool:
         return False
 
 
+class _Stop(Exception):
+    """A signal asked ``aiops broker`` to stop."""
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 def run_broker_forever(port: int) -> None:
-    """``aiops broker``: run tansu in the foreground until interrupted."""
-    with EmbeddedBroker(port=port) as broker:
-        print(f"tansu (in-memory, Kafka protocol) listening on {broker.bootstrap}; Ctrl-C stops it", file=sys.stderr)
+    """``aiops broker``: run tansu in the foreground until SIGTERM, SIGINT (Ctrl-C) or SIGHUP,
+    then stop it. tansu runs in a session of its own (so a terminal's Ctrl-C reaches only this
+    process, which stops it in order): without these handlers a SIGTERM ended this process and
+    left tansu running, still listening on the port. Signals wait while tansu starts, so none
+    can land between starting it and being ready to stop it."""
+    def on_signal(signum, _frame):
+        raise _Stop(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in _STOP_SIGNALS}
+    broker = EmbeddedBroker(port=port)
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
-            assert broker.proc is not None
-            broker.proc.wait()
-        except KeyboardInterrupt:
-            pass
+            broker.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # a pending signal is raised here
+        print(f"tansu (in-memory, Kafka protocol) listening on {broker.bootstrap}; Ctrl-C stops it", file=sys.stderr)
+        assert broker.proc is not None
+        broker.proc.wait()
+    except (_Stop, KeyboardInterrupt):
+        pass
+    finally:
+        # Signals wait again while tansu stops: a second SIGTERM must not cut the stop short.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            broker.stop()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)

@@ -135,7 +135,7 @@ def cmd_worker(args) -> int:
 
     topo = _load(args.topology)
     return run_worker(topo, bootstrap=_bootstrap(args), web_port=args.web_port, data_dir=args.data_dir,
-                      verbose=args.verbose, instance_id=args.instance_id or None,
+                      verbose=args.verbose, instance_id=args.instance_id or None, web_bind=args.web_bind or None,
                       config_sha=config_sha256(args.topology.read_text()))
 
 
@@ -363,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     _bootstrap_arg(p)
     p.add_argument("--web-port", type=int, default=int(os.environ.get("AIOPS_WEB_PORT", "6066")),
                    help="port for /metrics and health (default 6066)")
+    p.add_argument("--web-bind", default=os.environ.get("AIOPS_WEB_BIND", ""),
+                   help="address the HTTP endpoints listen on (default: $AIOPS_WEB_BIND, else the topology's "
+                        "worker.web_bind, 127.0.0.1: this host only; 0.0.0.0 for every interface, as a "
+                        "container needs)")
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("AIOPS_DATA_DIR", ".aiops-data")),
                    help="worker state directory")
     p.add_argument("--instance-id", default=os.environ.get("AIOPS_INSTANCE_ID", ""),

@@ -219,12 +219,22 @@ def encode_change(ch: Change) -> bytes:
                          "kind": ch.kind, "at": rfc3339(ch.at), "description": ch.description})
 
 
-def decode_change(payload: bytes) -> Change:
+def decode_change(payload: bytes, redactor=None) -> Change:
     """A change event (deploy, config change, scaling...). Raises :class:`RecordError`.
+
+    Its id and description reach incidents, tickets and reports, so they go through
+    ``redactor`` (the topology's ``ingest.redaction``; ``None``: its defaults) like every other
+    record that leaves ingest, the description before it is cut to 500 characters.
 
     >>> decode_change(b'{"schema_version":1,"id":"d-1","service":"api","kind":"deploy","at":"2026-01-01T00:00:00Z"}').kind
     'deploy'
+    >>> decode_change(b'{"schema_version":1,"id":"d-1","service":"api","kind":"deploy","at":"2026-01-01T00:00:00Z",'
+    ...               b'"description":"by ops@example.com token=abc"}').description
+    'by <email> token=<token>'
     """
+    from streams.ingest.redact import DEFAULT
+
+    r = DEFAULT if redactor is None else redactor
     d = _object(payload)
     if type(d.get("schema_version")) is not int or d["schema_version"] != CHANGE_SCHEMA_VERSION:
         raise RecordError(f"schema_version: expected {CHANGE_SCHEMA_VERSION} (got {d.get('schema_version')!r})")
@@ -234,7 +244,8 @@ def decode_change(payload: bytes) -> Change:
     ident, service = _str(d, "id"), _str(d, "service")
     if not ident or not service:
         raise RecordError("id and service: expected non-empty strings")
-    return Change(id=ident, service=service, kind=kind, at=_time(d, "at"), description=_str(d, "description", "")[:500])
+    return Change(id=r.text(ident), service=service, kind=kind, at=_time(d, "at"),
+                  description=r.prefix(_str(d, "description", ""), 500))
 
 
 # --- aiops.control ---------------------------------------------------------------------------
@@ -379,7 +390,9 @@ def dead_letter(reason: str, topic: str, partition: int, offset: int, payload: b
     quote the bad input, so both go through ``redactor`` (a
     :class:`~streams.ingest.redact.Redactor`; ``None``: the defaults of ``ingest.redaction``).
     The excerpt is redacted over a window wider than the cut, so a card number or address
-    straddling it is replaced whole, not left half visible.
+    straddling it is replaced whole, not left half visible; the reason is redacted whole, then
+    cut. The rules run on decoded text: JSON string escapes (``\\/``, ``\\t``, ``\\u0040``) are
+    decoded first, so the excerpt shows the text an escape would have hidden, redacted.
 
     >>> import orjson
     >>> rec = orjson.loads(dead_letter("invalid JSON", "telemetry.metrics", 0, 7, b"x" * 5000, 16))
@@ -390,14 +403,18 @@ def dead_letter(reason: str, topic: str, partition: int, offset: int, payload: b
     """
     from streams.ingest.redact import DEFAULT, PREFIX_MARGIN  # only dead letters quote raw input
 
+    from streams.ingest.redact import json_unescaped
+
     r = DEFAULT if redactor is None else redactor
-    head = bytes(payload[:max_excerpt]).decode("utf-8", errors="replace")
-    redacted = r.text(bytes(payload[:max_excerpt + PREFIX_MARGIN]).decode("utf-8", errors="replace"))
+    head = json_unescaped(bytes(payload[:max_excerpt]).decode("utf-8", errors="replace"))
+    window = json_unescaped(bytes(payload[:max_excerpt + PREFIX_MARGIN]).decode("utf-8", errors="replace"))
+    redacted = r.redact(window)
     excerpt = redacted[:len(head)]
     if len(payload) > max_excerpt or len(redacted) > len(head):
         excerpt += "…"
+    reason = r.prefix(json_unescaped(reason[:20000]), 2000)
     return orjson.dumps({
-        "schema_version": DEADLETTER_SCHEMA_VERSION, "reason": r.prefix(reason, 2000), "topic": topic,
+        "schema_version": DEADLETTER_SCHEMA_VERSION, "reason": reason, "topic": topic,
         "partition": partition, "offset": offset, "at": rfc3339(at) if at is not None else None,
         "size": len(payload), "excerpt": excerpt,
     })

@@ -68,6 +68,10 @@ class RedactionSettings(Frozen):
 
     rules: list[Literal["email", "pan", "token", "ip"]] = Field(default_factory=lambda: list(DEFAULT_RULES))
     custom: list[RedactionRule] = Field(default_factory=list)
+    # Label keys and values, metric and span names longer than this are cut before matching
+    # (reported in the dead-letter reason); log bodies are cut at 2,048, dead-letter excerpts
+    # at ingest.max_excerpt_bytes.
+    max_value_chars: int = Field(default=1024, ge=64, le=65536)
 
     @field_validator("custom")
     @classmethod
@@ -91,6 +95,11 @@ class IngestSettings(Frozen):
     # Series labels kept from OTLP attributes; others are dropped to bound cardinality. Empty: keep all.
     keep_labels: list[str] = Field(default_factory=list)
     max_excerpt_bytes: int = Field(default=1024, ge=64, le=65536)
+    # Caps per telemetry message (streams/ingest/limits.py): a message over one is dead-lettered
+    # whole with the reason, before it is parsed (size) or decoded (counts), so memory stays bounded.
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    max_series_per_message: int = Field(default=50_000, ge=1)  # data points, log records or spans
+    max_buckets_per_histogram: int = Field(default=1024, ge=1)
     redaction: RedactionSettings = Field(default_factory=RedactionSettings)
     # A point, log record, span or webhook alert dated further than this past the wall clock
     # (in replay: past event time and the next message's time) is dead-lettered with the reason
@@ -139,6 +148,9 @@ class WorkerSettings(Frozen):
     # The consumer group (and Faust app id) the workers of one pipeline share; two pipelines on
     # one Kafka need two names.
     group_id: str = Field(default="aiops", pattern=r"^[A-Za-z0-9._-]+$")
+    # The address the HTTP endpoints (/metrics, /ingest/*, /control) listen on; `aiops worker
+    # --web-bind` overrides it. This host only by default; 0.0.0.0 (every interface) in a container.
+    web_bind: str = Field(default="127.0.0.1", pattern=r"^(?:[0-9A-Za-z.-]{1,253}|[0-9A-Fa-f:.]{2,45})$")
 
     # A join waits up to this long for the group's other members, so it bounds start-up and rebalances.
     rebalance_timeout: Duration = parse_duration("10s")

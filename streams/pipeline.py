@@ -36,6 +36,7 @@ from remediators.runbooks import RunbookIndex
 from streams import codec, metrics
 from streams.config import Topology
 from streams.ingest import DecodeError, decode_logs, decode_metrics, decode_traces
+from streams.ingest.limits import Limits
 from streams.ingest.redact import Redactor
 
 
@@ -79,6 +80,7 @@ class DetectStage:
         self._absence = AbsenceDetector(warmup_reports=topology.detectors.warmup_points)
         self.engine = DetectionEngine(topology.detectors)
         self._keep = frozenset(topology.ingest.keep_labels)
+        self._limits = Limits.from_settings(topology.ingest)
         # Built once: its caches are what keep redaction cheap on repeated labels.
         self.redactor = Redactor.from_settings(topology.ingest.redaction)
         self.watermark = 0.0  # the latest event time seen, any source
@@ -94,6 +96,7 @@ class DetectStage:
         self.topology = topology
         self._known = frozenset(topology.services)
         self._keep = frozenset(topology.ingest.keep_labels)
+        self._limits = Limits.from_settings(topology.ingest)
         self._logs.settings = topology.detectors
         # Open buckets keep their width: a bucket of spans is emitted as it was begun.
         self._spans.cfg = replace(topology.traces.span_settings(), bucket_seconds=self._spans.cfg.bucket_seconds)
@@ -109,7 +112,7 @@ class DetectStage:
         """Raises :class:`~streams.ingest.DecodeError` when the whole message is unusable."""
         decoded = decode_metrics(payload, known_services=self._known,
                                  service_label=self.topology.ingest.prometheus_service_label,
-                                 keep_labels=self._keep, redactor=self.redactor)
+                                 keep_labels=self._keep, redactor=self.redactor, limits=self._limits)
         rows = decoded.rows
         rejects = decoded.rejects
         lo, hi = self._window()
@@ -179,7 +182,8 @@ class DetectStage:
         """OTLP/JSON logs: error and record rates per service, scored like any series, and
         per-template rates whose alerts (new or rising error templates) carry the template and a
         sample line as evidence."""
-        records, rejects = decode_logs(payload, known_services=self._known, redactor=self.redactor)
+        records, rejects = decode_logs(payload, known_services=self._known, redactor=self.redactor,
+                                       limits=self._limits)
         lo, hi = self._window()
         if any(not lo <= r.t <= hi for r in records):
             rejects = list(rejects) + [self._out_of_time("log record", [r.t for r in records if not lo <= r.t <= hi])]
@@ -194,7 +198,8 @@ class DetectStage:
         """OTLP/JSON spans: request, error and duration series per service (and operation),
         scored like any series (:mod:`detectors.spans`), and the calls between services they
         show, on the message's heartbeat, for the learned call graph."""
-        spans, rejects = decode_traces(payload, known_services=self._known, redactor=self.redactor)
+        spans, rejects = decode_traces(payload, known_services=self._known, redactor=self.redactor,
+                                       limits=self._limits)
         lo, hi = self._window()
         if any(not lo <= s.end <= hi for s in spans):
             rejects = list(rejects) + [self._out_of_time("span", [s.end for s in spans if not lo <= s.end <= hi])]
@@ -283,6 +288,8 @@ class CorrelateStage:
         self._lanes: dict[tuple[str, str], float] = {}
         self._held: list[AlertEvent] = []
         self._idle_after = topology.worker.partition_idle_after.total_seconds()
+        # Change events are redacted on their way in, as every record that leaves ingest is.
+        self.redactor = Redactor.from_settings(topology.ingest.redaction)
 
     def reconfigure(self, topology: Topology, runbooks: RunbookIndex | None) -> None:
         """A live config change: graph, correlation settings, policies, guards and ticket
@@ -290,6 +297,8 @@ class CorrelateStage:
         state (cooldowns, approvals, tickets sent) stay. ``runbooks`` is the index for the new
         ``remediation.executors.runbooks_dir``, loaded by the caller (loading can fail, and a
         failure must leave the stage as it was)."""
+        if topology.ingest.redaction != self.topology.ingest.redaction:
+            self.redactor = Redactor.from_settings(topology.ingest.redaction)
         self.topology = topology
         self.runbooks = runbooks
         self.learned.redeclare(topology.graph())

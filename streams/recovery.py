@@ -252,7 +252,7 @@ def apply_broadcast(topology: Topology, stage: CorrelateStage, topic: str, value
     t = topology.topics
     try:
         if topic == t.changes:
-            stage.change(codec.decode_change(value))
+            stage.change(codec.decode_change(value, stage.redactor))
         elif topic == t.control:
             return stage.control(codec.decode_control(value))
         elif topic == t.actions:

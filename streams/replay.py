@@ -117,7 +117,7 @@ def replay(
         for n, raw in enumerate(changes.read_bytes().splitlines()):
             if raw.strip():
                 try:
-                    correlate.change(codec.decode_change(raw))
+                    correlate.change(codec.decode_change(raw, correlate.redactor))
                 except codec.RecordError as exc:
                     raise ValueError(f"{changes}:{n + 1}: {exc}") from None
     started = time.monotonic()
@@ -133,6 +133,11 @@ def replay(
         alerts, late = detect.in_time(res.alerts)
         return DetectResult(events=alerts, rejects=list(res.rejects) + late)
 
+    def dead_letter(reason: str, topic: str, offset: int, line: bytes) -> bytes:
+        """As the worker writes them: the topology's redaction rules and excerpt size."""
+        return codec.dead_letter(reason, topic, 0, offset, line, topology.ingest.max_excerpt_bytes,
+                                 redactor=detect.redactor)
+
     if input_format not in INPUT_FORMATS:
         raise ValueError(f"input_format: expected one of {', '.join(INPUT_FORMATS)} (got {input_format!r})")
     framed = input_format == "otlp_proto"
@@ -144,16 +149,17 @@ def replay(
         src = stack.enter_context(open(input_path, "rb"))
         ahead = topology.ingest.max_ahead.total_seconds()
         # Timed even alone: the stage's event-time bound looks one message ahead (a gap is not a bad clock).
-        streams = [_timed(src, 0, source_topic, True, ahead, framed and ("metrics", input_path))]
+        cap = topology.ingest.max_message_bytes  # a message over it is dead-lettered unread: not read for its time
+        streams = [_timed(src, 0, source_topic, True, ahead, framed and ("metrics", input_path), cap)]
         if logs is not None:
             streams.append(_timed(stack.enter_context(open(logs, "rb")), 1, logs_topic, True, ahead,
-                                  framed and ("logs", logs)))
+                                  framed and ("logs", logs), cap))
         if external is not None:
             streams.append(_timed_external(stack.enter_context(open(external, "rb")), decode_line,
                                            topology.topics.external(), ahead))
         if traces is not None:
             streams.append(_timed(stack.enter_context(open(traces, "rb")), 3, topology.topics.traces, True, ahead,
-                                  framed and ("traces", traces)))
+                                  framed and ("traces", traces), cap))
         for (_, kind, offset, topic, raw), horizon in with_next_time(heapq.merge(*streams)):
             detect.horizon = horizon
             read_bytes += len(raw)
@@ -168,13 +174,12 @@ def replay(
             except DecodeError as exc:
                 summary.dead_lettered += 1
                 if sinks.deadletter:
-                    sinks.deadletter.write(codec.dead_letter(str(exc), topic, 0, offset, line) + b"\n")
+                    sinks.deadletter.write(dead_letter(str(exc), topic, offset, line) + b"\n")
                 continue
             if res.rejects and sinks.deadletter:
                 reason = "; ".join(res.rejects[:5])
                 what = ("points", "records", "alerts", "spans")[kind]
-                sinks.deadletter.write(codec.dead_letter(f"rejected {what}: {reason}", topic, 0, offset, line)
-                                       + b"\n")
+                sinks.deadletter.write(dead_letter(f"rejected {what}: {reason}", topic, offset, line) + b"\n")
             summary.points += res.points
             summary.anomalous_points += res.anomalous_points
             # Through the wire codec, exactly as the worker's alerts topic carries them.
@@ -322,9 +327,10 @@ def _timed_external(src: IO[bytes], decode, topics: dict[str, str], max_ahead: f
 
 
 def _timed(src: IO[bytes], order: int, topic: str, timed: bool, max_ahead: float = 300.0,
-           framed: tuple[str, Path] | bool = False):
+           framed: tuple[str, Path] | bool = False, max_bytes: int | None = None):
     """``(time, order, offset, topic, line)`` per line, or per frame when ``framed`` is
-    ``(signal, path)``, the time by the rule of :func:`merge_keys`."""
+    ``(signal, path)``, the time by the rule of :func:`merge_keys`. A message longer than
+    ``max_bytes`` is not parsed for its time (the pipeline refuses it unparsed, too)."""
     if framed:
         signal, path = framed
         messages = otlp_proto.read_frames(src, str(path))
@@ -332,7 +338,8 @@ def _timed(src: IO[bytes], order: int, topic: str, timed: bool, max_ahead: float
     else:
         messages = enumerate(src)
         times_of = lambda m: message_times(m) if m.strip() else []  # noqa: E731
-    items = ((times_of(line) if timed else [], (offset, line)) for offset, line in messages)
+    items = ((times_of(line) if timed and (max_bytes is None or len(line) <= max_bytes) else [], (offset, line))
+             for offset, line in messages)
     for key, (offset, line) in merge_keys(items, max_ahead):
         yield (key, order, offset, topic, line)
 

@@ -22,6 +22,7 @@ bytes: a decoder that crashed on one message would stall its partition on redeli
 """
 from __future__ import annotations
 
+import contextvars
 import difflib
 import math
 from functools import lru_cache
@@ -30,10 +31,12 @@ import orjson
 
 from detectors.normalize import Sample
 from detectors.records import Labels
+from streams.ingest.limits import Limits, check_json, check_proto, check_size
 from streams.ingest.redact import DEFAULT as DEFAULT_REDACTOR
 from streams.ingest.redact import Redactor
 
 MAX_REJECTS = 20
+MAX_REASON_CHARS = 2000  # as a dead-letter record's reason
 # Plausible event times. Outside this window the producer is sending the wrong unit (ms for
 # ns, ns for s) or garbage, and one such point would drag every window it lands in.
 T_MIN = 946684800.0  # 2000-01-01T00:00:00Z
@@ -138,9 +141,23 @@ def expect_object(v: object, path: str) -> dict:
     raise PathError(path, f"expected an object (got {type_name(v)})")
 
 
+# The redactor of the message being decoded (set by the decoders' guard): a reason quotes the
+# bad value, and it is redacted before it is cut, so no cut leaves part of a card or a token.
+_REDACTOR: contextvars.ContextVar[Redactor] = contextvars.ContextVar("redactor", default=DEFAULT_REDACTOR)
+
+
 def short(v: object, limit: int = 40) -> str:
-    """``repr`` of a bad value, cut so one hostile point cannot blow up the dead-letter record."""
-    r = repr(v)
+    """``repr`` of a bad value, redacted, then cut so one hostile point cannot blow up the
+    dead-letter record.
+
+    >>> short("card 4111 1111 1111 1111 and more words than fit", 20)
+    "'card <pan> and m..."
+    """
+    r = repr(v) if type(v) is not str or len(v) <= 4 * limit + 1024 else repr(v[:4 * limit + 1024])
+    if type(v) not in (int, float, bool, type(None)):
+        # A string, or a list or object whose repr holds strings: the fuzzer found a card
+        # number inside an object given as a point's value.
+        r = _REDACTOR.get().prefix(r, limit + 16)
     return r if len(r) <= limit else r[: limit - 3] + "..."
 
 
@@ -158,10 +175,13 @@ def value_problem(v: float) -> str | None:
 
 
 @lru_cache(maxsize=1024)
+def _did_you_mean(service: str, known: frozenset[str]) -> str:
+    close = difflib.get_close_matches(service[:200], sorted(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def unknown_service(service: str, known: frozenset[str]) -> str:
-    close = difflib.get_close_matches(service, sorted(known), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return f"unknown service {short(service, 80)}{hint}"
+    return f"unknown service {short(service, 80)}{_did_you_mean(service, known)}"
 
 
 class Context:
@@ -178,8 +198,11 @@ class Context:
         self._reasons: dict[str, None] = {}  # an ordered set
 
     def reject(self, reason: str) -> None:
+        # Redacted here, where every reason enters, not at each call: a reason quotes names and
+        # values from the input (the fuzzer found a card number in a metric's name), and the
+        # reasons reach a webhook's HTTP answer as well as the dead-letter topic.
         if len(self._reasons) < MAX_REJECTS:
-            self._reasons[reason] = None
+            self._reasons[self.redactor.prefix(reason, MAX_REASON_CHARS)] = None
 
     def service_ok(self, service: str) -> bool:
         if self.known is None or service in self.known:
@@ -191,8 +214,8 @@ class Context:
         """Series labels (or log attributes): kept keys only, sorted, redacted."""
         keep = self.keep
         if keep:
-            return self.redactor.labels(tuple(sorted((k, v) for k, v in d.items() if k in keep)))
-        return self.redactor.labels(tuple(sorted(d.items())))
+            return self.redactor.labels(tuple(sorted((k, v) for k, v in d.items() if k in keep)), self.reject)
+        return self.redactor.labels(tuple(sorted(d.items())), self.reject)
 
     def finish(self, fmt: str) -> Decoded:
         reasons = list(self._reasons)
@@ -210,16 +233,23 @@ def load(payload: bytes) -> object:
         raise DecodeError(f"invalid JSON: {exc}") from None
 
 
-def load_otlp(payload: bytes, signal: str) -> object:
+def load_otlp(payload: bytes, signal: str, limits: Limits | None = None) -> object:
     """An OTLP export request of ``signal`` ("metrics", "logs", "traces") in either encoding,
     told apart per message (:func:`streams.ingest.otlp_proto.is_protobuf`): parsed JSON, or a
-    protobuf request as the OTLP/JSON object it stands for. Raises :class:`DecodeError`."""
+    protobuf request as the OTLP/JSON object it stands for. Raises :class:`DecodeError`, also
+    for a message over one of ``limits`` (:mod:`streams.ingest.limits`)."""
+    check_size(payload, limits)
     if payload[:1] == b"\n" and otlp_proto.is_protobuf(payload):
-        return otlp_proto.load(payload, signal)
-    return load(payload)
+        msg = otlp_proto.parse_or_json_error(payload, signal)
+        check_proto(msg, signal, limits)
+        return otlp_proto.to_json(msg, signal)
+    obj = load(payload)
+    check_json(obj, signal, limits)
+    return obj
 
 
 def _guard(decode, payload: bytes, **kwargs):
+    token = _REDACTOR.set(kwargs.get("redactor") or DEFAULT_REDACTOR)
     try:
         return decode(payload, **kwargs)
     except DecodeError:
@@ -229,10 +259,13 @@ def _guard(decode, payload: bytes, **kwargs):
     except Exception as exc:  # noqa: BLE001
         # A bug must dead-letter the message, not crash the agent and loop on redelivery.
         raise DecodeError(f"internal decoder error: {type(exc).__name__}: {short(str(exc), 120)}") from None
+    finally:
+        _REDACTOR.reset(token)
 
 
 def decode_metrics(payload: bytes, *, known_services: frozenset[str] | None, service_label: str = "service",
-                   keep_labels: frozenset[str] = frozenset(), redactor: Redactor = DEFAULT_REDACTOR) -> Decoded:
+                   keep_labels: frozenset[str] = frozenset(), redactor: Redactor = DEFAULT_REDACTOR,
+                   limits: Limits | None = None) -> Decoded:
     """Decode one metrics message, detecting its format.
 
     Parameters
@@ -248,6 +281,9 @@ def decode_metrics(payload: bytes, *, known_services: frozenset[str] | None, ser
     redactor
         Applied to every label key and value and every metric name (``ingest.redaction``;
         :mod:`streams.ingest.redact`). The default redacts emails, card numbers and tokens.
+    limits
+        Caps on the message's size, data points and histogram buckets
+        (:mod:`streams.ingest.limits`); a message over one is refused whole. ``None``: no caps.
 
     Raises
     ------
@@ -262,11 +298,11 @@ def decode_metrics(payload: bytes, *, known_services: frozenset[str] | None, ser
     ('native', [('api/cpu', 1700000000.0, 'gauge', 0.5)])
     """
     return _guard(_decode_metrics, payload, known_services=known_services, service_label=service_label,
-                  keep_labels=keep_labels, redactor=redactor)
+                  keep_labels=keep_labels, redactor=redactor, limits=limits)
 
 
 def decode_logs(payload: bytes, *, known_services: frozenset[str] | None,
-                redactor: Redactor = DEFAULT_REDACTOR) -> tuple[list, list[str]]:
+                redactor: Redactor = DEFAULT_REDACTOR, limits: Limits | None = None) -> tuple[list, list[str]]:
     """Decode one OTLP/JSON ``ExportLogsServiceRequest`` into log records and reject reasons.
 
     Bodies and attributes (keys and values) go through ``redactor``, so templates and sample
@@ -277,11 +313,11 @@ def decode_logs(payload: bytes, *, known_services: frozenset[str] | None,
     DecodeError
         When the message as a whole is unusable; never anything else.
     """
-    return _guard(logs.decode, payload, known_services=known_services, redactor=redactor)
+    return _guard(logs.decode, payload, known_services=known_services, redactor=redactor, limits=limits)
 
 
 def decode_traces(payload: bytes, *, known_services: frozenset[str] | None,
-                  redactor: Redactor = DEFAULT_REDACTOR) -> tuple[list, list[str]]:
+                  redactor: Redactor = DEFAULT_REDACTOR, limits: Limits | None = None) -> tuple[list, list[str]]:
     """Decode one OTLP/JSON ``ExportTraceServiceRequest`` into spans and reject reasons.
 
     Spans of services not in ``known_services`` are dropped with the reason, as their metrics
@@ -301,18 +337,21 @@ def decode_traces(payload: bytes, *, known_services: frozenset[str] | None,
     >>> [(s.service, s.name, s.kind, s.error, round(s.end - s.start, 3)) for s in spans], rejects
     ([('api', 'GET /users', 2, True, 0.25)], [])
     """
-    return _guard(traces.decode, payload, known_services=known_services, redactor=redactor)
+    return _guard(traces.decode, payload, known_services=known_services, redactor=redactor, limits=limits)
 
 
-def _decode_metrics(payload: bytes, *, known_services, service_label, keep_labels, redactor) -> Decoded:
+def _decode_metrics(payload: bytes, *, known_services, service_label, keep_labels, redactor, limits=None) -> Decoded:
+    check_size(payload, limits)
     if payload[:1] == b"\n" and otlp_proto.is_protobuf(payload):
         msg = otlp_proto.parse_or_json_error(payload, "metrics")
+        check_proto(msg, "metrics", limits)
         ctx = Context(known_services, keep_labels, redactor)
         otlp_proto.decode_metrics(msg, ctx)
         return ctx.finish("otlp")
     obj = load(payload)
     if type(obj) is not dict:
         raise DecodeError(f"unrecognized metrics message: expected a JSON object (got {type_name(obj)})")
+    check_json(obj, "metrics", limits)
     ctx = Context(known_services, keep_labels, redactor)
     if "resourceMetrics" in obj:
         otlp.decode(obj, ctx)
@@ -331,4 +370,4 @@ def _decode_metrics(payload: bytes, *, known_services, service_label, keep_label
 # The format modules import the helpers above from this package, so they come last.
 from streams.ingest import logs, native, otlp, otlp_proto, prometheus, traces  # noqa: E402
 
-__all__ = ["DecodeError", "Decoded", "Redactor", "decode_logs", "decode_metrics", "decode_traces"]
+__all__ = ["DecodeError", "Decoded", "Limits", "Redactor", "decode_logs", "decode_metrics", "decode_traces"]

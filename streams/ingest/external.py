@@ -44,7 +44,9 @@ from dataclasses import dataclass, replace
 from detectors.records import Alert, parse_rfc3339, stable_hash
 from streams.ingest.redact import DEFAULT as DEFAULT_REDACTOR
 from streams.ingest.redact import Redactor
-from streams.ingest import (
+from streams.ingest import (  # noqa: I001
+    _REDACTOR,
+    MAX_REASON_CHARS,
     T_MAX,
     T_MIN,
     DecodeError,
@@ -132,6 +134,7 @@ def decode_external(source: str, payload: bytes, *, known_services: frozenset[st
     decode = _DECODERS.get(source)
     if decode is None:
         raise DecodeError(f"unknown alert source {short(source)} (expected one of {', '.join(SOURCES)})")
+    token = _REDACTOR.set(redactor)
     try:
         out = _Out(known_services)
         decode(load(payload), out, service_label)
@@ -143,6 +146,8 @@ def decode_external(source: str, payload: bytes, *, known_services: frozenset[st
     except Exception as exc:  # noqa: BLE001
         # A bug must dead-letter the payload, not crash the agent and loop on redelivery.
         raise DecodeError(f"internal decoder error: {type(exc).__name__}: {short(str(exc), 120)}") from None
+    finally:
+        _REDACTOR.reset(token)
 
 
 def _redacted(res: ExternalAlerts, r: Redactor) -> ExternalAlerts:
@@ -154,7 +159,9 @@ def _redacted(res: ExternalAlerts, r: Redactor) -> ExternalAlerts:
         alerts.append(replace(a, metric=metric, labels=labels, series=_series(a.service, metric, labels),
                               summary=r.text(a.summary),
                               evidence=tuple(sorted((r.text(k), r.text(v)) for k, v in a.evidence))))
-    return ExternalAlerts(res.source, tuple(alerts), res.rejects)
+    # Reasons quote the payload, and a webhook's HTTP answer lists them.
+    rejects = tuple(dict.fromkeys(r.prefix(x, MAX_REASON_CHARS) for x in res.rejects))
+    return ExternalAlerts(res.source, tuple(alerts), rejects)
 
 
 class _Out:
@@ -206,7 +213,9 @@ def _text(v: object, path: str, *, required: bool = False) -> str:
 
 
 def _cut(s: str, limit: int = MAX_TEXT) -> str:
-    return s if len(s) <= limit else s[: limit - 1] + "…"
+    """``s`` cut to ``limit`` characters; redacted first (the payload's redactor), so the cut
+    never leaves part of a card number or a token."""
+    return s if len(s) <= limit else _REDACTOR.get().prefix(s, limit - 1) + "…"
 
 
 def _in_range(t: float) -> bool:

@@ -18,9 +18,9 @@ _TEXT_SEVERITY = {"TRACE": 1, "DEBUG": 5, "INFO": 9, "NOTICE": 10, "WARN": 13, "
 
 
 def decode(payload: bytes, *, known_services: frozenset[str] | None,
-           redactor: Redactor = DEFAULT_REDACTOR) -> tuple[list[LogRecord], list[str]]:
+           redactor: Redactor = DEFAULT_REDACTOR, limits=None) -> tuple[list[LogRecord], list[str]]:
     return decode_resources(payload, "resourceLogs", "scopeLogs", "logs", _resource_logs,
-                            known_services=known_services, redactor=redactor)
+                            known_services=known_services, redactor=redactor, limits=limits)
 
 
 def _resource_logs(service: str, res_attrs: dict[str, str], scope_logs: list, ctx: Context,

@@ -185,7 +185,7 @@ def attributes(attrs: object, path: str, into: dict[str, str]) -> dict[str, str]
 
 
 def decode_resources(payload: bytes, key: str, scopes_key: str, kind: str, take, *,
-                     known_services: frozenset[str] | None, redactor) -> tuple[list, list[str]]:
+                     known_services: frozenset[str] | None, redactor, limits=None) -> tuple[list, list[str]]:
     """The envelope every OTLP/JSON export request shares: ``{key: [{resource, scopes_key: [...]}]}``.
 
     For each resource of a known service, ``take(service, attributes, scopes, ctx, out)`` appends
@@ -195,7 +195,7 @@ def decode_resources(payload: bytes, key: str, scopes_key: str, kind: str, take,
     :class:`DecodeError` with the first reasons, as does one that is not ``{key: [...]}``."""
     from streams.ingest import DecodeError, load_otlp
 
-    obj = load_otlp(payload, kind)
+    obj = load_otlp(payload, kind, limits)
     if type(obj) is not dict or key not in obj:
         got = type_name(obj) if type(obj) is not dict else "keys: " + ", ".join(short(k, 30) for k in list(obj)[:5])
         raise DecodeError(f"unrecognized {kind} message: expected OTLP/JSON ({key}); got {got}")

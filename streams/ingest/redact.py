@@ -69,31 +69,52 @@ PREFIX_MARGIN = 512
 # named groups; the callback reads ``m.lastgroup`` (the outer group closes last). Lookbehinds keep
 # the scans linear: a match can only start where a run of its characters starts.
 
-_SECRET_WORDS = (r"api[_-]?key|apikey|x-api-key|access[_-]?key|secret[_-]?key|private[_-]?key|access[_-]?token"
+_SECRET_WORDS = (r"(?:aws[_-]?)?secret[_-]?access[_-]?key|session[_-]?token"
+                 r"|api[_-]?key|apikey|x-api-key|access[_-]?key|secret[_-]?key|private[_-]?key|access[_-]?token"
                  r"|auth[_-]?token|refresh[_-]?token|id[_-]?token|client[_-]?secret|token|secret|password|passwd|pwd")
 # A word starts after a non-alphanumeric, or after an escaped control character: a JSON
 # document inside a string (a kvlist rendered as a label, an app logging JSON as its body) writes
 # a newline as backslash-n, which must not glue the "n" to the next word.
 _START = r"(?:(?<![A-Za-z0-9])|(?<=\\[nrtbf]))"
 _QUOTE = r"(?:\\?[\"'])?"  # a quote, perhaps escaped inside JSON text
+# The value after a secret-looking key: a quoted string whole (up to 200 characters, so one
+# keyword costs a bounded scan whatever follows it: "password='correct horse battery'"), in
+# JSON-escaped quotes, double or single quotes; else one bare word, perhaps after a lone quote.
+_KV_VALUE = (r"(?P<kv_val>\\\"(?:[^\\\r\n]|\\(?!\")){1,200}\\\""
+             r'|"(?:[^"\\\r\n]|\\.){1,200}"'
+             r"|'[^'\r\n]{1,200}'"
+             rf"|{_QUOTE}[^\s\"'&,;\\]+)")
 _TOKEN_PARTS = (
     # Authorization: <scheme> <credential>  (the scheme goes too: "Basic dXNlcjpwdw==")
     rf"(?P<auth>(?P<auth_head>(?i:{_START}(?:proxy-)?authorization){_QUOTE}\s*[:=]\s*{_QUOTE})"
     r"(?:(?i:bearer|basic|digest|token|negotiate|apikey)\s+)?[^\s\"',;\\]+)",
     rf"(?P<bearer>(?P<bearer_head>(?i:{_START}bearer)\s+)[A-Za-z0-9._~+/-]+=*)",
-    rf"(?P<kv>(?P<kv_head>(?i:{_START}(?:{_SECRET_WORDS})){_QUOTE}\s*[:=]\s*{_QUOTE})[^\s\"'&,;\\]+)",
-    rf"(?P<shape>{_START}(?:[spr]k_(?:live|test)_[0-9A-Za-z]{{8,}}|whsec_[0-9A-Za-z]{{16,}}"
+    rf"(?P<kv>(?P<kv_head>(?i:{_START}(?:{_SECRET_WORDS})){_QUOTE}\s*[:=]\s*){_KV_VALUE})",
+    # A JWT's characters include "-" and "_", so it starts only where a run of them starts: a
+    # scan per "eyJ" inside one long run would be quadratic.
+    rf"(?P<shape>(?:{_START}(?:[spr]k_(?:live|test)_[0-9A-Za-z]{{8,}}|whsec_[0-9A-Za-z]{{16,}}"
     r"|gh[pousr]_[0-9A-Za-z]{30,}|github_pat_[0-9A-Za-z_]{30,}|xox[abposr]-[0-9A-Za-z-]{10,}"
-    r"|(?:AKIA|ASIA)[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{35}|glpat-[0-9A-Za-z_-]{20,}"
-    r"|eyJ[0-9A-Za-z_-]{8,}\.[0-9A-Za-z_-]{8,}(?:\.[0-9A-Za-z_-]*)?)(?![0-9A-Za-z]))",
+    r"|(?:AKIA|ASIA)[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{35}|glpat-[0-9A-Za-z_-]{20,})"
+    r"|(?:(?<![0-9A-Za-z_-])|(?<=\\[nrtbf]))eyJ[0-9A-Za-z_-]{8,}\.[0-9A-Za-z_-]{8,}(?:\.[0-9A-Za-z_-]*)?)"
+    r"(?![0-9A-Za-z]))",
+    # The password of a URL's user info: postgres://admin:<token>@db, https://u:<token>@host
+    r"(?P<url>(?P<url_head>(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,30}://[^\s:/?#@\"'<>\\]{0,256}:)"
+    r"[^\s/?#\"'<>\\]{1,256}(?=@))",
 )
 _LOCAL = r"[\w.!#$%&'*+/=?^`{|}~-]"
 _FIRST = r"[\w!#$%&*+/=?^{|}~-]"  # not a dot or a quote: "'jane@example.com'" keeps its quotes
 _LABEL = r"[^\W_](?:[\w-]{0,61}[^\W_])?"
-_EMAIL = rf"(?P<email>(?<!{_FIRST}){_FIRST}{_LOCAL}*@(?:{_LABEL}\.)+[^\W\d_](?:[\w-]{{0,61}}[^\W_])?(?![\w-]))"
+# An address starts only where a run of the characters of its local part starts (the dots and
+# quotes that lead the run stay): one scan per run, where a scan per dot was quadratic on
+# "a.a.a.a...@".
+_EMAIL = (rf"(?<!{_LOCAL})(?P<email_lead>[.'`]*)"
+          rf"(?P<email>{_FIRST}{_LOCAL}*@(?:{_LABEL}\.)+[^\W\d_](?:[\w-]{{0,61}}[^\W_])?(?![\w-]))")
 # A maximal run of digits with at most one space or dash between them, 13 digits or more. The
-# first digit comes before the lookbehinds so that the scan can skip to digits quickly.
-_PAN = r"(?P<pan>[0-9](?<![0-9]{2})(?<![0-9][ -][0-9])(?:[ -]?[0-9]){12,})"
+# first digit comes before the lookbehinds so that the scan can skip to digits quickly. Or card
+# grouping by dots: three to six groups of 3 to 6 digits ("4111.1111.1111.1111"); a decimal
+# number or a version has fewer or other groups.
+_PAN = (r"(?P<pan_dot>(?<![0-9.])[0-9]{3,6}(?:\.[0-9]{3,6}){2,5}(?![0-9]|\.[0-9]))"
+        r"|(?P<pan>[0-9](?<![0-9]{2})(?<![0-9][ -][0-9])(?:[ -]?[0-9]){12,})")
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IP = (rf"(?P<ip4>(?:(?<![\w.])|(?<=\\[nrtbf])){_OCTET}(?:\.{_OCTET}){{3}}(?![\w]|\.[0-9]))",
        # candidates only; the callback keeps what ipaddress does not accept (times, MAC addresses)
@@ -165,10 +186,18 @@ def _replace_token(m: re.Match) -> str:
     kind = m.lastgroup
     if kind == "shape":
         return TOKEN
-    return m.group(f"{kind}_head") + TOKEN  # auth, bearer, kv: the key stays readable
+    if kind == "kv":  # the value's quotes stay: '"password": "<token>"'
+        value = m.group("kv_val")
+        quote = value[:2] if value[:1] == "\\" else value[:1] if value[:1] in "\"'" else ""
+        closed = quote and len(value) > 2 * len(quote) and value.endswith(quote)
+        return m.group("kv_head") + quote + TOKEN + (quote if closed else "")
+    return m.group(f"{kind}_head") + TOKEN  # auth, bearer, url: the key (user, host) stays readable
 
 
 def _replace_pan(m: re.Match) -> str:
+    if m.lastgroup == "pan_dot":
+        digits = m.group().replace(".", "")
+        return PLACEHOLDERS["pan"] if 13 <= len(digits) <= 19 and luhn_valid(digits) else m.group()
     return _redact_pan(m.group())
 
 
@@ -193,6 +222,8 @@ def _token_pattern(s: str) -> re.Pattern | None:
     if ("k_" in low or "sec" in low or "gh" in low or "xox" in low or "ia" in low or "aiza" in low
             or "glpat-" in low or "eyj" in low):
         mask |= 8
+    if "://" in s:
+        mask |= 16
     if not mask:
         return None
     rx = _TOKEN_RX.get(mask)
@@ -201,7 +232,7 @@ def _token_pattern(s: str) -> re.Pattern | None:
     return rx
 
 
-# Digits to "0", every other byte to "x"; spaces and dashes are deleted.
+# Digits to "0", every other byte to "x"; spaces, dashes and dots are deleted.
 _DIGIT_MAP = bytes(0x30 if 0x30 <= c <= 0x39 else 0x78 for c in range(256))
 _THIRTEEN = b"0" * 13
 _PAN_RX = re.compile(_PAN)
@@ -211,7 +242,7 @@ def _pan_pattern(s: str) -> re.Pattern | None:
     """``None`` when ``s`` has no 13 ASCII digits in a row once spaces and dashes are removed:
     then no run the ``pan`` rule looks at is long enough. (UTF-8 encodes ASCII digits, and only
     them, as bytes 0x30..0x39.) Ids full of short digit groups, such as UUIDs, stop here."""
-    b = s.encode("utf-8", "surrogatepass").translate(_DIGIT_MAP, b" -")
+    b = s.encode("utf-8", "surrogatepass").translate(_DIGIT_MAP, b" -.")
     return _PAN_RX if _THIRTEEN in b else None
 
 
@@ -245,7 +276,7 @@ def compile_builtin(rules: Iterable[str]) -> tuple[tuple, ...]:
     unknown = chosen - set(BUILTIN_RULES)
     if unknown:
         raise ValueError(f"unknown redaction rule {sorted(unknown)[0]!r} (expected one of {', '.join(BUILTIN_RULES)})")
-    table = {"token": (_token_pattern, _replace_token), "email": (_email_pattern, PLACEHOLDERS["email"]),
+    table = {"token": (_token_pattern, _replace_token), "email": (_email_pattern, r"\g<email_lead><email>"),
              "pan": (_pan_pattern, _replace_pan), "ip": (_ip_pattern, _replace_ip)}
     return tuple(entry for name, entry in table.items() if name in chosen)
 
@@ -253,8 +284,29 @@ def compile_builtin(rules: Iterable[str]) -> tuple[tuple, ...]:
 _SECRET_KEY = re.compile(rf"(?i)(?:^|[._-])(?:{_SECRET_WORDS}|authorization|proxy-authorization|cookie|set-cookie)$")
 
 
+def _re2_options():
+    import re2
+
+    opts = re2.Options()
+    opts.log_errors = False  # the reason is returned, not written to stderr
+    return opts
+
+
+def _compile_linear(pattern: str):
+    """``pattern`` compiled by RE2 (the ``google-re2`` package), whose matching time is linear
+    in the input whatever the pattern. Raises ``re2.error`` for what RE2 cannot run that way:
+    backreferences, lookahead and lookbehind."""
+    import re2
+
+    return re2.compile(pattern, _re2_options())
+
+
 def check_custom_pattern(pattern: str) -> str | None:
     """Why an operator's pattern cannot be used, or ``None``.
+
+    Custom rules run on RE2, a linear-time engine: ``(a+)+$`` costs what ``a+$`` costs, and
+    what RE2 cannot run in linear time (backreferences, lookaround) is refused here, so
+    at config validation, with the reason.
 
     >>> check_custom_pattern("EMP-[0-9]{6}") is None
     True
@@ -262,14 +314,66 @@ def check_custom_pattern(pattern: str) -> str | None:
     'invalid regular expression: missing ), unterminated subpattern at position 4'
     >>> check_custom_pattern("x*")
     'the pattern matches the empty string'
+    >>> check_custom_pattern("(?<=user=)[a-z]+")
+    'not a linear-time pattern (RE2 cannot run it): invalid perl operator: (?<='
     """
     try:
         rx = re.compile(pattern)
     except re.error as exc:
         return f"invalid regular expression: {exc}"
+    except (OverflowError, RecursionError, MemoryError) as exc:  # "a{99999999999}", deep nesting
+        return f"invalid regular expression: {type(exc).__name__}"
     if rx.fullmatch("") is not None:
         return "the pattern matches the empty string"
+    try:
+        _compile_linear(pattern)
+    except Exception as exc:  # noqa: BLE001 - re2.error, or a pattern too large for its memory budget
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        return f"not a linear-time pattern (RE2 cannot run it): {str(reason)[:200]}"
     return None
+
+
+# Longer strings are cut before matching (the window matched reaches PREFIX_MARGIN past the
+# cut); ``ingest.redaction.max_value_chars`` sets it per topology.
+MAX_VALUE_CHARS = 1024
+ELLIPSIS = "…"
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+def _percent_decoded(s: str) -> str:
+    """``s`` with %XX escapes decoded (URL encoding), up to three levels deep."""
+    from urllib.parse import unquote
+
+    for _ in range(3):
+        if "%" not in s or _PERCENT.search(s) is None:
+            break
+        s = unquote(s, errors="replace")
+    return s
+
+
+_JSON_ESCAPE = re.compile(r'\\(?:u([0-9A-Fa-f]{4})|(["\\/bfnrt]))')
+_JSON_SIMPLE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def _unescape_one(m: re.Match) -> str:
+    if m.group(1) is not None:
+        c = chr(int(m.group(1), 16))
+        return "\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c
+    return _JSON_SIMPLE[m.group(2)]
+
+
+def json_unescaped(s: str) -> str:
+    """``s`` with the escapes of JSON strings decoded (``\\/``, ``\\t``, ``\\u00e9``...), for
+    text that may be JSON cut anywhere (a dead letter's excerpt): what an escape hides from
+    the rules (``jane\\u0040example.com``, ``https:\\/\\/u:pw@db``) is matched on the decoded text.
+    A lone surrogate becomes U+FFFD.
+
+    >>> json_unescaped(r'{"to": "jane\\u0040example.com", "u": "a\\/b\\tc"}')
+    '{"to": "jane@example.com", "u": "a/b\\tc"}'
+    """
+    return _JSON_ESCAPE.sub(_unescape_one, s) if "\\" in s else s
 
 
 class Redactor:
@@ -285,6 +389,10 @@ class Redactor:
     cache_size
         Distinct strings (and label sets) remembered. Labels repeat across points, so most
         lookups are hits; log bodies rarely repeat and have their own, smaller cache.
+    max_value_chars
+        A string longer than this (a label key or value, a metric or span name) is cut to it
+        before it is matched (the match window reaches :data:`PREFIX_MARGIN` further, so nothing
+        straddling the cut survives in part), and ends in an ellipsis. :attr:`capped` counts them.
 
     Raises
     ------
@@ -302,7 +410,8 @@ class Redactor:
     """
 
     def __init__(self, rules: Iterable[str] = DEFAULT_RULES,
-                 custom: Iterable[tuple[str, str, str | None]] = (), *, cache_size: int = 65536):
+                 custom: Iterable[tuple[str, str, str | None]] = (), *, cache_size: int = 65536,
+                 max_value_chars: int = MAX_VALUE_CHARS):
         rules = tuple(rules)
         self.rules = rules
         self._builtin = compile_builtin(rules)
@@ -311,37 +420,74 @@ class Redactor:
             problem = check_custom_pattern(pattern)
             if problem is not None:
                 raise ValueError(f"redaction rule {name!r}: {problem}")
-            compiled.append((re.compile(pattern), f"<{name}>" if replacement is None else replacement))
+            compiled.append((_compile_linear(pattern), f"<{name}>" if replacement is None else replacement))
         self._custom = tuple(compiled)
         self._secret_keys = "token" in rules
         self.active = bool(self._builtin) or bool(self._custom)
+        self.max_value_chars = max_value_chars
+        self.capped = 0  # strings cut to max_value_chars before matching (cache misses only)
         self._labels_cache: dict[tuple, tuple] = {}
         self._labels_max = cache_size
         if self.active:
-            self.text = lru_cache(maxsize=cache_size)(self._apply)  # type: ignore[method-assign]
+            self.text = lru_cache(maxsize=cache_size)(self._capped)  # type: ignore[method-assign]
             self._body = lru_cache(maxsize=4096)(self._apply)
         else:
-            self.text = self._body = _same  # type: ignore[method-assign]
+            self.text = self._cut  # type: ignore[method-assign]
+            self._body = _same
 
     @classmethod
     def from_settings(cls, settings) -> Redactor:
         """From ``topology.ingest.redaction`` (:class:`streams.config.RedactionSettings`)."""
-        return cls(settings.rules, [(r.name, r.pattern, r.replacement) for r in settings.custom])
+        return cls(settings.rules, [(r.name, r.pattern, r.replacement) for r in settings.custom],
+                   max_value_chars=getattr(settings, "max_value_chars", MAX_VALUE_CHARS))
 
-    def _apply(self, s: str) -> str:
+    def _cut(self, s: str) -> str:
+        if len(s) <= self.max_value_chars:
+            return s
+        self.capped += 1
+        return s[:self.max_value_chars] + ELLIPSIS
+
+    def _capped(self, s: str) -> str:
+        if len(s) <= self.max_value_chars:
+            return self._apply(s)
+        self.capped += 1
+        return self._apply(s[:self.max_value_chars + PREFIX_MARGIN])[:self.max_value_chars] + ELLIPSIS
+
+    def _rules(self, s: str) -> str:
         for select, replacement in self._builtin:
             rx = select(s)
             if rx is not None:
                 s = rx.sub(replacement, s)
         for rx, replacement in self._custom:
-            s = rx.sub(lambda _m, r=replacement: r, s)
+            try:
+                s = rx.sub(lambda _m, r=replacement: r, s)
+            except UnicodeEncodeError:  # a lone surrogate: RE2 reads UTF-8
+                s = rx.sub(lambda _m, r=replacement: r, s.encode("utf-8", "replace").decode("utf-8"))
         return s
+
+    def _apply(self, s: str) -> str:
+        out = self._rules(s)
+        if "%" in s:
+            # URL encoding hides "@" (%40), spaces (%20) and separators from the rules: match
+            # the decoded text too, and when it hides something, the decoded text, redacted, is
+            # the answer ("mailto:jane%40example.com" becomes "mailto:<email>").
+            decoded = _percent_decoded(s)
+            if decoded != s:
+                red = self._rules(decoded)
+                if red != decoded:
+                    return red
+        return out
 
     def text(self, s: str) -> str:
         """``s`` with every match replaced, cached per distinct string. (``__init__`` shadows
         this method with an ``lru_cache`` of :meth:`_apply`, or with the identity when no rule is
         on, so a lookup costs one C call; this body only documents it.)"""
         return self._apply(s)
+
+    def redact(self, s: str) -> str:
+        """``s`` with every match replaced, whole (no cap) and not cached: for text already
+        bounded by its caller, seen once (a dead letter's excerpt)."""
+        return self._apply(s) if self.active else s
 
     def prefix(self, s: str, limit: int) -> str:
         """The first ``limit`` characters of ``s``, redacted. The redacted window reaches
@@ -355,20 +501,31 @@ class Redactor:
             return self._body(s)
         return self._body(s[:limit + PREFIX_MARGIN])[:limit]
 
-    def labels(self, labels: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    def labels(self, labels: tuple[tuple[str, str], ...], note=None) -> tuple[tuple[str, str], ...]:
         """Sorted ``(key, value)`` pairs, redacted: keys and values by the text rules, and the
         whole value of a secret-looking key when the ``token`` rule is on. Two keys that redact
-        to the same text keep the value of the later one."""
-        if not self.active or not labels:
+        to the same text keep the value of the later one. A key or value longer than
+        ``max_value_chars`` is cut (see :meth:`text`), and ``note``, when given, is called with
+        the reason (once per distinct label set)."""
+        if not labels:
             return labels
         cache = self._labels_cache
         out = cache.get(labels)
         if out is None:
             text = self.text
+            cap = self.max_value_chars
+            if note is not None:
+                for k, v in labels:
+                    if len(k) > cap or len(v) > cap:
+                        note(f"label {text(k)[:60]!r}: a key or value of {max(len(k), len(v))} characters was cut "
+                             f"to ingest.redaction.max_value_chars ({cap}) before redaction")
+                        break
+            if not self.active and all(len(k) <= cap and len(v) <= cap for k, v in labels):
+                return labels
             secret = _SECRET_KEY.search if self._secret_keys else None
             red: dict[str, str] = {}
             for k, v in labels:
-                red[text(k)] = TOKEN if secret is not None and v and secret(k) else text(v)
+                red[text(k)] = TOKEN if secret is not None and v and secret(k[-200:].strip("\\ \"'`")) else text(v)
             out = tuple(sorted(red.items()))
             if out == labels:
                 out = labels  # share the caller's tuple: no second copy per series

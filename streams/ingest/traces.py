@@ -32,14 +32,13 @@ _NS_MIN, _NS_MAX = T_MIN * 1e9, T_MAX * 1e9
 
 
 def decode(payload: bytes, *, known_services: frozenset[str] | None,
-           redactor: Redactor = DEFAULT_REDACTOR) -> tuple[list[Span], list[str]]:
+           redactor: Redactor = DEFAULT_REDACTOR, limits=None) -> tuple[list[Span], list[str]]:
     """Spans and the reasons of those dropped. Raises :class:`DecodeError` (see the module)."""
     return decode_resources(payload, "resourceSpans", "scopeSpans", "traces", _resource_spans,
-                            known_services=known_services, redactor=redactor)
+                            known_services=known_services, redactor=redactor, limits=limits)
 
 
 def _resource_spans(service: str, _attrs: dict[str, str], scope_spans: list, ctx: Context, out: list[Span]) -> None:
-    name_of = ctx.redactor.text
     append = out.append
     for j, ss in enumerate(scope_spans):
         if type(ss) is not dict:
@@ -63,7 +62,7 @@ def _resource_spans(service: str, _attrs: dict[str, str], scope_spans: list, ctx
                 s_ns, e_ns = int(raw_s), int(raw_e)
                 if _NS_MIN <= s_ns <= e_ns <= _NS_MAX:
                     code = status.get("code", 0) if status else 0
-                    append(Span(service, trace_id, span_id, parent or "", name_of(name[:MAX_NAME]), kind or 0,
+                    append(Span(service, trace_id, span_id, parent or "", _span_name(ctx.redactor, name), kind or 0,
                                 code == 2, s_ns / 1e9, e_ns / 1e9, (e_ns - s_ns) / 1e9))
                     continue
             span = _checked_span(sp, f"scopeSpans[{j}].spans[{k}]", service, ctx)
@@ -134,5 +133,10 @@ def _checked_span(sp: dict, path: str, service: str, ctx: Context) -> Span | Non
     if e_ns < s_ns:
         ctx.reject("span ends before it starts")
         return None
-    return Span(service, trace_id, span_id, parent, ctx.redactor.text(name[:MAX_NAME]), kind, code == 2,
+    return Span(service, trace_id, span_id, parent, _span_name(ctx.redactor, name), kind, code == 2,
                 s_ns / 1e9, e_ns / 1e9, (e_ns - s_ns) / 1e9)
+
+
+def _span_name(redactor: Redactor, name: str) -> str:
+    """Redacted, then cut to MAX_NAME: a cut never leaves part of a match."""
+    return redactor.text(name) if len(name) <= MAX_NAME else redactor.prefix(name, MAX_NAME)

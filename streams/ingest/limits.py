@@ -1,0 +1,148 @@
+"""Per-message caps, checked before a message is decoded: its size, the data points (one per
+series: OTLP points, native points, log records, spans) it carries, and the buckets of each
+histogram point. A message over a cap raises :class:`~streams.ingest.DecodeError` with the
+reason, so it goes to the dead-letter topic whole, and decoding never starts.
+
+The size is checked before the message is parsed, which bounds what parsing can allocate; the
+counts are read from the parsed message (list lengths, not a walk of every value), so one
+message of 26 million bucket counts or 435,000 series costs a length check, not gigabytes.
+
+>>> lim = Limits(max_message_bytes=1024, max_series=2, max_buckets=3)
+>>> check_json({"resourceMetrics": [{"scopeMetrics": [{"metrics": [{"gauge": {"dataPoints": [{}, {}, {}]}}]}]}]},
+...            "metrics", lim)
+Traceback (most recent call last):
+...
+streams.ingest.DecodeError: message over a cap: 3 data points, more than ingest.max_series_per_message (2)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_POINT_KINDS = ("gauge", "sum", "histogram", "exponentialHistogram", "summary")
+_ENVELOPES = {"metrics": ("resourceMetrics", "scopeMetrics", "metrics"),
+              "logs": ("resourceLogs", "scopeLogs", "logRecords"),
+              "traces": ("resourceSpans", "scopeSpans", "spans")}
+_WHAT = {"metrics": "data points", "logs": "log records", "traces": "spans"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """``ingest.max_message_bytes``, ``ingest.max_series_per_message`` and
+    ``ingest.max_buckets_per_histogram``."""
+
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_series: int = 50_000
+    max_buckets: int = 1024
+
+    @classmethod
+    def from_settings(cls, ingest) -> Limits:
+        return cls(ingest.max_message_bytes, ingest.max_series_per_message, ingest.max_buckets_per_histogram)
+
+
+def _over(what: str) -> None:
+    from streams.ingest import DecodeError
+
+    raise DecodeError(f"message over a cap: {what}")
+
+
+def check_size(payload: bytes, lim: Limits | None) -> None:
+    if lim is not None and len(payload) > lim.max_message_bytes:
+        _over(f"{len(payload)} bytes, more than ingest.max_message_bytes ({lim.max_message_bytes})")
+
+
+def _series(n: int, signal: str, lim: Limits) -> None:
+    _over(f"{n} {_WHAT[signal]}, more than ingest.max_series_per_message ({lim.max_series})")
+
+
+def _buckets(n: int, lim: Limits) -> None:
+    _over(f"a histogram point of {n} buckets, more than ingest.max_buckets_per_histogram ({lim.max_buckets})")
+
+
+def _lists(obj: object, key: str):
+    v = obj.get(key) if type(obj) is dict else None
+    return v if type(v) is list else ()
+
+
+def _point_buckets(dp: object, lim: Limits) -> None:
+    if type(dp) is not dict:
+        return
+    for key in ("bucketCounts", "explicitBounds", "quantileValues"):
+        v = dp.get(key)
+        if type(v) is list and len(v) > lim.max_buckets:
+            _buckets(len(v), lim)
+    for side in ("positive", "negative"):
+        v = dp.get(side)
+        if type(v) is dict and type(v.get("bucketCounts")) is list and len(v["bucketCounts"]) > lim.max_buckets:
+            _buckets(len(v["bucketCounts"]), lim)
+
+
+def check_json(obj: object, signal: str, lim: Limits | None) -> None:
+    """The caps on a parsed OTLP/JSON request of ``signal`` (or a native metrics batch)."""
+    if lim is None or type(obj) is not dict:
+        return
+    top, scopes, items = _ENVELOPES[signal]
+    if top not in obj:
+        points = obj.get("points") if signal == "metrics" else None
+        if type(points) is list and len(points) > lim.max_series:
+            _series(len(points), signal, lim)
+        return
+    n = 0
+    for r in _lists(obj, top):
+        for s in _lists(r, scopes):
+            for item in _lists(s, items):
+                if signal != "metrics":
+                    n += 1
+                    continue
+                for kind in _POINT_KINDS:
+                    data = item.get(kind) if type(item) is dict else None
+                    dps = data.get("dataPoints") if type(data) is dict else None
+                    if type(dps) is not list:
+                        continue
+                    n += len(dps)
+                    if n > lim.max_series:
+                        _series(n, signal, lim)
+                    if kind != "gauge" and kind != "sum":
+                        for dp in dps:
+                            _point_buckets(dp, lim)
+            if n > lim.max_series:
+                _series(n, signal, lim)
+
+
+def check_proto(msg, signal: str, lim: Limits | None) -> None:
+    """The caps on a parsed protobuf export request (lengths of its repeated fields only)."""
+    if lim is None:
+        return
+    n = 0
+    if signal == "metrics":
+        for rm in msg.resource_metrics:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    kind = m.WhichOneof("data")
+                    if kind is None:
+                        continue
+                    dps = getattr(m, kind).data_points
+                    n += len(dps)
+                    if n > lim.max_series:
+                        _series(n, signal, lim)
+                    if kind == "histogram":
+                        for dp in dps:
+                            if max(len(dp.bucket_counts), len(dp.explicit_bounds)) > lim.max_buckets:
+                                _buckets(max(len(dp.bucket_counts), len(dp.explicit_bounds)), lim)
+                    elif kind == "exponential_histogram":
+                        for dp in dps:
+                            if max(len(dp.positive.bucket_counts), len(dp.negative.bucket_counts)) > lim.max_buckets:
+                                _buckets(max(len(dp.positive.bucket_counts), len(dp.negative.bucket_counts)), lim)
+                    elif kind == "summary":
+                        for dp in dps:
+                            if len(dp.quantile_values) > lim.max_buckets:
+                                _buckets(len(dp.quantile_values), lim)
+        return
+    resources = msg.resource_logs if signal == "logs" else msg.resource_spans
+    for r in resources:
+        for s in (r.scope_logs if signal == "logs" else r.scope_spans):
+            n += len(s.log_records if signal == "logs" else s.spans)
+            if n > lim.max_series:
+                _series(n, signal, lim)
+
+
+__all__ = ["Limits", "check_json", "check_proto", "check_size"]

@@ -1,0 +1,151 @@
+"""Caps per telemetry message (issue 18): size, data points (series) and histogram buckets.
+
+A message over a cap is refused whole with the reason (the worker's agents and replay
+dead-letter a DecodeError with its text), in OTLP/JSON and OTLP protobuf alike, for metrics,
+logs and traces; memory stays bounded: a message over the size cap is never parsed, and one
+within it is counted by list lengths before anything is decoded.
+"""
+from __future__ import annotations
+
+import time
+import tracemalloc
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streams.config import ConfigError, parse_topology
+from streams.ingest import DecodeError, otlp_proto
+from streams.pipeline import DetectStage
+
+T_NS = "1700000000000000000"
+RES = {"attributes": [{"key": "service.name", "value": {"stringValue": "api"}}]}
+
+
+def topo(**ingest):
+    return parse_topology({"services": {"api": {}}, "ingest": ingest})
+
+
+def gauges(n: int) -> dict:
+    return {"resourceMetrics": [{"resource": RES, "scopeMetrics": [{"metrics": [{"name": "cpu", "gauge": {
+        "dataPoints": [{"timeUnixNano": T_NS, "asDouble": 1.0,
+                        "attributes": [{"key": "core", "value": {"stringValue": str(i)}}]} for i in range(n)]}}]}]}]}
+
+
+def histogram(buckets: int) -> dict:
+    return {"resourceMetrics": [{"resource": RES, "scopeMetrics": [{"metrics": [{"name": "lat", "histogram": {
+        "aggregationTemporality": 2, "dataPoints": [{"timeUnixNano": T_NS, "count": "0", "sum": 0.0,
+                                                     "bucketCounts": ["0"] * buckets,
+                                                     "explicitBounds": [float(i) for i in range(buckets - 1)]}]}}]}]}]}
+
+
+def logs(n: int) -> dict:
+    return {"resourceLogs": [{"resource": RES, "scopeLogs": [{"logRecords": [
+        {"timeUnixNano": T_NS, "severityNumber": 9, "body": {"stringValue": f"line {i}"}} for i in range(n)]}]}]}
+
+
+def spans(n: int) -> dict:
+    return {"resourceSpans": [{"resource": RES, "scopeSpans": [{"spans": [
+        {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": f"{i + 1:016x}", "name": "GET /", "kind": 2,
+         "startTimeUnixNano": T_NS, "endTimeUnixNano": T_NS} for i in range(n)]}]}]}
+
+
+def encode(obj: dict, signal: str, encoding: str) -> bytes:
+    return orjson.dumps(obj) if encoding == "json" else otlp_proto.encode(obj, signal)
+
+
+PROCESS = {"metrics": DetectStage.process, "logs": DetectStage.process_logs, "traces": DetectStage.process_traces}
+MAKE = {"metrics": gauges, "logs": logs, "traces": spans}
+WHAT = {"metrics": "data points", "logs": "log records", "traces": "spans"}
+
+
+@pytest.mark.parametrize("encoding", ["json", "proto"])
+@pytest.mark.parametrize("signal", ["metrics", "logs", "traces"])
+def test_series_per_message(signal, encoding):
+    stage = DetectStage(topo(max_series_per_message=100))
+    PROCESS[signal](stage, encode(MAKE[signal](100), signal, encoding))  # at the cap: fine
+    with pytest.raises(DecodeError, match=rf"message over a cap: 101 {WHAT[signal]}, more than "
+                                          r"ingest.max_series_per_message \(100\)"):
+        PROCESS[signal](stage, encode(MAKE[signal](101), signal, encoding))
+
+
+@pytest.mark.parametrize("encoding", ["json", "proto"])
+def test_buckets_per_histogram(encoding):
+    stage = DetectStage(topo(max_buckets_per_histogram=64))
+    stage.process(encode(histogram(64), "metrics", encoding))
+    with pytest.raises(DecodeError, match=r"a histogram point of 65 buckets, more than "
+                                          r"ingest.max_buckets_per_histogram \(64\)"):
+        stage.process(encode(histogram(65), "metrics", encoding))
+
+
+@pytest.mark.parametrize("encoding", ["json", "proto"])
+@pytest.mark.parametrize("signal", ["metrics", "logs", "traces"])
+def test_message_size(signal, encoding):
+    stage = DetectStage(topo(max_message_bytes=4096))
+    payload = encode(MAKE[signal](200), signal, encoding)
+    assert len(payload) > 4096
+    with pytest.raises(DecodeError, match=rf"{len(payload)} bytes, more than ingest.max_message_bytes \(4096\)"):
+        PROCESS[signal](stage, payload)
+
+
+def test_native_batches_are_capped_too():
+    stage = DetectStage(topo(max_series_per_message=10))
+    batch = {"schema_version": 1, "service": "api", "points": [["cpu", 1.7e9 + i, 0.5] for i in range(11)]}
+    with pytest.raises(DecodeError, match="11 data points"):
+        stage.process(orjson.dumps(batch))
+
+
+def test_caps_are_validated():
+    with pytest.raises(ConfigError) as exc:
+        topo(max_message_bytes=10, max_series_per_message=0, max_buckets_per_histogram=-1)
+    text = str(exc.value)
+    for key in ("max_message_bytes", "max_series_per_message", "max_buckets_per_histogram"):
+        assert f"ingest.{key}" in text
+
+
+def _peak(f) -> tuple[float, float]:
+    tracemalloc.start()
+    t = time.perf_counter()
+    try:
+        f()
+    except DecodeError:
+        pass
+    seconds = time.perf_counter() - t
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return seconds, peak / 2**20
+
+
+def test_memory_stays_bounded_under_the_default_caps():
+    """The issue's messages: 26M bucket counts took 1.46 GB and 15 s; 435k series 1.29 GB and 26 s."""
+    stage = DetectStage(topo())
+    huge_histogram = b'{"resourceMetrics":[{"resource":{},"scopeMetrics":[{"metrics":[{"name":"h","histogram":{' \
+                     b'"dataPoints":[{"bucketCounts":[' + b"0," * 26_000_000 + b'0]}]}}]}]}]}'
+    seconds, mib = _peak(lambda: stage.process(huge_histogram))
+    assert seconds < 0.5 and mib < 1, (seconds, mib)
+    # Under the size cap (4 MiB) and over the bucket cap: parsed, counted, refused.
+    within = b'{"resourceMetrics":[{"resource":{},"scopeMetrics":[{"metrics":[{"name":"h","histogram":{' \
+             b'"dataPoints":[{"bucketCounts":[' + b"0," * 2_000_000 + b'0]}]}}]}]}]}'
+    assert len(within) < 4 * 2**20
+    seconds, mib = _peak(lambda: stage.process(within))
+    assert seconds < 2 and mib < 64, (seconds, mib)
+    many = orjson.dumps(gauges(60_000))
+    proto = otlp_proto.encode(gauges(60_000), "metrics")
+    for payload in (many, proto):
+        seconds, mib = _peak(lambda p=payload: stage.process(p))
+        assert mib < 300 and seconds < 5, (len(payload), seconds, mib)
+
+
+def test_replay_dead_letters_a_message_over_a_cap_with_the_reason(tmp_path: Path):
+    from streams.replay import replay
+
+    t = topo(max_series_per_message=50)
+    metrics = tmp_path / "m.jsonl"
+    metrics.write_bytes(orjson.dumps(gauges(10)) + b"\n" + orjson.dumps(gauges(51)) + b"\n"
+                        + orjson.dumps(gauges(10)) + b"\n")
+    dead = tmp_path / "dead.jsonl"
+    summary = replay(t, metrics, tmp_path / "out.jsonl", deadletter=dead, progress=None)
+    assert summary.dead_lettered == 1
+    [rec] = [orjson.loads(line) for line in dead.read_bytes().splitlines()]
+    assert rec["offset"] == 1
+    assert rec["reason"] == "message over a cap: 51 data points, more than ingest.max_series_per_message (50)"
