@@ -71,7 +71,7 @@ CHUNK_BYTES = 512 * 1024  # under Kafka's default 1 MiB message limit, with room
 # Attributes rebuilt from the running config instead of stored: compiled regex caches (which do
 # not pickle), the runbook index (read from disk, and large) and a detect stage's wall clock
 # (the restoring process's own: ``time.time`` in a worker, none in replay).
-_NOT_STATE = {"detect": ("redactor", "_clock"), "correlate": ("runbooks",)}
+_NOT_STATE = {"detect": ("redactor", "_clock"), "correlate": ("redactor", "runbooks")}
 
 
 class SnapshotError(Exception):
@@ -136,6 +136,7 @@ def stage_from(kind: str, state: dict, topology, runbooks=None, *, clock=None):
     stage = CorrelateStage.__new__(CorrelateStage)
     vars(stage).update(state)
     stage.runbooks = runbooks
+    stage.redactor = Redactor.from_settings(stage.topology.ingest.redaction)
     if stage.topology != topology:
         stage.reconfigure(topology, runbooks)
     return stage
@@ -490,6 +491,9 @@ class Checkpoints:
             try:
                 self.store.write_state(pending, meta, state_of(shard.stage, kind))
                 code = 0
+            except BaseException as exc:  # noqa: BLE001 - say why on stderr; the parent logs the failure
+                os.write(2, f"snapshot of {meta.topic}[{meta.partition}] failed: {type(exc).__name__}: "
+                            f"{str(exc)[:500]}\n".encode("utf-8", "replace"))
             finally:
                 os._exit(code)
         shard.snapshotting = True

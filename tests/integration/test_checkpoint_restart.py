@@ -61,10 +61,10 @@ def produce_over(proc, bootstrap: str, topic: str, payloads: list[bytes], second
         produce(bootstrap, topic, payloads[i:i + step])
 
 
-def wait_for_snapshot(directory: Path, timeout: float = 60.0) -> None:
+def wait_for_snapshots(directory: Path, count: int, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
-    while not list(directory.glob("*.snap")):
-        assert time.monotonic() < deadline, f"no snapshot stored in {directory}"
+    while len(list(directory.glob("*.snap"))) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} snapshots stored in {directory}"
         time.sleep(0.05)
 
 
@@ -95,12 +95,15 @@ def test_kill_9_while_writing_a_snapshot_then_corrupt_snapshots_are_skipped(kafk
     checkpoints = tmp_path / f"data-{topo_path.stem}" / "checkpoints"
 
     with worker_process(topo_path, kafka_bootstrap, tmp_path) as first:
-        # Over two intervals of reading, so that a snapshot of the metrics partition is stored
-        # before the kill however fast the worker reads (at full speed it reads all in one).
-        produce_over(first, kafka_bootstrap, topo.topics.metrics, lines[:cut], seconds=4.0)
+        # Over three intervals of reading, so that two snapshots of each partition are stored
+        # before the kill however fast the worker reads (at full speed it reads all in one):
+        # the newest may cover more than the committed offset, and then only the one before it
+        # may be restored (with one, a partition without a local copy is rebuilt instead).
+        produce_over(first, kafka_bootstrap, topo.topics.metrics, lines[:cut], seconds=6.0, parts=12)
         consume_until(kafka_bootstrap, topo.topics.tickets, lambda recs: any(r["event"] == "create" for r in recs),
                       timeout=120, proc=first)
-        wait_for_snapshot(checkpoints / topo.topics.metrics / "0")
+        wait_for_snapshots(checkpoints / topo.topics.metrics / "0", 2)
+        wait_for_snapshots(checkpoints / topo.topics.alerts / "0", 2)
         time.sleep(2.5)  # an interval: the next message makes the next snapshot due
         produce(kafka_bootstrap, topo.topics.metrics, lines[cut:])  # the worker is busy, snapshotting
         torn = kill_while_writing(first, checkpoints)
