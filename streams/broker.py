@@ -21,6 +21,17 @@ from streams import kafka_security
 ENV_TANSU = "AIOPS_TANSU"
 
 
+
+def stop_process(proc: subprocess.Popen | None, grace: float = 10.0) -> None:
+    """SIGTERM ``proc`` if it runs, and SIGKILL it if it has not exited after ``grace`` seconds."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
 class BrokerError(RuntimeError):
     pass
 
@@ -90,13 +101,7 @@ class EmbeddedBroker:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def pause(self) -> None:
         assert self.proc is not None

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import orjson
 
+from streams.broker import stop_process
+
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 
 
@@ -78,13 +80,7 @@ class Browser:
             self._loop.run_until_complete(self._ws.close())
             self._loop.run_until_complete(self._session.close())
             self._ws = None
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._profile.cleanup()
 
     async def _connect(self) -> None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -141,3 +142,19 @@ def fault_midway(tmp_path: Path, scenario: str = "flash-sale-db-pool", after: fl
     onset = result.truth[0]["start"]
     cut = next(i for i, r in enumerate(result.requests) if _first_point_time(r) > onset + after)
     return topo_path, topo, lines, cut, want
+
+
+def assert_each_output_once(incidents: list[dict], tickets: list[dict], actions: list[dict]) -> None:
+    """What a crash must not break. A version is never published with two different contents:
+    consumers keep the highest version, so a conflicting copy would be a silent corruption
+    (versions may differ from replay's in between: alerts a killed worker never got out are
+    re-sent after it). Exactly one ticket per incident (a redelivered record is byte-identical,
+    so sinks dedupe it by key), and each planned step has exactly one decision."""
+    contents: dict[tuple[str, int], set[bytes]] = {}
+    for r in incidents:
+        contents.setdefault((r["id"], r["version"]), set()).add(orjson.dumps(r))
+    assert all(len(v) == 1 for v in contents.values())
+    creates = Counter(r["incident_id"] for r in {orjson.dumps(t): t for t in tickets}.values() if r["event"] == "create")
+    assert creates and set(creates.values()) == {1}
+    decisions = Counter(a["id"] for a in {orjson.dumps(a): a for a in actions}.values())
+    assert decisions and set(decisions.values()) == {1}

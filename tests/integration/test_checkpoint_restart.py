@@ -7,13 +7,11 @@ import os
 import signal
 import time
 import urllib.request
-from collections import Counter
 from pathlib import Path
 
-import orjson
 import yaml
 
-from tests.integration.harness import consume_until, fault_midway, produce, worker_process
+from tests.integration.harness import assert_each_output_once, consume_until, fault_midway, produce, worker_process
 from tests.integration.test_pipeline_kafka import essence, final_state
 
 
@@ -134,14 +132,7 @@ def test_kill_9_while_writing_a_snapshot_then_corrupt_snapshots_are_skipped(kafk
     log = second.log_text
 
     assert essence(final_state(got)) == essence(want)
-    contents: dict[tuple[str, int], set[bytes]] = {}
-    for r in got:
-        contents.setdefault((r["id"], r["version"]), set()).add(orjson.dumps(r))
-    assert all(len(v) == 1 for v in contents.values())
-    creates = Counter(r["incident_id"] for r in {orjson.dumps(t): t for t in tickets}.values() if r["event"] == "create")
-    assert creates and set(creates.values()) == {1}
-    decisions = Counter(a["id"] for a in {orjson.dumps(a): a for a in actions}.values())
-    assert decisions and set(decisions.values()) == {1}
+    assert_each_output_once(got, tickets, actions)
 
     # The local snapshots covering no more than the committed offset were read and refused.
     assert "local snapshot" in log and "is corrupt (" in log

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
+from hypothesis import strategies as st
 
 from streams import codec
 from streams.config import ConfigError, parse_topology_text
@@ -219,6 +220,32 @@ def mutate(rng: random.Random, data: bytes, tokens: list[bytes], other: bytes) -
         else:
             del buf[at:]
     return bytes(buf)
+
+
+@st.composite
+def mutated(draw, seeds: list[bytes], tokens: list[bytes]) -> bytes:
+    """The mutations of :func:`mutate`, drawn by hypothesis, so that a failure in ``make test``
+    shrinks to a small input."""
+    data = bytearray(draw(st.sampled_from(seeds)))
+    for _ in range(draw(st.integers(1, 6))):
+        at = draw(st.integers(0, len(data)))
+        op = draw(st.sampled_from(["token", "byte", "delete", "repeat", "truncate", "splice"]))
+        if op == "token":
+            data[at:at] = draw(st.sampled_from(tokens))
+        elif op == "byte":
+            data[at:at + 1] = bytes([draw(st.integers(0, 255))])
+        elif op == "delete":
+            del data[at:at + draw(st.integers(1, 40))]
+        elif op == "repeat":
+            span = data[at:at + draw(st.integers(1, 80))]
+            data[at:at] = span * draw(st.integers(1, 20))
+        elif op == "splice":
+            other = draw(st.sampled_from(seeds))
+            a = draw(st.integers(0, len(other)))
+            data[at:at] = other[a:a + draw(st.integers(1, 200))]
+        else:
+            del data[at:]
+    return bytes(data)
 
 
 # --- the long run ----------------------------------------------------------------------------------

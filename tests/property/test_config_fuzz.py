@@ -30,6 +30,7 @@ from correlators.config import ID_PATTERN, SERVICE_NAME_PATTERN
 from streams import codec
 from streams.app import control_from_http
 from streams.config import ConfigError, Topology, parse_topology_text
+from tests.property.fuzz import mutated
 
 CORPUS = Path(__file__).parent / "corpus"
 TOPOLOGIES = sorted((CORPUS / "topology").iterdir())
@@ -49,26 +50,6 @@ YAML_TOKENS = [b"*a", b"&a ", b"&a [*a]", b"!!binary ", b"!!python/object:os.sys
 
 def read(path: Path) -> bytes:
     return path.read_bytes()
-
-
-@st.composite
-def mutated(draw, corpus: list[Path], tokens: list[bytes]) -> bytes:
-    data = bytearray(read(draw(st.sampled_from(corpus))))
-    for _ in range(draw(st.integers(1, 6))):
-        at = draw(st.integers(0, len(data)))
-        op = draw(st.sampled_from(["token", "byte", "delete", "repeat", "truncate"]))
-        if op == "token":
-            data[at:at] = draw(st.sampled_from(tokens))
-        elif op == "byte":
-            data[at:at + 1] = bytes([draw(st.integers(0, 255))])
-        elif op == "delete":
-            del data[at:at + draw(st.integers(1, 40))]
-        elif op == "repeat":
-            span = data[at:at + draw(st.integers(1, 80))]
-            data[at:at] = span * draw(st.integers(1, 20))
-        else:
-            del data[at:]
-    return bytes(data)
 
 
 def validates_or_reports(data: bytes | str) -> Topology | None:
@@ -94,7 +75,7 @@ def check_accepted(topo: Topology) -> None:
 
 
 @SETTINGS
-@given(mutated(TOPOLOGIES, YAML_TOKENS))
+@given(mutated([read(p) for p in TOPOLOGIES], YAML_TOKENS))
 def test_mutated_topologies_validate_or_report(data):
     validates_or_reports(data)
 
@@ -162,7 +143,7 @@ def control_is_safe(body: bytes) -> None:
 
 
 @SETTINGS
-@given(mutated(CONTROLS, JSON_TOKENS))
+@given(mutated([read(p) for p in CONTROLS], JSON_TOKENS))
 def test_mutated_control_bodies_are_refused_or_safe(body):
     control_is_safe(body)
     try:

@@ -13,35 +13,10 @@ from datetime import timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from tests.property.fuzz import TARGETS, check
+from tests.property.fuzz import TARGETS, check, mutated
 
 EXAMPLES = int(os.environ.get("AIOPS_FUZZ_EXAMPLES", "300"))
-
-
-@st.composite
-def mutated(draw, seeds: list[bytes], tokens: list[bytes]) -> bytes:
-    data = bytearray(draw(st.sampled_from(seeds)))
-    for _ in range(draw(st.integers(1, 6))):
-        at = draw(st.integers(0, len(data)))
-        op = draw(st.sampled_from(["token", "byte", "delete", "repeat", "truncate", "splice"]))
-        if op == "token":
-            data[at:at] = draw(st.sampled_from(tokens))
-        elif op == "byte":
-            data[at:at + 1] = bytes([draw(st.integers(0, 255))])
-        elif op == "delete":
-            del data[at:at + draw(st.integers(1, 40))]
-        elif op == "repeat":
-            span = data[at:at + draw(st.integers(1, 80))]
-            data[at:at] = span * draw(st.integers(1, 20))
-        elif op == "splice":
-            other = draw(st.sampled_from(seeds))
-            a = draw(st.integers(0, len(other)))
-            data[at:at] = other[a:a + draw(st.integers(1, 200))]
-        else:
-            del data[at:]
-    return bytes(data)
 
 
 def test_every_parser_has_a_target_and_a_corpus():
