@@ -867,7 +867,7 @@ def _fmt(v, digits: int = 3) -> str:
 def render(results: dict[str, dict]) -> list[str]:
     head = (f"{'dataset':10} {'faults':>6} {'recall':>7} {'rec>wu':>7} {'delay50':>7} {'own inc':>7} {'AC@1':>6} "
             f"{'AC@3':>6} {'Avg@5':>6} {'inc/flt':>7} {'quiet h':>7} {'false':>5} {'false/h':>7} {'false/d':>7} "
-            f"{'notif/d':>7} {'alerts/series-day':>17} {'secs':>6}")
+            f"{'pages/d':>7} {'notif/d':>7} {'alerts/series-day':>17} {'secs':>6}")
     lines = [head, "-" * len(head)]
     for name, r in results.items():
         lines.append(
@@ -875,15 +875,17 @@ def render(results: dict[str, dict]) -> list[str]:
             f"{_fmt(r['delay_p50_s'], 0):>7} {r['own_incident']:>3}/{r['faults']:<3} {_fmt(r['ac1']):>6} "
             f"{_fmt(r['ac3']):>6} {_fmt(r['avg5']):>6} {_fmt(r['incidents_per_fault'], 2):>7} "
             f"{_fmt(r['quiet_hours'], 2):>7} {r['false_incidents']:>5} {_fmt(r['false_per_hour'], 2):>7} "
-            f"{_fmt(r['false_per_day'], 1):>7} "
+            f"{_fmt(r['false_per_day'], 1):>7} {_fmt(r['pages_per_day'], 1):>7} "
             f"{_fmt(r['notifications_per_day'], 1):>7} {_fmt(r['alerts_per_series_day'], 3):>17} {_fmt(r['seconds'], 1):>6}")
     lines += ["  recall: an alert on the fault's service or a caller within [start-60s, start+5min]; rec>wu: the",
               "  same over faults after the detectors' warm-up; delay50: p50 of that alert's onset - start (s);",
               "  own inc: faults with an incident opened in that window involving the service or a caller;",
               "  AC@k/Avg@5: the true service in that incident's first paging record, over all faults;",
               "  inc/flt: incidents opened in the fault period / faults; false: incidents opened in the quiet",
-              "  period (all false), per quiet hour and day; notif/d: incident records that notify (page, update,",
-              "  resolve) there per quiet day; alerts/series-day: alert episodes starting there / (series x quiet days)."]
+              "  period (all false, paging or not), per quiet hour and day; pages/d: records that page (an opening",
+              "  or reopening that reaches the on-call) there per quiet day; notif/d: incident records that notify",
+              "  (page, update, resolve) there per quiet day; alerts/series-day: alert episodes starting there /",
+              "  (series x quiet days)."]
     for name, r in results.items():
         signals = ", ".join(r.get("signals", ["metrics"]))
         lines += ["", f"{name} ({r['system']}; signals: {signals}): {r['services']} services, {r['calls']} calls, "
