@@ -30,21 +30,6 @@ def show(value: Any, limit: int = 60) -> str:
 MAX_DURATION_SECONDS = 3650 * 86400
 
 
-def show(value: Any, limit: int = 60) -> str:
-    """``repr`` of a value from the file, cut to ``limit`` characters: a problem report stays
-    readable whatever the file holds.
-
-    >>> show("x" * 100, 10)
-    "'xxxxxxxx…"
-    """
-    r = repr(value)
-    return r if len(r) <= limit else r[:limit - 1] + "…"
-
-
-# Ten years: longer than any wait, window or retention here needs, and far inside what timedelta
-# (and the float seconds the core computes with) can hold, so no duration overflows downstream.
-MAX_DURATION_SECONDS = 3650 * 86400
-
 # The validation context of a file's contents (``Model.model_validate(data, strict=True,
 # context=FROM_FILE)``): a file is held to what its reader can check by eye, code that builds
 # settings in Python is not.
