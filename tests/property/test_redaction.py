@@ -304,7 +304,9 @@ def test_otlp_logs_and_their_templates(case, place):
 def test_luhn_invalid_numbers_survive(digits, before, sep):
     assume(not luhn(digits))
     text = before + sep + digits
-    assume(not card_numbers(before))
+    # Not card_numbers(before) alone: with a space or dash between them, digits ending ``before``
+    # and ``digits`` are one run, and may pass Luhn together ('7' + ' ' + '0012245677778').
+    assume(not card_numbers(text))
     assert DEFAULT.text(text) == text
 
 
