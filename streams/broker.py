@@ -21,7 +21,6 @@ from streams import kafka_security
 ENV_TANSU = "AIOPS_TANSU"
 
 
-
 def stop_process(proc: subprocess.Popen | None, grace: float = 10.0) -> None:
     """SIGTERM ``proc`` if it runs, and SIGKILL it if it has not exited after ``grace`` seconds."""
     if proc is not None and proc.poll() is None:
@@ -31,6 +30,7 @@ def stop_process(proc: subprocess.Popen | None, grace: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
 
 class BrokerError(RuntimeError):
     pass

@@ -159,9 +159,7 @@ def _redacted(res: ExternalAlerts, r: Redactor) -> ExternalAlerts:
         alerts.append(replace(a, metric=metric, labels=labels, series=_series(a.service, metric, labels),
                               summary=r.text(a.summary),
                               evidence=tuple(sorted((r.text(k), r.text(v)) for k, v in a.evidence))))
-    # Reasons quote the payload, and a webhook's HTTP answer lists them.
-    rejects = tuple(dict.fromkeys(r.prefix(x, MAX_REASON_CHARS) for x in res.rejects))
-    return ExternalAlerts(res.source, tuple(alerts), rejects)
+    return ExternalAlerts(res.source, tuple(alerts), res.rejects)
 
 
 class _Out:
@@ -173,8 +171,10 @@ class _Out:
         self._reasons: dict[str, None] = {}
 
     def reject(self, reason: str) -> None:
+        # Redacted where it enters, as streams.ingest.Context.reject does: a reason quotes the
+        # payload, and a webhook's HTTP answer lists the reasons.
         if len(self._reasons) < MAX_REJECTS:
-            self._reasons[reason] = None
+            self._reasons[_REDACTOR.get().prefix(reason, MAX_REASON_CHARS)] = None
 
     def service(self, where: str, candidates: list[str | None]) -> str | None:
         """The first candidate naming a known service; else reject naming the first one."""
