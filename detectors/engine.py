@@ -62,6 +62,9 @@ class Scored:
     scores: np.ndarray
     expected: np.ndarray
     onset: np.ndarray
+    # The input position of each alert returned with this, in the same order: a caller that
+    # scored several messages in one call gives each message its own alerts back.
+    alert_positions: tuple[int, ...] = ()
 
 
 class DetectionEngine:
@@ -253,10 +256,10 @@ class DetectionEngine:
                 sel = slots == slot
                 s[sel], e[sel], v[sel] = _score_learn_onset(self._models[slot], self._local[gi[sel]], tt[sel], xx[sel])
         scores[pos], expected[pos], onset[pos] = s, e, v
-        fired = self._transition(pos, gi, tt, s, v, np.abs(xx - e))
+        fired = sorted(self._transition(pos, gi, tt, s, v, np.abs(xx - e)))
         alerts = [self._alert(status, gidx[j], t[j], x[j], scores[j], expected[j], starts, peak)
-                  for j, status, starts, peak in sorted(fired)]
-        return alerts, Scored(scores, expected, onset)
+                  for j, status, starts, peak in fired]
+        return alerts, Scored(scores, expected, onset, tuple(f[0] for f in fired))
 
     def _accepted(self, gl: list[int], gidx: np.ndarray, t: np.ndarray, x: np.ndarray) -> np.ndarray | None:
         """Positions of the points to score (``None``: all of them). A point is taken when its
