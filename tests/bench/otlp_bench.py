@@ -10,6 +10,8 @@ What issue 16 asks of one worker, in each of the Collector's encodings (``otlp_j
 - **Baseline, same run, same messages:** a raw aiokafka loop that fetches the topic and parses
   every message with the format's own parser (``orjson.loads``; ``FromString`` of the protobuf
   class on upb) and does nothing else. ``worker / raw`` is the ratio the issue asks >= 0.8 of.
+  Beside it, the Faust shell's floor: a Faust agent that is handed the same messages the
+  worker's way and does nothing with them (:mod:`tests.bench.faust_floor`).
 - **Small messages** (the simulator's requests as they are: one service, one instant, a few
   points each, as a chatty exporter sends them): messages/s and points/s.
 - **Logs at volume**: OTLP log batches (bodies of 100 to 500 bytes from a few hundred templates,
@@ -27,6 +29,8 @@ import asyncio
 import os
 import random
 import re
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -273,6 +277,7 @@ def through_kafka(bootstrap: str, tmp: Path, topic_of, messages: list[bytes], pa
     ensure_topics(bootstrap, topo.topics.all(), partitions=topo.topics.partitions)
     produce(bootstrap, topic, messages)
     raw_s = asyncio.run(_raw_loop(bootstrap, topic, len(messages), parse))
+    floor = _faust_floor(bootstrap, topic, len(messages))
     proc, port = _start_worker(topo_path, bootstrap, tmp)
     pattern = counter.replace("TOPIC", re.escape(topic))
     try:
@@ -293,7 +298,17 @@ def through_kafka(bootstrap: str, tmp: Path, topic_of, messages: list[bytes], pa
             raise RuntimeError(f"the worker did not finish the messages in 900 s; log in {tmp}")
     finally:
         _stop(proc)
-    return {"raw_s": raw_s, "worker_s": last[0] - first[0], "worker_done": last[1] - first[1]}
+    return {"raw_s": raw_s, "worker_s": last[0] - first[0], "worker_done": last[1] - first[1], "floor": floor}
+
+
+def _faust_floor(bootstrap: str, topic: str, n: int) -> float:
+    """Messages/s a Faust agent that does nothing is handed (:mod:`tests.bench.faust_floor`)."""
+    out = subprocess.run([sys.executable, "-m", "tests.bench.faust_floor", "--bootstrap", bootstrap, "--topic", topic,
+                          "--messages", str(n)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    m = re.search(r"floor ([0-9.]+) ", out.stdout + out.stderr)  # Faust sends print() to its log
+    if m is None:
+        raise RuntimeError(f"faust_floor printed no figure: {out.stdout[-500:]} {out.stderr[-2000:]}")
+    return float(m.group(1))
 
 
 POINTS = r"^aiops_input_points_total ([0-9.e+]+)$"
@@ -330,8 +345,10 @@ def main() -> None:
             r = through_kafka(bootstrap, tmp, lambda t: t.metrics, metrics[enc], PARSERS[enc]("metrics"), POINTS,
                               points[enc])
             raw, worker = points[enc] / r["raw_s"], r["worker_done"] / r["worker_s"]
+            floor = r["floor"] * points[enc] / len(metrics[enc])
             print(f"   metrics batches, {enc}: worker {worker:,.0f} points/s, raw consume+parse {raw:,.0f} points/s, "
-                  f"worker / raw {worker / raw:.3f}")
+                  f"worker / raw {worker / raw:.3f}; Faust agent doing nothing {floor:,.0f} points/s, "
+                  f"worker / that {worker / floor:.3f}")
         for enc in order:
             tmp = Path(d) / f"small-{enc}"
             tmp.mkdir()
@@ -340,7 +357,8 @@ def main() -> None:
             rate = r["worker_done"] / r["worker_s"]
             print(f"   small messages, {enc}: worker {rate:,.0f} msg/s, {rate * small_points[enc] / len(msgs):,.0f} "
                   f"points/s; raw consume+parse {len(msgs) / r['raw_s']:,.0f} msg/s, worker / raw "
-                  f"{rate * r['raw_s'] / len(msgs):.3f}")
+                  f"{rate * r['raw_s'] / len(msgs):.3f}; Faust agent doing nothing {r['floor']:,.0f} msg/s, "
+                  f"worker / that {rate / r['floor']:.3f}")
         for enc in order:
             tmp = Path(d) / f"logs-{enc}"
             tmp.mkdir()
@@ -349,7 +367,8 @@ def main() -> None:
             rate = r["worker_done"] / r["worker_s"] * 500
             raw = len(msgs) * 500 / r["raw_s"]
             print(f"   logs, {enc}: worker {rate:,.0f} records/s (template mining included), raw consume+parse "
-                  f"{raw:,.0f} records/s, worker / raw {rate / raw:.3f}")
+                  f"{raw:,.0f} records/s, worker / raw {rate / raw:.3f}; Faust agent doing nothing "
+                  f"{r['floor'] * 500:,.0f} records/s")
 
 
 if __name__ == "__main__":
