@@ -26,6 +26,7 @@ figures use. Uses ``KAFKA_BOOTSTRAP_SERVERS`` when set, else the embedded tansu 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import random
 import re
@@ -326,6 +327,11 @@ def main() -> None:
     logs = encode_all(log_batches(sorted(topo.services), 200), "logs")
     sizes = sorted(_points({"scopeMetrics": [sm for rm in b["resourceMetrics"] for sm in rm["scopeMetrics"]]})
                    for b in batches)
+    # The requests as Python objects are millions of tracked containers: out of the collector's
+    # sight, or every full collection in the raw loop and the stage below walks them, which the
+    # worker (holding none of them) never does. Measured: without this the JSON parser alone read
+    # 4-5x slower, and the JSON raw loop through Kafka 2-3x (BENCHMARKS.md).
+    gc.freeze()
     print(f"   metrics: {len(batches)} export batches of {sizes[0]}..{sizes[-1]} data points "
           f"(median {sizes[len(sizes) // 2]}); small: {len(small['otlp_json'])} requests; logs: "
           f"{len(logs['otlp_json'])} batches of 500 records")
