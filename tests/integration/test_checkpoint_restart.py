@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -54,7 +55,13 @@ def produce_over(proc, bootstrap: str, topic: str, payloads: list[bytes], second
         assert proc.poll() is None, "the worker died"
         assert time.monotonic() < deadline, "the worker read nothing in 120 s"
         time.sleep(0.05)
-    for i in range(step, len(payloads), step):
+    spread(bootstrap, topic, payloads[step:], seconds * (parts - 1) / parts, parts - 1)
+
+
+def spread(bootstrap: str, topic: str, payloads: list[bytes], seconds: float, parts: int) -> None:
+    """``payloads`` in ``parts`` batches, one every ``seconds / parts``."""
+    step = -(-len(payloads) // parts)
+    for i in range(0, len(payloads), step):
         time.sleep(seconds / parts)
         produce(bootstrap, topic, payloads[i:i + step])
 
@@ -103,8 +110,15 @@ def test_kill_9_while_writing_a_snapshot_then_corrupt_snapshots_are_skipped(kafk
         wait_for_snapshots(checkpoints / topo.topics.metrics / "0", 2)
         wait_for_snapshots(checkpoints / topo.topics.alerts / "0", 2)
         time.sleep(2.5)  # an interval: the next message makes the next snapshot due
-        produce(kafka_bootstrap, topo.topics.metrics, lines[cut:])  # the worker is busy, snapshotting
-        torn = kill_while_writing(first, checkpoints)
+        # The rest, spread over a few intervals while we wait for a pending snapshot: all at
+        # once, a fast worker can read it, and write and store its one due snapshot, before
+        # the wait begins, and then no other falls due.
+        rest = threading.Thread(target=spread, args=(kafka_bootstrap, topo.topics.metrics, lines[cut:], 8.0, 16))
+        rest.start()
+        try:
+            torn = kill_while_writing(first, checkpoints)
+        finally:
+            rest.join()
     assert torn, "the worker was killed while a snapshot was pending"
 
     # A bad disk on top: the newest local snapshot of the metrics partition has a flipped
