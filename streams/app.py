@@ -34,12 +34,6 @@ from streams.recovery import (Broadcast, OutputIndex, Rebuilt, Shard, apply_broa
 
 log = logging.getLogger("aiops.worker")
 
-# Metric messages taken from the stream at a time (Faust buffers up to 4,096 events whatever this
-# is), how long a lone message waits for others, and the payload bytes one engine call takes.
-TAKE = 1000
-TAKE_WITHIN = 0.05
-RUN_BYTES = 4 << 20
-
 
 def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_dir: Path = Path(".aiops-data"),
               app_id: str | None = None, instance_id: str | None = None,
@@ -222,16 +216,6 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
         except DecodeError as exc:
             await dead_letter(str(exc), event)
             return
-        await route(event, res, rejected)
-        if shard is not None:
-            maybe_checkpoint("detect", shard, msg.topic, msg.partition)
-
-    async def route(event, res: DetectResult | DecodeError, rejected: str = "points") -> None:
-        """One message's result: the unusable and the rejected to the dead-letter topic, alerts
-        to their correlation key, heartbeats to every key."""
-        if isinstance(res, DecodeError):
-            await dead_letter(str(res), event)
-            return
         if res.rejects:
             await dead_letter(f"rejected {rejected}: " + "; ".join(res.rejects[:5]), event)
         m.POINTS_IN.inc(res.points)
@@ -245,51 +229,13 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
             else:
                 m.ALERTS.labels(status=ev.status).inc()
                 await alerts.send(key=cur.keys.get(ev.service, ev.service).encode(), value=payload)
-
-    async def detect_metrics_run(events: list) -> None:
-        """Consecutive messages of one metrics partition, scored by its shard in one engine call
-        per run of messages (:meth:`DetectStage.process_many`, which gives each message what a
-        call of its own gives): a message of a few points then costs its decoding, not the
-        engine's fixed cost per call."""
-        shard, run, size = None, [], 0
-
-        async def score() -> None:
-            results = shard.stage.process_many([e.value for e in run])
-            for event, res in zip(run, results):
-                m.MESSAGES_IN.labels(topic=event.message.topic).inc()
-                await route(event, res)
-            msg = run[-1].message
+        if shard is not None:
             maybe_checkpoint("detect", shard, msg.topic, msg.partition)
-
-        for event in events:
-            msg = event.message
-            continues = (shard is not None and msg.offset == shard.next_offset and size < RUN_BYTES
-                         and detect_shards.get((msg.topic, msg.partition)) is shard)
-            if not continues:
-                if run:
-                    await score()
-                run, size = [], 0
-                # The offset check (and any rebuild) is per message, as in detect_and_route.
-                shard = await detect_shard(msg)
-                if shard is None:
-                    continue
-            run.append(event)
-            size += len(event.value or b"")
-            shard.next_offset = msg.offset + 1
-        if run:
-            await score()
 
     @app.agent(metrics_in)
     async def detect_metrics(stream):
-        # Messages waiting in the stream are taken together, up to TAKE a time, or whatever came
-        # within TAKE_WITHIN: a chatty exporter's small messages share one engine call per
-        # partition, and a lone message waits at most TAKE_WITHIN.
-        async for events in stream.take_events(TAKE, within=TAKE_WITHIN):
-            by_partition: dict[int, list] = {}
-            for event in events:
-                by_partition.setdefault(event.message.partition, []).append(event)
-            for run in by_partition.values():
-                await detect_metrics_run(run)
+        async for event in stream.events():
+            await detect_and_route(event)
 
     @app.agent(logs_in)
     async def detect_logs(stream):

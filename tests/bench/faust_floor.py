@@ -4,8 +4,8 @@ raw aiokafka loop shows what the broker and client allow without Faust's per-mes
 
     python -m tests.bench.faust_floor --bootstrap HOST:PORT --topic TOPIC --messages N
 
-Reads ``TOPIC`` from the earliest offset in a fresh consumer group, the worker's way
-(``take_events`` batches of up to ``streams.app.TAKE``), and prints one line,
+Reads ``TOPIC`` from the earliest offset in a fresh consumer group, the worker's way (one event
+at a time from ``stream.events()``), and prints one line,
 ``floor <messages/s> <cores>``, from its first message to its ``N``-th, then exits.
 """
 from __future__ import annotations
@@ -18,8 +18,6 @@ import time
 import uuid
 
 import faust
-
-from streams.app import TAKE, TAKE_WITHIN
 
 
 def main() -> None:
@@ -37,10 +35,10 @@ def main() -> None:
 
     @app.agent(topic)
     async def drain(stream):
-        async for events in stream.take_events(TAKE, within=TAKE_WITHIN):
+        async for _event in stream.events():
             if not seen["n"]:
                 seen["t0"], seen["cpu0"] = time.perf_counter(), time.process_time()
-            seen["n"] += len(events)
+            seen["n"] += 1
             if seen["n"] >= args.messages:
                 wall = time.perf_counter() - seen["t0"]
                 print(f"floor {args.messages / wall:.1f} {(time.process_time() - seen['cpu0']) / wall:.2f}", flush=True)
