@@ -130,14 +130,11 @@ class DetectStage:
                 parts.append(self._prepare(payload))
             except DecodeError as exc:
                 parts.append(exc)
-        keys: list = []
-        times: list = []
-        values: list = []
-        for part in parts:
-            if not isinstance(part, DecodeError):
-                keys += part[0][0]
-                times += part[0][1]
-                values += part[0][2]
+        decoded = [part[0] for part in parts if not isinstance(part, DecodeError)]
+        if len(decoded) == 1:  # one message, as every call of process: its columns, not a copy
+            keys, times, values = decoded[0]
+        else:
+            keys, times, values = ([v for columns in decoded for v in columns[i]] for i in range(3))
         alerts, scored = self.engine.process_columns(keys, times, values)
         out: list[DetectResult | DecodeError] = []
         start = k = 0
