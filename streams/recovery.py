@@ -104,11 +104,23 @@ async def follow(bootstrap: str, topics: tuple[str, ...], loaded: asyncio.Event,
         await consumer.stop()
 
 
+# How long a read up to a given offset waits for the broker to report that offset as written
+# before it settles for what there is (see read_partitions).
+UNTIL_PATIENCE = 30.0
+
+
 async def read_partitions(bootstrap: str, topic: str, partitions: list[int] | None = None,
                           until: dict[int, int] | None = None, start: dict[int, int] | None = None
                           ) -> list[tuple[int, int, bytes | None, bytes]]:
     """``(partition, offset, key, value)`` of ``topic``: from ``start`` (default the beginning)
-    up to ``until`` (default the end offsets now), in offset order per partition."""
+    up to ``until`` (default the end offsets now), in offset order per partition.
+
+    ``until`` is an offset the caller has seen a message at, so everything before it is
+    written; it is read through even where the broker's end offset says less. A broker may
+    report an end offset behind messages it has already handed a consumer (tansu does, under
+    load), and a rebuild cut there silently drops the state of the messages in between. Only
+    an end offset that stays short of ``until`` for ``UNTIL_PATIENCE`` seconds (the log was
+    truncated) ends the read short, with a warning."""
     from aiokafka import TopicPartition
 
     consumer = group_less_consumer(bootstrap)
@@ -122,7 +134,7 @@ async def read_partitions(bootstrap: str, topic: str, partitions: list[int] | No
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         if until is not None:
-            ends = {tp: min(end, until.get(tp.partition, 0)) for tp, end in ends.items()}
+            ends = {tp: until.get(tp.partition, 0) for tp in tps}
         todo = set()
         for tp in tps:
             first = (start or {}).get(tp.partition, 0)
@@ -130,11 +142,24 @@ async def read_partitions(bootstrap: str, topic: str, partitions: list[int] | No
                 consumer.seek(tp, first)
                 todo.add(tp)
         out: list[tuple[int, int, bytes | None, bytes]] = []
+        stalled_since: float | None = None
         while todo:
             batch = await consumer.getmany(*todo, timeout_ms=1000)
             for tp, msgs in batch.items():
                 out += [(tp.partition, m.offset, m.key, m.value) for m in msgs if m.offset < ends[tp]]
             todo = {tp for tp in todo if await consumer.position(tp) < ends[tp]}
+            if batch or not todo:
+                stalled_since = None
+                continue
+            now = time.monotonic()
+            stalled_since = stalled_since or now
+            if now - stalled_since >= UNTIL_PATIENCE:
+                written = await consumer.end_offsets(list(todo))
+                for tp in [tp for tp in todo if written[tp] < ends[tp]]:
+                    log.warning("%s[%d]: read up to offset %d, but the log ends at %d", topic, tp.partition,
+                                ends[tp], written[tp])
+                    todo.discard(tp)
+                stalled_since = None
         out.sort(key=lambda r: (r[1], r[0]))
         return out
     finally:
