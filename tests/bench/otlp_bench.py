@@ -21,7 +21,8 @@ What issue 16 asks of one worker, in each of the Collector's encodings (``otlp_j
 Before Kafka, the same messages in process (decode only, the detect stage) against the parser
 alone, for the figures without a broker. ``AIOPS_BENCH_KAFKA=0`` stops there (quick iteration);
 ``AIOPS_BENCH_REPS`` (default 3) sets how many back-to-back copies of the scenarios the metrics
-figures use. Uses ``KAFKA_BOOTSTRAP_SERVERS`` when set, else the embedded tansu broker.
+figures use; ``AIOPS_BENCH_PARTS=small`` (a comma list of ``metrics``, ``small``, ``logs``) runs
+only those parts end to end. Uses ``KAFKA_BOOTSTRAP_SERVERS`` when set, else the embedded tansu broker.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from pathlib import Path
 import orjson
 
 from streams import simulate as sim
+from streams.app import RUN_BYTES, TAKE
 from streams.broker import ensure_topics
 from streams.config import load_topology
 from streams.ingest import otlp_proto
@@ -201,9 +203,8 @@ def in_process(label: str, signal: str, encoded: dict[str, list[bytes]], topo) -
         t_stage = time.perf_counter() - t0
         batched = ""
         if signal == "metrics":
-            # Consecutive messages in one engine call (DetectStage.process_many), up to TAKE a
-            # call, a call closed once it holds RUN_BYTES of payload: what a worker that takes
-            # its backlog together could do. The worker takes one message at a time (BENCHMARKS.md).
+            # As the worker scores a backlog: up to TAKE consecutive messages per engine call, a
+            # call closed once it holds RUN_BYTES of payload.
             runs, run, size = [], [], 0
             for m in msgs:
                 if run and (len(run) >= TAKE or size >= RUN_BYTES):
@@ -217,7 +218,7 @@ def in_process(label: str, signal: str, encoded: dict[str, list[bytes]], topo) -
             for run in runs:
                 stage.process_many(run)
             t_many = time.perf_counter() - t0
-            batched = (f"     detect stage, {len(msgs) / len(runs):,.0f} messages a call (process_many): "
+            batched = (f"     detect stage, {len(msgs) / len(runs):,.0f} messages a call (the worker's way): "
                        f"{points / t_many:,.0f} points/s, "
                        f"{len(msgs) / t_many:,.0f} msg/s ({t_stage / t_many:.2f}x one call each)")
         what = "samples" if signal == "metrics" else "records"
@@ -312,8 +313,6 @@ def _faust_floor(bootstrap: str, topic: str, n: int) -> float:
     return float(m.group(1))
 
 
-TAKE, RUN_BYTES = 1000, 4 << 20  # messages and payload bytes per process_many call above
-
 POINTS = r"^aiops_input_points_total ([0-9.e+]+)$"
 MESSAGES = r'^aiops_input_messages_total\{topic="TOPIC"\} ([0-9.e+]+)$'
 
@@ -321,6 +320,8 @@ MESSAGES = r'^aiops_input_messages_total\{topic="TOPIC"\} ([0-9.e+]+)$'
 def main() -> None:
     reps = int(os.environ.get("AIOPS_BENCH_REPS", "3"))
     kafka = os.environ.get("AIOPS_BENCH_KAFKA", "1") != "0"
+    # AIOPS_BENCH_PARTS=small (a comma list of metrics, small, logs): only those end to end.
+    parts = set(os.environ.get("AIOPS_BENCH_PARTS", "metrics,small,logs").split(","))
     topo = load_topology(REPO / "topology.yaml")
     requests = scenario_requests(reps)
     batches = export_batches(requests)
@@ -347,7 +348,7 @@ def main() -> None:
     # AIOPS_BENCH_ORDER=reverse runs protobuf first: on a shared machine, order alone can move a figure.
     order = ENCODINGS[::-1] if os.environ.get("AIOPS_BENCH_ORDER") == "reverse" else ENCODINGS
     with tempfile.TemporaryDirectory(prefix="aiops-otlpbench-") as d, bench_broker(Path(d)) as (bootstrap, _):
-        for enc in order:
+        for enc in order if "metrics" in parts else ():
             tmp = Path(d) / f"metrics-{enc}"
             tmp.mkdir()
             r = through_kafka(bootstrap, tmp, lambda t: t.metrics, metrics[enc], PARSERS[enc]("metrics"), POINTS,
@@ -357,7 +358,7 @@ def main() -> None:
             print(f"   metrics batches, {enc}: worker {worker:,.0f} points/s, raw consume+parse {raw:,.0f} points/s, "
                   f"worker / raw {worker / raw:.3f}; Faust agent doing nothing {floor:,.0f} points/s, "
                   f"worker / that {worker / floor:.3f}")
-        for enc in order:
+        for enc in order if "small" in parts else ():
             tmp = Path(d) / f"small-{enc}"
             tmp.mkdir()
             msgs = small[enc]
@@ -367,7 +368,7 @@ def main() -> None:
                   f"points/s; raw consume+parse {len(msgs) / r['raw_s']:,.0f} msg/s, worker / raw "
                   f"{rate * r['raw_s'] / len(msgs):.3f}; Faust agent doing nothing {r['floor']:,.0f} msg/s, "
                   f"worker / that {rate / r['floor']:.3f}")
-        for enc in order:
+        for enc in order if "logs" in parts else ():
             tmp = Path(d) / f"logs-{enc}"
             tmp.mkdir()
             msgs = logs[enc]
