@@ -250,9 +250,9 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
     # once scored and routed, as a message taken alone is, so a worker killed before scoring them
     # leaves their offsets uncommitted and the next owner reads them again.
     waiting: list = []
-    waiting_since = [0.0]  # when the oldest of them was taken
+    waiting_since = 0.0  # when the oldest of them was taken
     scoring = asyncio.Lock()
-    metrics_stream: list = []
+    metrics_stream = None
 
     async def score_waiting() -> None:
         """Score the waiting messages, in order, one engine call per run of a partition's
@@ -265,7 +265,7 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
                 waiting.clear()
                 await detect_metrics_run(events)
                 for event in events:
-                    await metrics_stream[0].ack(event)
+                    await metrics_stream.ack(event)
 
     async def detect_metrics_run(events: list) -> None:
         shard, run, size = None, [], 0
@@ -303,20 +303,19 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
         # TAKE_WITHIN (the timer below scores it when no other message comes). Scoring whenever
         # the stream's buffer runs dry is not enough: Faust refills it a message or two at a
         # time while the agent keeps up, so calls stayed at one to three messages.
-        stream = stream.noack()
-        metrics_stream[:] = [stream]
+        nonlocal metrics_stream, waiting_since
+        metrics_stream = stream = stream.noack()
         async for event in stream.events():
             if not waiting:
-                waiting_since[0] = time.monotonic()
+                waiting_since = time.monotonic()
             waiting.append(event)
-            if len(waiting) >= TAKE or (stream.channel.empty()
-                                        and time.monotonic() - waiting_since[0] >= TAKE_WITHIN):
+            if len(waiting) >= TAKE or (stream.channel.empty() and time.monotonic() - waiting_since >= TAKE_WITHIN):
                 await score_waiting()
 
     @app.timer(interval=TAKE_WITHIN)
     async def score_left_waiting():
         """Messages that waited TAKE_WITHIN with no other message after them."""
-        if waiting and time.monotonic() - waiting_since[0] >= TAKE_WITHIN:
+        if waiting and time.monotonic() - waiting_since >= TAKE_WITHIN:
             await score_waiting()
 
     @app.agent(logs_in)
@@ -596,7 +595,7 @@ def build_app(topology: Topology, *, bootstrap: str, web_port: int = 6066, data_
         gone = [e for e in waiting if (e.message.topic, e.message.partition) not in held]
         waiting[:] = [e for e in waiting if (e.message.topic, e.message.partition) in held]
         for event in gone:
-            await metrics_stream[0].ack(event)
+            await metrics_stream.ack(event)
         for p in [p for p in correlate_shards if (topics.alerts, p) not in held]:
             del correlate_shards[p]
         observe_shard_counts()
