@@ -241,7 +241,7 @@ def load_otlp(payload: bytes, signal: str, limits: Limits | None = None) -> obje
     check_size(payload, limits)
     if payload[:1] == b"\n" and otlp_proto.is_protobuf(payload):
         msg = otlp_proto.parse_or_json_error(payload, signal)
-        check_proto(msg, signal, limits)
+        check_proto(msg, signal, limits, len(payload))
         return otlp_proto.to_json(msg, signal)
     obj = load(payload)
     check_json(obj, signal, limits)
@@ -344,9 +344,8 @@ def _decode_metrics(payload: bytes, *, known_services, service_label, keep_label
     check_size(payload, limits)
     if payload[:1] == b"\n" and otlp_proto.is_protobuf(payload):
         msg = otlp_proto.parse_or_json_error(payload, "metrics")
-        check_proto(msg, "metrics", limits)
         ctx = Context(known_services, keep_labels, redactor)
-        otlp_proto.decode_metrics(msg, ctx)
+        otlp_proto.decode_metrics(msg, ctx, limits, len(payload))  # checks the caps as it goes
         return ctx.finish("otlp")
     obj = load(payload)
     if type(obj) is not dict:

@@ -108,34 +108,79 @@ def check_json(obj: object, signal: str, lim: Limits | None) -> None:
                 _series(n, signal, lim)
 
 
-def check_proto(msg, signal: str, lim: Limits | None) -> None:
-    """The caps on a parsed protobuf export request (lengths of its repeated fields only)."""
+# The fewest bytes one counted element can take in a protobuf message, in every encoding a
+# parser accepts (opentelemetry-proto's metrics.proto gives the field types): an element of a
+# repeated message field (data points, log records, spans, summary quantiles) is at least a tag
+# and a length byte; a fixed64 bucket count or a double bound is 8 bytes packed (9 unpacked); an
+# exponential histogram's uint64 bucket count is a varint, 1 byte packed. Elements never share
+# bytes (a repeated field met twice is concatenated, a oneof member met twice keeps the last), so
+# a message of L bytes holds at most L // 2 points (and so on), and a cap that its bytes cannot
+# reach need not be checked: a chatty exporter's small messages skip the count entirely.
+_MIN_POINT_BYTES = 2
+_MIN_BUCKET_BYTES = {"histogram": 8, "exponential_histogram": 1, "summary": 2}
+
+
+def proto_unbounded(size: int, signal: str, lim: Limits) -> tuple[bool, frozenset[str]]:
+    """What a protobuf message of ``size`` bytes could hold over ``lim``: whether its data points
+    (log records, spans) could be more than ``lim.max_series``, and the point kinds whose
+    buckets could be more than ``lim.max_buckets``. What is left out cannot trip a cap.
+
+    >>> series, kinds = proto_unbounded(200, "metrics", Limits(max_series=100, max_buckets=64))
+    >>> series, sorted(kinds)
+    (False, ['exponential_histogram', 'summary'])
+    """
+    series = size // _MIN_POINT_BYTES > lim.max_series
+    if signal != "metrics":
+        return series, frozenset()
+    return series, frozenset(k for k, b in _MIN_BUCKET_BYTES.items() if size // b > lim.max_buckets)
+
+
+def check_points(kind: str, dps, lim: Limits) -> None:
+    """The bucket cap on the data points ``dps`` of one protobuf metric whose data is ``kind``."""
+    if kind == "histogram":
+        for dp in dps:
+            if max(len(dp.bucket_counts), len(dp.explicit_bounds)) > lim.max_buckets:
+                _buckets(max(len(dp.bucket_counts), len(dp.explicit_bounds)), lim)
+    elif kind == "exponential_histogram":
+        for dp in dps:
+            if max(len(dp.positive.bucket_counts), len(dp.negative.bucket_counts)) > lim.max_buckets:
+                _buckets(max(len(dp.positive.bucket_counts), len(dp.negative.bucket_counts)), lim)
+    elif kind == "summary":
+        for dp in dps:
+            if len(dp.quantile_values) > lim.max_buckets:
+                _buckets(len(dp.quantile_values), lim)
+
+
+def count_points(kind: str, dps, n: int, lim: Limits, bucket_kinds=_MIN_BUCKET_BYTES) -> int:
+    """``n``, the data points before a protobuf metric, plus its own ``dps`` (its data is ``kind``,
+    its oneof); raises at a cap (buckets: of the point kinds in ``bucket_kinds`` only). One
+    metric's share of :func:`check_proto`."""
+    n += len(dps)
+    if n > lim.max_series:
+        _series(n, "metrics", lim)
+    if kind in bucket_kinds:
+        check_points(kind, dps, lim)
+    return n
+
+
+def check_proto(msg, signal: str, lim: Limits | None, size: int | None = None) -> None:
+    """The caps on a parsed protobuf export request (lengths of its repeated fields only). With
+    ``size``, the message's length in bytes, a message too short to hold anything over a cap is
+    passed without a look (see ``_MIN_POINT_BYTES``): the decision is the same."""
     if lim is None:
         return
+    if size is not None:
+        series, bucket_kinds = proto_unbounded(size, signal, lim)
+        if not series and not bucket_kinds:
+            return
     n = 0
     if signal == "metrics":
         for rm in msg.resource_metrics:
             for sm in rm.scope_metrics:
                 for m in sm.metrics:
                     kind = m.WhichOneof("data")
-                    if kind is None:
-                        continue
-                    dps = getattr(m, kind).data_points
-                    n += len(dps)
-                    if n > lim.max_series:
-                        _series(n, signal, lim)
-                    if kind == "histogram":
-                        for dp in dps:
-                            if max(len(dp.bucket_counts), len(dp.explicit_bounds)) > lim.max_buckets:
-                                _buckets(max(len(dp.bucket_counts), len(dp.explicit_bounds)), lim)
-                    elif kind == "exponential_histogram":
-                        for dp in dps:
-                            if max(len(dp.positive.bucket_counts), len(dp.negative.bucket_counts)) > lim.max_buckets:
-                                _buckets(max(len(dp.positive.bucket_counts), len(dp.negative.bucket_counts)), lim)
-                    elif kind == "summary":
-                        for dp in dps:
-                            if len(dp.quantile_values) > lim.max_buckets:
-                                _buckets(len(dp.quantile_values), lim)
+                    if kind is not None:
+                        n = count_points(kind, getattr(m, kind).data_points, n, lim)
         return
     resources = msg.resource_logs if signal == "logs" else msg.resource_spans
     for r in resources:
@@ -145,4 +190,4 @@ def check_proto(msg, signal: str, lim: Limits | None) -> None:
                 _series(n, signal, lim)
 
 
-__all__ = ["Limits", "check_json", "check_proto", "check_size"]
+__all__ = ["Limits", "check_json", "check_points", "check_proto", "check_size", "count_points", "proto_unbounded"]

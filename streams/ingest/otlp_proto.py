@@ -38,6 +38,7 @@ from detectors.records import SeriesKey
 from streams.ingest import MAX_ABS_VALUE, DecodeError, PathError
 from streams.ingest import load as load_json
 from streams.ingest import otlp as _json
+from streams.ingest.limits import Limits, check_points, check_proto, count_points, proto_unbounded
 from streams.ingest.otlp import _NS_MAX, _NS_MIN, _resource_key, any_to_str
 
 REQUESTS = {"metrics": ExportMetricsServiceRequest, "logs": ExportLogsServiceRequest,
@@ -324,10 +325,35 @@ _HEADS_MAX = 8192
 _SERIES_MAX = 65536
 
 
-def decode_metrics(msg, ctx) -> None:
-    """Append the samples of a parsed ``ExportMetricsServiceRequest`` to ``ctx`` (and its
-    reasons): exactly what :func:`streams.ingest.otlp.decode` does with :func:`to_json` of it."""
+def decode_metrics(msg, ctx, lim: Limits | None = None, size: int = 0) -> None:
+    """Append the samples of a parsed ``ExportMetricsServiceRequest`` of ``size`` bytes to
+    ``ctx`` (and its reasons): exactly what :func:`streams.ingest.otlp.decode` does with
+    :func:`to_json` of it, after :func:`~streams.ingest.limits.check_proto` with ``lim``.
+
+    The caps are counted on the decoder's own walk rather than on a walk of their own before it,
+    and the decisions are check_proto's, reasons included: on a message within the caps the
+    counts never trip and check_proto would have passed; on any error at all (a count that
+    tripped, or something the decoder met first) check_proto is run on the whole message, so a
+    message over a cap is refused with the reason it gives, as if it had run first. The counts
+    are taken before a metric is decoded, so no more is decoded of a message over a cap than of
+    one at the caps."""
+    if lim is None:
+        _decode_metrics(msg, ctx, None)
+        return
+    series, bucket_kinds = proto_unbounded(size, "metrics", lim)
+    try:
+        _decode_metrics(msg, ctx, lim if series or bucket_kinds else None, bucket_kinds)
+    except Exception:
+        check_proto(msg, "metrics", lim)
+        raise
+
+
+def _decode_metrics(msg, ctx, lim: Limits | None, bucket_kinds: frozenset = frozenset()) -> None:
+    """:func:`decode_metrics`; counts the caps where ``lim`` is given (series, and the buckets
+    of ``bucket_kinds``)."""
     known, keep, redactor = ctx.known, ctx.keep, ctx.redactor
+    n = 0  # data points so far, as check_proto counts them
+    hist_caps = lim if "histogram" in bucket_kinds else None
     for i, rm in enumerate(msg.resource_metrics):
         try:
             # A resource's head depends on its bytes and the settings only: the same resource
@@ -343,6 +369,12 @@ def decode_metrics(msg, ctx) -> None:
                 n_reasons = len(ctx._reasons)
                 head = _json.resource_head(resource, lambda: rm.scope_metrics, ctx)
                 if head is None:
+                    if lim is not None:  # not decoded, but counted
+                        for sm in rm.scope_metrics:
+                            for m in sm.metrics:
+                                kind = m.WhichOneof("data")
+                                if kind is not None:
+                                    n = count_points(kind, getattr(m, kind).data_points, n, lim, bucket_kinds)
                     continue
                 service, res_attrs, res_labels, names, _ = head
                 series = _series_of(service, res_attrs, ctx)
@@ -352,8 +384,25 @@ def decode_metrics(msg, ctx) -> None:
                     _heads[head_key] = (service, res_attrs, res_labels, series)
             for a, sm in enumerate(rm.scope_metrics):
                 for b, m in enumerate(sm.metrics):
-                    if _metric_fast(m, service, res_attrs, res_labels, names, series, ctx):
-                        continue
+                    # The oneof and its data are read once, for the count and the decoder.
+                    kind = m.WhichOneof("data")
+                    if kind is not None:
+                        data = getattr(m, kind)
+                        if lim is not None:
+                            n += len(data.data_points)
+                            if n > lim.max_series:
+                                check_proto(msg, "metrics", lim)  # raises, with its reason
+                        if kind == "histogram":
+                            # It checks the buckets of the points it reads; if it gives up, all
+                            # of them are checked below, before the JSON path reads them.
+                            if _histogram_fast(data, m.name, service, res_attrs, res_labels, names, series, ctx,
+                                               hist_caps):
+                                continue
+                        elif kind == "gauge" or kind == "sum":
+                            if _number_fast(kind, data, m.name, service, res_attrs, res_labels, names, series, ctx):
+                                continue
+                        if kind in bucket_kinds:
+                            check_points(kind, data.data_points, lim)
                     try:
                         _json._metric(metric(m), service, res_attrs, res_labels, ctx)
                     except PathError as exc:
@@ -422,28 +471,22 @@ def _point_key(attrs, name: str, service: str, res_attrs: dict, series: dict, ct
     return key
 
 
-def _metric_fast(m, service: str, res_attrs: dict, res_labels: tuple, names: dict, series: dict, ctx) -> bool:
-
-    name = m.name
+def _number_fast(kind: str, data, name: str, service: str, res_attrs: dict, res_labels: tuple, names: dict,
+                 series: dict, ctx) -> bool:
+    """The points of a gauge or sum ``data`` of metric ``name``, as streams.ingest.otlp._fast_metric
+    takes them; ``False`` (and nothing appended) where it would not."""
     if not name:
         return False
-    kind = m.WhichOneof("data")
-    if kind == "histogram":
-        return _histogram_fast(m.histogram, name, service, res_attrs, res_labels, names, series, ctx)
     if kind == "gauge":
-        data = m.gauge
         monotonic = False
         temporality = "cumulative"
-    elif kind == "sum":
-        data = m.sum
+    else:
         monotonic = data.is_monotonic
         temporality = _TEMPORALITY.get(data.aggregation_temporality)
         if temporality is None:
             if monotonic:
                 return False
             temporality = "cumulative"
-    else:
-        return False
     samples = ctx.samples
     append = samples.append
     n0 = len(samples)
@@ -490,7 +533,11 @@ _good_bounds: dict[tuple, None] = {}
 
 
 def _histogram_fast(h, name: str, service: str, res_attrs: dict, res_labels: tuple, names: dict, series: dict,
-                    ctx) -> bool:
+                    ctx, caps: Limits | None = None) -> bool:
+    """:func:`_number_fast` for the histogram ``h``; with ``caps``, raises at a point over
+    its bucket cap, before reading the buckets."""
+    if not name:
+        return False
 
     temporality = _TEMPORALITY.get(h.aggregation_temporality)
     if temporality is None:
@@ -501,6 +548,9 @@ def _histogram_fast(h, name: str, service: str, res_attrs: dict, res_labels: tup
     key = None
     nan = math.nan
     for dp in h.data_points:
+        explicit, counts = dp.explicit_bounds, dp.bucket_counts
+        if caps is not None and (len(counts) > caps.max_buckets or len(explicit) > caps.max_buckets):
+            check_points("histogram", (dp,), caps)  # raises, with its reason
         if dp.flags & 1:
             continue
         ns = dp.time_unix_nano
@@ -512,7 +562,7 @@ def _histogram_fast(h, name: str, service: str, res_attrs: dict, res_labels: tup
                 break
         else:
             total = nan  # no sum reported: no mean
-        bounds = tuple(dp.explicit_bounds)
+        bounds = tuple(explicit)
         if bounds and bounds not in _good_bounds:
             prev = -math.inf
             for b in bounds:
@@ -525,7 +575,7 @@ def _histogram_fast(h, name: str, service: str, res_attrs: dict, res_labels: tup
                 _good_bounds[bounds] = None
             if bounds not in _good_bounds:
                 break
-        buckets = tuple(map(float, dp.bucket_counts))
+        buckets = tuple(map(float, counts))
         if buckets and len(buckets) != len(bounds) + 1:
             break
         attrs = dp.attributes

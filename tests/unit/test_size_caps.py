@@ -149,3 +149,79 @@ def test_replay_dead_letters_a_message_over_a_cap_with_the_reason(tmp_path: Path
     [rec] = [orjson.loads(line) for line in dead.read_bytes().splitlines()]
     assert rec["offset"] == 1
     assert rec["reason"] == "message over a cap: 51 data points, more than ingest.max_series_per_message (50)"
+
+
+# --- protobuf metrics: the byte-size bounds and the count on the decoder's walk (issue 16) -------
+# The densest messages over a cap by one: empty data points (2 bytes each), zero varint buckets of
+# an exponential histogram (1 byte each), packed fixed64 counts (8 bytes each), empty quantiles.
+# Each is within a few bytes of the bound that lets a message skip the count, and still refused.
+
+def _dense(kind: str, k: int) -> bytes:
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    req = ExportMetricsServiceRequest()
+    m = req.resource_metrics.add().scope_metrics.add().metrics.add()
+    if kind == "points":
+        for _ in range(k):
+            m.gauge.data_points.add()
+    elif kind == "exponential_histogram":
+        m.exponential_histogram.data_points.add().positive.bucket_counts.extend([0] * k)
+    elif kind == "histogram":
+        m.histogram.data_points.add(bucket_counts=[0] * k)
+    else:
+        dp = m.summary.data_points.add()
+        for _ in range(k):
+            dp.quantile_values.add()
+    return req.SerializeToString()
+
+
+@pytest.mark.parametrize("kind, per_item", [("points", 2), ("exponential_histogram", 1), ("histogram", 8),
+                                            ("summary", 2)])
+@pytest.mark.parametrize("k", [2, 9, 100, 1000])
+def test_the_densest_protobuf_over_a_cap_is_refused_near_the_byte_bound(kind, per_item, k):
+    payload = _dense(kind, k)
+    assert len(payload) // per_item - k <= 24  # near the bound: the envelope is a few bytes
+    if kind == "points":
+        stage = DetectStage(topo(max_series_per_message=k - 1))
+        reason = rf"message over a cap: {k} data points, more than ingest.max_series_per_message \({k - 1}\)"
+    else:
+        stage = DetectStage(topo(max_buckets_per_histogram=k - 1))
+        reason = (rf"message over a cap: a histogram point of {k} buckets, more than "
+                  rf"ingest.max_buckets_per_histogram \({k - 1}\)")
+    with pytest.raises(DecodeError, match=reason):
+        stage.process(payload)
+
+
+def test_a_skipped_histogram_point_over_the_cap_refuses_the_message():
+    """A point flagged as holding no value is not decoded, but its buckets count."""
+    obj = histogram(65)
+    obj["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["histogram"]["dataPoints"][0]["flags"] = 1
+    with pytest.raises(DecodeError, match=r"a histogram point of 65 buckets"):
+        DetectStage(topo(max_buckets_per_histogram=64)).process(encode(obj, "metrics", "proto"))
+
+
+def test_points_of_an_unknown_service_count_towards_the_cap():
+    obj = gauges(60)
+    other = gauges(60)["resourceMetrics"][0]
+    other["resource"] = {"attributes": [{"key": "service.name", "value": {"stringValue": "shop"}}]}
+    obj["resourceMetrics"].insert(0, other)
+    with pytest.raises(DecodeError, match=r"120 data points, more than ingest.max_series_per_message \(100\)"):
+        DetectStage(topo(max_series_per_message=100)).process(encode(obj, "metrics", "proto"))
+
+
+def test_the_cap_reason_stands_whatever_the_decoder_meets_first(monkeypatch):
+    """The caps decide as if counted before decoding: an error the decoder meets on the way to
+    the metric over a cap gives way to the cap's reason."""
+    obj = gauges(1)
+    obj["resourceMetrics"][0]["scopeMetrics"][0]["metrics"].append(histogram(65)["resourceMetrics"][0][
+        "scopeMetrics"][0]["metrics"][0])
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a decoder bug")
+
+    monkeypatch.setattr(otlp_proto, "_number_fast", broken)
+    stage = DetectStage(topo(max_buckets_per_histogram=64))
+    with pytest.raises(DecodeError, match=r"a histogram point of 65 buckets"):
+        stage.process(encode(obj, "metrics", "proto"))
+    obj["resourceMetrics"][0]["scopeMetrics"][0]["metrics"].pop()  # within the caps: the bug's own error
+    with pytest.raises(DecodeError, match=r"internal decoder error: RuntimeError"):
+        stage.process(encode(obj, "metrics", "proto"))
