@@ -48,6 +48,10 @@ _EXPLAINABLE = ("errors", "latency", "anomaly")
 # Latency measured on the client side of calls (OpenTelemetry's http.client.*, rpc.client.*, a
 # pod's client latency) is how long the services it calls took, not the service itself.
 _CLIENT = re.compile(r"client", re.I)
+# A series labelled with the service it measures calls to (OpenTelemetry's ``peer.service``, as
+# client instrumentation and service meshes report per-destination latency) names the callee:
+# its rise is that callee's slowness (or its network's), not the caller's own.
+PEER_LABEL = "peer.service"
 _SURGE_WEIGHT = 0.45
 _CHANGE_BOOST = 2.2  # a service changed shortly before its anomaly: changes cause most incidents
 _CHANGE_ONLY_WEIGHT = 0.8  # a changed dependency with no anomaly of its own
@@ -78,6 +82,7 @@ class _ServiceAnomaly:
     cause: float = 0.0  # ... its series that only it explains (a resource or a pool running out)
     downstream: float = 0.0  # ... its client-side latency: how long the services it calls took
     shared: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (fingerprint, services) of series it shares
+    peers: tuple[tuple[str, float], ...] = ()  # its latency of calls to a named service: (callee, departure)
 
 
 def departure(alert: Alert) -> float:
@@ -132,6 +137,15 @@ def shared_series(alerts: Iterable[Alert]) -> frozenset[str]:
     return frozenset(_sharers(alerts))
 
 
+def peer_of(alert: Alert) -> str | None:
+    """The service whose calls ``alert``'s series measures (its ``peer.service`` label), if that is
+    another service than the alert's own and the series is a latency that rose."""
+    peer = next((v for k, v in alert.labels if k == PEER_LABEL), None)
+    if not peer or peer == alert.service or alert_kind(alert) != "latency":
+        return None
+    return peer
+
+
 def _summarise(alerts: Iterable[Alert]) -> dict[str, _ServiceAnomaly]:
     alerts = list(alerts)
     sharers = _sharers(alerts)
@@ -149,14 +163,22 @@ def _summarise(alerts: Iterable[Alert]) -> dict[str, _ServiceAnomaly]:
         kinds = [alert_kind(a) for a in items]
         own_kinds = kinds[:len(own)]
         kind = max(own_kinds, key=lambda k: (_KIND_WEIGHT[k], -own_kinds.index(k)))
-        client = [k == "latency" and _CLIENT.search(a.metric) is not None for a, k in zip(items, kinds)]
+        peer = [peer_of(a) for a in items]
+        client = [k == "latency" and p is None and _CLIENT.search(a.metric) is not None
+                  for a, k, p in zip(items, kinds, peer)]
         d = [dep[a.fingerprint] for a in items]
-        symptom = max((x for x, k, c in zip(d, kinds, client) if k in _EXPLAINABLE and not c), default=0.0)
+        symptom = max((x for x, k, c, p in zip(d, kinds, client, peer) if k in _EXPLAINABLE and not c and p is None),
+                      default=0.0)
         cause = max((x for x, k in zip(d, kinds) if k in CAUSE_KINDS), default=0.0)
         downstream = max((x for x, c in zip(d, client) if c), default=0.0)
+        peers: dict[str, float] = {}
+        for x, p in zip(d, peer):
+            if p is not None:
+                peers[p] = max(peers.get(p, 0.0), x)
         out[svc] = _ServiceAnomaly(svc, min(a.starts_at for a in own), max(a.score for a in items), kind,
                                    tuple(items), max(d), symptom, cause, downstream,
-                                   tuple((fp, sharers[fp]) for fp in sorted(sharers) if fp in dep))
+                                   tuple((fp, sharers[fp]) for fp in sorted(sharers) if fp in dep),
+                                   tuple(sorted(peers.items())))
     return out
 
 
@@ -300,7 +322,9 @@ def rank_root_causes(
     # A service's client-side latency is explained by the services it calls (by itself only
     # when the graph knows none); a callee that shows nothing of its own is then a suspect.
     downstream = {svc: a.downstream for svc, a in anomalies.items() if a.downstream > 0.0}
-    if not symptomatic and not causes and not downstream:
+    # Latency of calls to a named service is explained by that service (and what it calls).
+    to_peer = [(svc, peer, w) for svc, a in anomalies.items() for peer, w in a.peers if w > 0.0]
+    if not symptomatic and not causes and not downstream and not to_peer:
         symptomatic = {svc: a.strength for svc, a in anomalies.items()}
     reach_cache = {svc: calls(svc) | {svc} for svc in symptomatic}
     below_cache = {svc: (calls(svc) if svc in g and g.out_degree(svc) else {svc}) for svc in downstream}
@@ -311,18 +335,27 @@ def rank_root_causes(
                 if dep not in affected:
                     quiet_callees.setdefault(dep, []).append(svc)
                     candidates.add(dep)
+    peer_reach = {peer: calls(peer) | {peer} for _, peer, _ in to_peer}
+    for svc, peer, _ in to_peer:
+        if peer not in affected:
+            callers = quiet_callees.setdefault(peer, [])
+            if svc not in callers:
+                callers.append(svc)
+            candidates.add(peer)
     changed: dict[str, list[Change]] = {}
     for ch in changes:
         changed.setdefault(ch.service, []).append(ch)
     for svc in changed:
         if svc not in candidates and any(svc in reach for reach in reach_cache.values()):
             candidates.add(svc)  # a changed dependency of failing services, healthy-looking or silent
-    total_weight = (sum(symptomatic.values()) + sum(downstream.values()) + sum(causes.values())) or 1.0
+    total_weight = (sum(symptomatic.values()) + sum(downstream.values()) + sum(causes.values())
+                    + sum(w for _, _, w in to_peer)) or 1.0
 
     ranked: list[tuple[float, str, RootCause]] = []
     for cand in candidates:
         explained = [w for svc, w in symptomatic.items() if cand in reach_cache[svc]]
         explained += [w for svc, w in downstream.items() if cand in below_cache[svc]]
+        explained += [w for _, peer, w in to_peer if cand in peer_reach[peer]]
         coverage = (sum(explained) + causes.get(cand, 0.0)) / total_weight
         if coverage <= 0.0 and _surge(g, cand, anomalies.get(cand), first_onset) is None:
             continue  # explains none of the failures
@@ -347,10 +380,14 @@ def rank_root_causes(
             callers = [anomalies[c] for c in sorted(quiet_callees[cand])]
             kind = "latency"
             onset = min(a.onset for a in callers)
-            # A caller that calls several services waited on one of them, or on several.
-            weight = _UNOBSERVED_WEIGHT * max(a.downstream / g.out_degree(a.service) for a in callers)
+            # A caller that calls several services waited on one of them, or on several; one
+            # whose series names the callee waited on this one.
+            weight = _UNOBSERVED_WEIGHT * max(
+                max(a.downstream / max(g.out_degree(a.service), 1) if a.service in g else 0.0,
+                    dict(a.peers).get(cand, 0.0)) for a in callers)
             evidence = _evidence((al for a in callers for al in a.alerts
-                                  if alert_kind(al) == "latency" and _CLIENT.search(al.metric)),
+                                  if alert_kind(al) == "latency"
+                                  and (peer_of(al) == cand or (peer_of(al) is None and _CLIENT.search(al.metric)))),
                                  detail=f"calls to {cand} slowed down; {cand} shows nothing of its own")
             reason = f"{len(callers)} caller(s) waited longer on their calls; shows no anomaly itself"
         elif cand not in silent_deps:  # a changed dependency that shows nothing itself

@@ -23,7 +23,12 @@ point's success rate and latency percentiles) is attached to the service whose p
 the pod whose server latency p90 equals its ``LatencyP90(s)`` on most rows (``frontend``,
 ``ts-ui-dashboard``); of its columns only those that do not repeat one of that pod's own columns
 on every row are kept (a repeated series would only count its alerts twice), under their own
-names, with ``service.name`` alone as resource. ``source_50``/``destination_50`` are not used.
+names, with ``service.name`` alone as resource. ``metric/source_50.csv.gz`` (Online Boutique: the
+median latency of each caller's calls to each callee, a minute apart, measured at the caller; its
+columns are ``<caller>_<callee>``) becomes the gauge ``CallLatencyP50(s)`` of the caller's
+service, with ``peer.service`` (the callee) on each point, as client instrumentation and service
+meshes report per-destination latency. ``destination_50`` (the same calls measured at the
+callee) is not used: the callee's own server latency is in its pod's columns already.
 
 The topology (``OUT/<dataset>/topology.yaml``) has one service per pod's service. Online
 Boutique's calls come from ``metric/dependency.csv.gz`` (``Source,Target,Weight``; rows whose
@@ -317,6 +322,37 @@ def minute_requests(tables: Sequence[tuple[dict[str, str], list[dict[str, str]]]
     return [{"resourceMetrics": by_minute[m]} for m in sorted(by_minute)]
 
 
+CALL_LATENCY_METRIC = "CallLatencyP50(s)"
+
+
+def call_latency_requests(rows: list[dict[str, str]], services: Iterable[str]) -> tuple[dict[int, list[dict]], int]:
+    """``source_50.csv`` rows as resources by minute (see the module docstring), and how many
+    caller-callee columns were used (a column whose two ends are not both a service is not)."""
+    services = set(services)
+    pairs = {}
+    for col in rows[0].keys() if rows else ():
+        for i, ch in enumerate(col):
+            if ch == "_" and col[:i] in services and col[i + 1:] in services:
+                pairs[col] = (col[:i], col[i + 1:])
+    by_minute: dict[int, list[dict]] = {}
+    for row in rows:
+        t = _number(row.get("timestamp", ""))
+        if t is None:
+            continue
+        ns = str(int(round(t * 1e9)))
+        by_caller: dict[str, list[dict]] = {}
+        for col, (caller, callee) in pairs.items():
+            x = _number(row[col])
+            if x is not None:
+                by_caller.setdefault(caller, []).append(
+                    {"timeUnixNano": ns, "asDouble": x,
+                     "attributes": [{"key": "peer.service", "value": {"stringValue": callee}}]})
+        for caller, points in sorted(by_caller.items()):
+            metric = {"name": CALL_LATENCY_METRIC, "gauge": {"dataPoints": points}}
+            by_minute.setdefault(int(t // 60), []).append(_resource({"service.name": caller}, [metric]))
+    return by_minute, len(pairs)
+
+
 def front_service_table(rows: list[dict[str, str]], pods: dict[str, list[dict[str, str]]]
                         ) -> tuple[str, list[dict[str, str]], list[str]] | None:
     """Which pod ``front_service.csv`` measures, and its rows cut to the columns that pod lacks.
@@ -539,6 +575,19 @@ def load_nezha_day(day_dir: Path, name: str, system: str, signals: str = "all") 
     spec = topology_spec(f"nezha-{day}", services, calls)
     topology = parse_topology(spec, f"{day_dir} (generated)")
     messages = minute_requests(tables)
+    source = metric_dir / "source_50.csv.gz"
+    if source.exists():
+        by_minute, n_pairs = call_latency_requests(_read_gz_csv(source), services)
+        # Each minute's calls join that minute's request (or make one), so a minute is still one request.
+        minutes = {int(_latest_ns(m) // 60_000_000_000): m for m in messages}
+        for minute, resources in sorted(by_minute.items()):
+            if minute in minutes:
+                minutes[minute]["resourceMetrics"].extend(resources)
+            else:
+                minutes[minute] = {"resourceMetrics": resources}
+        messages = [minutes[m] for m in sorted(minutes)]
+        notes.append(f"calls: {n_pairs} caller-callee latencies from metric/source_50.csv as {CALL_LATENCY_METRIC} "
+                     f"of the caller, labelled peer.service")
 
     injected = read_fault_list(day_dir / f"{day}-fault_list.json")
     unknown = sorted({f.service for f in injected} - set(topology.services))

@@ -112,6 +112,25 @@ def test_one_request_a_minute_with_the_columns_names_and_pod_attributes(tmp_path
                               "-": {(int(T0) + 60 * m + 28) * 10**9}}
 
 
+def test_call_latencies_are_the_callers_gauges_labelled_with_the_callee(tmp_path):
+    day = make_day(tmp_path)
+    # source_50: each caller's median latency of calls to each callee, at the caller; a column whose
+    # ends are not both services (the load generator) is left out, as are empty cells.
+    write_gz_csv(day / "metric" / "source_50.csv.gz", ["time", "timestamp", "web_api", "loadgenerator_web"],
+                 [[f"t{m}", int(T0) + 60 * m + 30, "" if m == 2 else 0.005 * (m + 1), 0.1] for m in range(MINUTES)])
+    ds = real.load_nezha_day(day, "nezha-ob", "tiny")
+    msgs = ds.segments[0].messages
+    assert len(msgs) == MINUTES  # joined to each minute's request, not a request of their own
+    # a resource of its own for the caller's service (after the front service's, same attributes)
+    assert resources(msgs[0])[(("service.name", "web"),)] == [real.CALL_LATENCY_METRIC]
+    points = [p for rm in msgs[0]["resourceMetrics"] for sm in rm["scopeMetrics"] for x in sm["metrics"]
+              if x["name"] == real.CALL_LATENCY_METRIC for p in x["gauge"]["dataPoints"]]
+    assert points == [{"timeUnixNano": str((int(T0) + 30) * 10**9), "asDouble": 0.005,
+                       "attributes": [{"key": "peer.service", "value": {"stringValue": "api"}}]}]
+    assert real.CALL_LATENCY_METRIC not in resources(msgs[2]).get((("service.name", "web"),), [])
+    assert any("1 caller-callee latencies" in n for n in ds.notes)
+
+
 def test_front_service_is_matched_to_its_pod_and_repeated_columns_dropped():
     pods = {WEB: [{"TimeStamp": "60", "PodServerLatencyP90(s)": "0.5", "PodSuccessRate(%)": "0"}],
             API: [{"TimeStamp": "61", "PodServerLatencyP90(s)": "0.1", "PodSuccessRate(%)": "0"}]}

@@ -137,3 +137,32 @@ def test_each_ranked_cause_carries_the_evidence_that_ranked_it():
               alert("a", "SyscallWrite", 0, value=900.0, expected=90.0)]
     for rc in rank_root_causes(G, alerts):
         assert rc.evidence and all(e.series.startswith(rc.service + "/") for e in rc.evidence)
+
+
+def call_alert(caller, callee, t=0.0, value=0.175, expected=0.005, metric="CallLatencyP50(s)"):
+    """A caller's latency of calls to ``callee``, labelled as client instrumentation and meshes do."""
+    return Alert(f"fp-{caller}-{callee}", "firing", caller, metric, f"{caller}/{metric}{{peer={callee}}}",
+                 (("peer.service", callee),), 0.99, value, expected, t, t)
+
+
+def test_latency_of_calls_to_a_named_service_points_at_that_service():
+    # A delay on b's network: the entry point's calls to b slow down, b's own series show nothing.
+    # The series names b (peer.service), so b ranks first, not the caller and not a or c.
+    assert top([call_alert("gw", "b")])[0] == "b"
+    # The same with the caller's other, unlabelled latency up too (it waited on b).
+    assert top([call_alert("gw", "b"), alert("gw", "PodServerLatencyP90(s)", t=30.0)])[0] == "b"
+    rc = rank_root_causes(G, [call_alert("gw", "b")])[0]
+    assert rc.kind == "latency" and rc.evidence and "calls to b" in rc.evidence[0].detail
+
+
+def test_a_named_callee_with_a_cause_of_its_own_is_still_the_cause():
+    # a's CPU ran out and gw's calls to a slowed: a, with its own evidence.
+    got = top([call_alert("gw", "a", t=30.0), alert("a", "CpuUsageRate(%)", value=95.0, expected=20.0)])
+    assert got[0] == "a"
+
+
+def test_a_peer_label_on_what_is_not_a_rising_latency_names_nobody():
+    # Fewer bytes to a peer, or a peer that is the series' own service, is no evidence about a callee.
+    assert top([call_alert("gw", "b", metric="NetworkTransmitBytes", value=1.0, expected=5.0),
+                alert("gw", "PodServerLatencyP90(s)")])[0] == "gw"
+    assert top([call_alert("gw", "gw")])[0] == "gw"
