@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 import networkx as nx
 
 from correlators.config import CorrelationSettings, NotifySettings, Silence
-from correlators.rca import CAUSE_KINDS, classify_metric, rank_root_causes, suspect_missing_edge
+from correlators.rca import CAUSE_KINDS, classify_metric, peer_of, rank_root_causes, suspect_missing_edge
 from correlators.records import Change, Incident, RootCause, SuspectedEdge
 from detectors.records import Alert, AlertEvent, Heartbeat, rfc3339, stable_hash
 
@@ -517,12 +517,17 @@ class Correlator:
         drops = all(a.value < a.expected for a in alerts)
         own_cause = not drops and any(classify_metric(a.metric) in CAUSE_KINDS for a in alerts)
         onset = min(a.starts_at for a in alerts)
+        # Latency of calls to a named service (peer.service) is about that service: it is this
+        # incident's failure if the callee is (the callee is the cause, or calls it).
+        peers = {peer_of(a) for a in alerts}
+        about = sorted(peers) if None not in peers else [service]
         spreads, causes = [], []
         for other, ranked in hosts:  # oldest first: the newest that explains it wins
             cause = ranked[0]
             # A surge the incident names (first or not) still sends its load down.
             surge = next((rc for rc in ranked if rc.kind == "traffic"), None)
-            if (self._explains(cause, service, own_cause, other) or (drops and self._below_affected(other, service))) \
+            if (any(self._explains(cause, s, own_cause, other) for s in about)
+                    or (drops and self._below_affected(other, service))) \
                     and self._spreading(other, cause.service, onset):
                 spreads.append(other)
             elif surge is not None and self._explains(surge, service, own_cause, other) \

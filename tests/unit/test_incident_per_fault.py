@@ -238,3 +238,27 @@ def test_one_series_seen_through_several_services_is_one_incident():
              alert("y", "NodeNetworkReceiveBytes", 0, value=7.87e4, expected=3.0e4)]
     _, last = replay(other, 3 * MIN, graph=isolated)
     assert len(last) == 2
+
+
+def call(caller, callee, t):
+    """``caller``'s latency of its calls to ``callee`` (labelled peer.service), risen at ``t``."""
+    series = f"{caller}/CallLatencyP50(s){{peer.service={callee}}}"
+    return Alert("fp-" + series, "firing", caller, "CallLatencyP50(s)", series, (("peer.service", callee),), 0.99,
+                 0.75, 0.004, t, t)
+
+
+def test_calls_to_another_service_slowing_are_a_failure_of_their_own():
+    # cart fails and checkout, which calls cart, shows it: one incident, cart first. Two minutes
+    # later checkout's calls to email slow down while cart's failure still fires: checkout calls
+    # cart, but the series is about email, which does not call cart, so it opens its own incident
+    # with email first.
+    events = fault("cart", 0.0, "checkout", metric=CPU) + [call("checkout", "email", 2 * MIN)]
+    _, last = replay(events, 10 * MIN)
+    tops = sorted(inc.root_causes[0].service for inc in last.values())
+    assert tops == ["cart", "email"]
+
+
+def test_calls_to_the_failing_service_slowing_are_its_failure_spreading():
+    events = fault("cart", 0.0, "checkout", metric=CPU) + [call("checkout", "cart", 2 * MIN)]
+    _, last = replay(events, 10 * MIN)
+    assert [inc.root_causes[0].service for inc in last.values()] == ["cart"]
