@@ -350,11 +350,12 @@ def _decode_metrics(payload: bytes, *, known_services, service_label, keep_label
     obj = load(payload)
     if type(obj) is not dict:
         raise DecodeError(f"unrecognized metrics message: expected a JSON object (got {type_name(obj)})")
+    if "resourceMetrics" in obj:
+        ctx = Context(known_services, keep_labels, redactor)
+        otlp.decode(obj, ctx, limits)  # checks the caps as it goes, deciding as check_json would first
+        return ctx.finish("otlp")
     check_json(obj, "metrics", limits)
     ctx = Context(known_services, keep_labels, redactor)
-    if "resourceMetrics" in obj:
-        otlp.decode(obj, ctx)
-        return ctx.finish("otlp")
     if "schema_version" in obj and "points" in obj:
         native.decode(obj, ctx)
         return ctx.finish("native")

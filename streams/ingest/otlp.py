@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 
 import orjson
 
@@ -33,6 +34,7 @@ from streams.ingest import (
     type_name,
     value_problem,
 )
+from streams.ingest.limits import Limits, _buckets, _lists, _point_buckets, _series, check_json, count_metric
 
 SERVICE_ATTRIBUTE = "service.name"
 _FLAG_NO_RECORDED_VALUE = 1
@@ -230,20 +232,57 @@ def resource_service(resource: object, path: str) -> tuple[str | None, dict[str,
 
 # --- metrics -------------------------------------------------------------------------------
 
-def decode(obj: dict, ctx: Context) -> None:
+def decode(obj: dict, ctx: Context, lim: Limits | None = None) -> None:
+    """Append the samples of the OTLP/JSON ``ExportMetricsServiceRequest`` ``obj`` to ``ctx`` (and
+    its reasons), after :func:`~streams.ingest.limits.check_json` with ``lim``.
+
+    The caps are counted on the decoder's own walk rather than on a walk of their own before it,
+    and the decisions are check_json's, reasons included: on a message within the caps the
+    counts never trip and check_json would have passed (every metric it counts, the decoder
+    counts the same way: :func:`~streams.ingest.limits.count_metric`, or on the fast path the
+    same lengths); on any error at all (a count that tripped, or something the decoder met
+    first) check_json is run on the whole message, so a message over a cap is refused with the
+    reason it gives, as if it had run first. A metric is counted before its points are decoded,
+    so no more is decoded of a message over a cap than of one at the caps.
+
+    >>> obj = {"resourceMetrics": [{"resource": {}, "scopeMetrics": [{"metrics": [
+    ...     {"name": "m", "gauge": {"dataPoints": [{}, {}, {}]}}]}]}]}
+    >>> decode(obj, Context(None, frozenset()), Limits(max_series=2))
+    Traceback (most recent call last):
+    ...
+    streams.ingest.DecodeError: message over a cap: 3 data points, more than ingest.max_series_per_message (2)
+    """
+    if lim is None:
+        _decode(obj, ctx, None)
+        return
+    try:
+        _decode(obj, ctx, lim)
+    except Exception:
+        check_json(obj, "metrics", lim)
+        raise
+
+
+def _decode(obj: dict, ctx: Context, caps: Limits | None) -> None:
+    """:func:`decode`; counts the caps where ``caps`` is given."""
+    n = 0  # data points so far, as check_json counts them
     for i, rm in enumerate(expect_list(obj.get("resourceMetrics"), "resourceMetrics")):
         try:
-            _resource_metrics(rm, ctx)
+            n = _resource_metrics(rm, ctx, caps, n)
         except PathError as exc:
             raise exc.within(f"resourceMetrics[{i}]") from None
 
 
-def _resource_metrics(rm: object, ctx: Context) -> None:
+def _resource_metrics(rm: object, ctx: Context, caps: Limits | None = None, n: int = 0) -> int:
+    """Decode one resource's metrics; returns ``n`` plus its data points where ``caps`` is given."""
     if type(rm) is not dict:
         raise PathError("", f"expected an object (got {type_name(rm)})")
     head = resource_head(rm.get("resource"), lambda: expect_list(rm.get("scopeMetrics"), "scopeMetrics"), ctx)
     if head is None:
-        return
+        if caps is not None:  # not decoded, but counted
+            for sm in _lists(rm, "scopeMetrics"):
+                for m in _lists(sm, "metrics"):
+                    n = count_metric(m, n, caps)
+        return n
     service, res_attrs, res_labels, names, scope_metrics = head
     for j, sm in enumerate(scope_metrics):
         if type(sm) is not dict:
@@ -252,12 +291,18 @@ def _resource_metrics(rm: object, ctx: Context) -> None:
         if type(metrics) is not list:
             metrics = expect_list(metrics, f"scopeMetrics[{j}].metrics")
         for k, m in enumerate(metrics):
-            if _fast_metric(m, service, res_attrs, res_labels, names, ctx):
+            # The fast path counts the metric it takes; one it does not take is counted here.
+            counted = _fast_metric(m, service, res_attrs, res_labels, names, ctx, n, caps)
+            if counted >= 0:
+                n = counted
                 continue
+            if caps is not None:
+                n = count_metric(m, n, caps)
             try:
                 _metric(m, service, res_attrs, res_labels, ctx)
             except PathError as exc:
                 raise exc.within(f"scopeMetrics[{j}].metrics[{k}]") from None
+    return n
 
 
 def resource_head(resource: object, scopes, ctx: Context) -> tuple | None:
@@ -475,6 +520,7 @@ _COUNT_MAX = min(_HUGE, int(1e300))  # parse_int keeps an int up to _HUGE; count
 _INF = math.inf
 _FLOATS = itertools.repeat(float)
 _CACHE_MAX = 65536
+_NO_CAP = sys.maxsize  # no list is longer
 
 # Series keys without point attributes: by (service, resource labels, redactor), a dict from
 # the raw metric name to its key. One lookup per resource and one per point then replace a
@@ -597,13 +643,16 @@ def _fast_int(raw: object) -> int | None:
     return n if -_HUGE <= n <= _HUGE else None
 
 
-def _fast_metric(m: object, service: str, res_attrs: dict, res_labels: tuple, names: dict, ctx: Context) -> bool:
-    """Decode a plain metric into ``ctx.samples``; ``False``, with nothing appended, otherwise."""
+def _fast_metric(m: object, service: str, res_attrs: dict, res_labels: tuple, names: dict, ctx: Context,
+                 counted: int = 0, caps: Limits | None = None) -> int:
+    """Decode a plain metric into ``ctx.samples``; ``-1``, with nothing appended, otherwise. With
+    ``caps``, returns ``counted`` plus its data points as check_json counts them, and raises at a cap
+    (on ``-1``, what it counted is to be thrown away); without, ``counted``."""
     if type(m) is not dict:
-        return False
+        return -1
     name = m.get("name")
     if type(name) is not str or not name:
-        return False
+        return -1
     kind = "gauge"
     data = m.get("gauge")
     if data is None:
@@ -612,13 +661,21 @@ def _fast_metric(m: object, service: str, res_attrs: dict, res_labels: tuple, na
         if data is None:
             data = m.get("histogram")
             if type(data) is not dict:
-                return False
-            return _fast_histogram(data, name, service, res_attrs, res_labels, names, ctx)
+                return -1
+            return _fast_histogram(data, name, service, res_attrs, res_labels, names, ctx, m, counted, caps)
     if type(data) is not dict:
-        return False
+        return -1
     dps = data.get("dataPoints")
     if type(dps) is not list:
-        return False
+        return -1
+    if caps is not None:
+        # check_json counts every kind a metric holds; the first one is the only one as a rule.
+        if "histogram" in m or "exponentialHistogram" in m or "summary" in m or kind == "gauge" and "sum" in m:
+            counted = count_metric(m, counted, caps)
+        else:
+            counted += len(dps)
+            if counted > caps.max_series:
+                _series(counted, "metrics", caps)
     monotonic = False
     temporality = "cumulative"
     if kind == "sum":
@@ -626,25 +683,29 @@ def _fast_metric(m: object, service: str, res_attrs: dict, res_labels: tuple, na
         raw = data.get("aggregationTemporality")
         if raw is not None:
             if type(raw) is not int and type(raw) is not str:
-                return False
+                return -1
             t = _TEMPORALITY.get(raw)
             if t is not None:
                 temporality = t
             elif monotonic:
-                return False
+                return -1
         elif monotonic:
-            return False
+            return -1
     samples = ctx.samples
     n0 = len(samples)
+    seconds = _seconds
     for dp in dps:
         if type(dp) is not dict:
             break
         flags = dp.get("flags")
         if type(flags) is int and flags & _FLAG_NO_RECORDED_VALUE:
             continue
-        t = _fast_seconds(dp.get("timeUnixNano"))
-        if type(t) is not float:
-            break
+        raw = dp.get("timeUnixNano")
+        t = seconds.get(raw) if type(raw) is str else None  # _fast_seconds's own first look, inline
+        if t is None:
+            t = _fast_seconds(raw)
+            if type(t) is not float:
+                break
         raw = dp.get("asDouble")
         if raw is not None:
             if type(raw) is float:
@@ -680,38 +741,59 @@ def _fast_metric(m: object, service: str, res_attrs: dict, res_labels: tuple, na
                 break
         if monotonic:
             raw = dp.get("startTimeUnixNano")
-            start = None if raw is None else _fast_seconds(raw)
-            if start is _MALFORMED:
-                break
+            start = seconds.get(raw) if type(raw) is str else None
+            if start is None and raw is not None:
+                start = _fast_seconds(raw)
+                if start is _MALFORMED:
+                    break
             samples.append((key, t, kind, v, True, temporality, start))
         else:
             samples.append((key, t, kind, v, False, temporality))
     else:
-        return True
+        return counted
     del samples[n0:]
-    return False
+    return -1
 
 
 def _fast_histogram(data: dict, name: str, service: str, res_attrs: dict, res_labels: tuple, names: dict,
-                    ctx: Context) -> bool:
+                    ctx: Context, m: dict, counted: int = 0, caps: Limits | None = None) -> int:
+    """:func:`_fast_metric` for the histogram ``data`` of metric ``m``; with ``caps``, checks the
+    buckets of every point, as check_json does, before it reads them."""
     raw = data.get("aggregationTemporality")
     if type(raw) is not int and type(raw) is not str:
-        return False
+        return -1
     temporality = _TEMPORALITY.get(raw)
     dps = data.get("dataPoints")
     if temporality is None or type(dps) is not list:
-        return False
+        return -1
+    max_buckets = _NO_CAP
+    if caps is not None:
+        max_buckets = caps.max_buckets
+        if "exponentialHistogram" in m or "summary" in m:  # see _fast_metric
+            counted = count_metric(m, counted, caps)
+        else:
+            counted += len(dps)
+            if counted > caps.max_series:
+                _series(counted, "metrics", caps)
     samples = ctx.samples
     n0 = len(samples)
+    seconds = _seconds
     for dp in dps:
         if type(dp) is not dict:
             break
         flags = dp.get("flags")
         if type(flags) is int and flags & _FLAG_NO_RECORDED_VALUE:
+            if caps is not None:
+                _point_buckets(dp, caps)
             continue
-        t = _fast_seconds(dp.get("timeUnixNano"))
-        if type(t) is not float:
-            break
+        if caps is not None and ("quantileValues" in dp or "positive" in dp or "negative" in dp):
+            _point_buckets(dp, caps)  # what check_json looks at beside the two lists read below
+        raw = dp.get("timeUnixNano")
+        t = seconds.get(raw) if type(raw) is str else None  # _fast_seconds's own first look, inline
+        if t is None:
+            t = _fast_seconds(raw)
+            if type(t) is not float:
+                break
         raw = dp.get("count")
         if raw is None:
             count = 0.0
@@ -738,6 +820,8 @@ def _fast_histogram(data: dict, name: str, service: str, res_attrs: dict, res_la
         else:
             if type(raw) is not list:
                 break
+            if len(raw) > max_buckets:
+                _buckets(len(raw), caps)
             try:
                 digits = "".join(raw)  # TypeError unless every count is a string, as proto3 JSON writes them
             except TypeError:
@@ -752,7 +836,11 @@ def _fast_histogram(data: dict, name: str, service: str, res_attrs: dict, res_la
         if raw is None:
             bounds: tuple = ()
         else:
-            if type(raw) is not list or not all(map(isinstance, raw, _FLOATS)):
+            if type(raw) is not list:
+                break
+            if len(raw) > max_buckets:
+                _buckets(len(raw), caps)
+            if not all(map(isinstance, raw, _FLOATS)):
                 break
             bounds = tuple(raw)
             if bounds not in _good_bounds:
@@ -779,11 +867,13 @@ def _fast_histogram(data: dict, name: str, service: str, res_attrs: dict, res_la
             if key is None:
                 break
         raw = dp.get("startTimeUnixNano")
-        start = None if raw is None else _fast_seconds(raw)
-        if start is _MALFORMED:
-            break
+        start = seconds.get(raw) if type(raw) is str else None
+        if start is None and raw is not None:
+            start = _fast_seconds(raw)
+            if start is _MALFORMED:
+                break
         samples.append((key, t, "histogram", 0.0, False, temporality, start, count, total, bounds, buckets))
     else:
-        return True
+        return counted
     del samples[n0:]
-    return False
+    return -1

@@ -191,21 +191,78 @@ def test_the_densest_protobuf_over_a_cap_is_refused_near_the_byte_bound(kind, pe
         stage.process(payload)
 
 
-def test_a_skipped_histogram_point_over_the_cap_refuses_the_message():
+@pytest.mark.parametrize("encoding", ["json", "proto"])
+def test_a_skipped_histogram_point_over_the_cap_refuses_the_message(encoding):
     """A point flagged as holding no value is not decoded, but its buckets count."""
     obj = histogram(65)
     obj["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["histogram"]["dataPoints"][0]["flags"] = 1
     with pytest.raises(DecodeError, match=r"a histogram point of 65 buckets"):
-        DetectStage(topo(max_buckets_per_histogram=64)).process(encode(obj, "metrics", "proto"))
+        DetectStage(topo(max_buckets_per_histogram=64)).process(encode(obj, "metrics", encoding))
 
 
-def test_points_of_an_unknown_service_count_towards_the_cap():
+@pytest.mark.parametrize("encoding", ["json", "proto"])
+def test_points_of_an_unknown_service_count_towards_the_cap(encoding):
     obj = gauges(60)
     other = gauges(60)["resourceMetrics"][0]
     other["resource"] = {"attributes": [{"key": "service.name", "value": {"stringValue": "shop"}}]}
     obj["resourceMetrics"].insert(0, other)
     with pytest.raises(DecodeError, match=r"120 data points, more than ingest.max_series_per_message \(100\)"):
-        DetectStage(topo(max_series_per_message=100)).process(encode(obj, "metrics", "proto"))
+        DetectStage(topo(max_series_per_message=100)).process(encode(obj, "metrics", encoding))
+
+
+@pytest.mark.parametrize("extra", [
+    {"quantileValues": [{}] * 65}, {"positive": {"bucketCounts": ["0"] * 65}},
+    {"negative": {"bucketCounts": ["0"] * 65}},
+    {"bucketCounts": None, "explicitBounds": [float(i) for i in range(65)]}])  # no counts: the fast path takes it
+def test_what_a_json_histogram_point_holds_beside_its_buckets_counts_too(extra):
+    """OTLP/JSON: check_json reads these lists of a histogram point; the decoder's count does too."""
+    obj = histogram(3)
+    obj["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["histogram"]["dataPoints"][0].update(extra)
+    with pytest.raises(DecodeError, match=r"a histogram point of 65 buckets"):
+        DetectStage(topo(max_buckets_per_histogram=64)).process(encode(obj, "metrics", "json"))
+
+
+@pytest.mark.parametrize("first, second", [("gauge", "sum"), ("gauge", "histogram"), ("gauge", "exponentialHistogram"),
+                                           ("gauge", "summary"), ("sum", "histogram"), ("sum", "summary"),
+                                           ("histogram", "exponentialHistogram"), ("histogram", "summary")])
+def test_every_kind_of_a_json_metric_counts(first, second):
+    """A metric holding two kinds is decoded as its first; check_json counted both, and so does the decoder."""
+    obj = gauges(60)
+    metric = obj["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]
+    points = metric.pop("gauge")["dataPoints"]
+    if first == "sum":
+        metric["sum"] = {"aggregationTemporality": 2, "dataPoints": points}
+    elif first == "histogram":
+        metric["histogram"] = {"aggregationTemporality": 2, "dataPoints": [
+            {"timeUnixNano": T_NS, "count": "1", "sum": 1.0, "attributes": p["attributes"]} for p in points]}
+    else:
+        metric["gauge"] = {"dataPoints": points}
+    metric[second] = {"dataPoints": [{}] * 41}
+    stage = DetectStage(topo(max_series_per_message=100))
+    with pytest.raises(DecodeError, match=r"101 data points, more than ingest.max_series_per_message \(100\)"):
+        stage.process(encode(obj, "metrics", "json"))
+    obj["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0][second] = {"dataPoints": [{}] * 40}
+    stage.process(encode(obj, "metrics", "json"))  # at the cap
+
+
+def test_the_json_cap_reason_stands_whatever_the_decoder_meets_first(monkeypatch):
+    """As below, for OTLP/JSON."""
+    from streams.ingest import otlp
+
+    obj = gauges(1)
+    obj["resourceMetrics"][0]["scopeMetrics"][0]["metrics"].append(histogram(65)["resourceMetrics"][0][
+        "scopeMetrics"][0]["metrics"][0])
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a decoder bug")
+
+    monkeypatch.setattr(otlp, "_fast_metric", broken)
+    stage = DetectStage(topo(max_buckets_per_histogram=64))
+    with pytest.raises(DecodeError, match=r"a histogram point of 65 buckets"):
+        stage.process(encode(obj, "metrics", "json"))
+    obj["resourceMetrics"][0]["scopeMetrics"][0]["metrics"].pop()  # within the caps: the bug's own error
+    with pytest.raises(DecodeError, match=r"internal decoder error: RuntimeError"):
+        stage.process(encode(obj, "metrics", "json"))
 
 
 def test_the_cap_reason_stands_whatever_the_decoder_meets_first(monkeypatch):
