@@ -14,15 +14,18 @@ What issue 16 asks of one worker, in each of the Collector's encodings (``otlp_j
   worker's way (one event at a time) and does nothing with them (:mod:`tests.bench.faust_floor`).
 - **Small messages** (the simulator's requests as they are: one service, one instant, a few
   points each, as a chatty exporter sends them): messages/s and points/s.
-- **Logs at volume**: OTLP log batches (bodies of 100 to 500 bytes from a few hundred templates,
-  a third holding something the redaction rules catch: emails, IPs, tokens), template mining
-  included; records/s against the same kind of raw loop.
+- **Logs at volume**: OTLP log batches (bodies of 100 to 500 bytes from 300 templates spread
+  unevenly over the services, each logging its own, a third holding something the redaction
+  rules catch: emails, IPs, tokens), template mining included; records/s against the same kind
+  of raw loop. Beside it, the in-process stage figure on the bench's former log data (every
+  service all 300 templates, see :func:`log_batches`), so a change of data is not taken for a
+  change of speed.
 
 Before Kafka, the same messages in process (decode only, the detect stage) against the parser
 alone, for the figures without a broker. ``AIOPS_BENCH_KAFKA=0`` stops there (quick iteration);
 ``AIOPS_BENCH_REPS`` (default 3) sets how many back-to-back copies of the scenarios the metrics
 figures use; ``AIOPS_BENCH_PARTS=small`` (a comma list of ``metrics``, ``small``, ``logs``) runs
-only those parts end to end. Uses ``KAFKA_BOOTSTRAP_SERVERS`` when set, else the embedded tansu broker.
+only those parts, in process and end to end. Uses ``KAFKA_BOOTSTRAP_SERVERS`` when set, else the embedded tansu broker.
 """
 from __future__ import annotations
 
@@ -105,33 +108,81 @@ _PII = ["jane.doe@example.com", "10.0.3.17", "Bearer eyJhbGciOi.eyJzdWIiOi.c2lnb
 
 
 def log_batches(services: list[str], n_messages: int, per_message: int = 500, templates: int = 300,
-                seed: int = 16) -> list[dict]:
+                seed: int = 16, *, shared_templates: bool = False) -> list[dict]:
     """OTLP/JSON ``ExportLogsServiceRequest`` objects: ``per_message`` records each, over the
     services, bodies of 100..500 bytes drawn from ``templates`` templates (numbers and ids vary),
-    a third of them holding something the default redaction catches."""
+    a third of them holding something the default redaction catches.
+
+    The templates are spread over the services, each service logging its own (as real services
+    log their own code's lines), in uneven counts drawn with the seed (:func:`template_counts`).
+    ``shared_templates=True`` gives the bench's former data, byte for byte: every service sends
+    all the templates. That is no service's logs: the miner keeps at most 200 clusters per
+    service, so with about 1,160 distinct masked lines per service two lines in three make a
+    cluster and evict another, and its cache of answers almost never hits. It is kept so that
+    the figure on the new data is printed beside the old data's, and a change of data is not
+    read as a speed-up."""
     rng = random.Random(seed)
     shapes = []
     for _ in range(templates):
         words = [rng.choice(_TEMPLATE_WORDS) for _ in range(rng.randint(12, 60))]
         shapes.append((words, rng.choice([9, 9, 9, 13, 17])))
+    pools = {} if shared_templates else {s: [shapes[i] for i in own] for s, own in
+                                         template_pools(services, templates, seed).items()}
     t = 1_767_225_600_000_000_000
     out = []
     for _ in range(n_messages):
         by_service: dict[str, list] = {}
         for _ in range(per_message):
-            words, sev = shapes[rng.randrange(templates)]
+            if shared_templates:
+                words, sev = shapes[rng.randrange(templates)]
+            else:
+                service = rng.choice(services)
+                pool = pools[service]
+                words, sev = pool[rng.randrange(len(pool))]
             body = " ".join(words) + f" id={rng.randrange(10**6)} took {rng.randrange(5000)} ms"
             if rng.random() < 1 / 3:
                 body += f" for {rng.choice(_PII)}"
             body = body[:500] if len(body) > 500 else body.ljust(100, ".")
             t += 2_000_000  # 500 records/s of event time
-            by_service.setdefault(rng.choice(services), []).append(
+            if shared_templates:
+                service = rng.choice(services)
+            by_service.setdefault(service, []).append(
                 {"timeUnixNano": str(t), "severityNumber": sev, "body": {"stringValue": body},
                  "attributes": [{"key": "host.name", "value": {"stringValue": f"host-{rng.randrange(4)}"}}]})
         out.append({"resourceLogs": [
             {"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": s}}]},
              "scopeLogs": [{"scope": {"name": "bench"}, "logRecords": recs}]} for s, recs in by_service.items()]})
     return out
+
+
+def template_pools(services: list[str], templates: int, seed: int = 16) -> dict[str, list[int]]:
+    """The indices of the templates each service logs: a shuffle of them cut in
+    :func:`template_counts` pieces. Its own generator, so the templates and the records' draws
+    in :func:`log_batches` are those the seed gave before the templates were spread."""
+    rng = random.Random(seed + 1)
+    order = list(range(templates))
+    rng.shuffle(order)
+    pools, at = {}, 0
+    for s, n in zip(services, template_counts(len(services), templates, rng)):
+        pools[s] = order[at:at + n]
+        at += n
+    return pools
+
+
+def template_counts(n_services: int, templates: int, rng: random.Random) -> list[int]:
+    """How many of ``templates`` templates each of ``n_services`` services logs: at least one
+    each, the rest drawn in proportion to a log-normal weight per service (a few chatty services
+    with many templates, many with a few).
+
+    >>> counts = template_counts(10, 300, random.Random(17))
+    >>> sum(counts), min(counts) >= 1
+    (300, True)
+    """
+    weights = [rng.lognormvariate(0.0, 0.8) for _ in range(n_services)]
+    counts = [1] * n_services
+    for i in rng.choices(range(n_services), weights, k=templates - n_services):
+        counts[i] += 1
+    return counts
 
 
 def encode_all(objs: list[dict], signal: str) -> dict[str, list[bytes]]:
@@ -150,14 +201,18 @@ def _best_of(fn, repeat: int = 3) -> float:
     return best
 
 
-def in_process(label: str, signal: str, encoded: dict[str, list[bytes]], topo) -> dict[str, int]:
-    """Parser alone, decode, and the detect stage, per encoding; returns points per encoding."""
+def in_process(label: str, signal: str, encoded: dict[str, list[bytes]], topo,
+               old_shape: dict[str, list[bytes]] | None = None) -> dict[str, int]:
+    """Parser alone, decode, and the detect stage, per encoding; returns points per encoding.
+    ``old_shape``: the same encodings of the former log data (see :func:`log_batches`), whose
+    stage figure is printed beside the main one."""
     from streams.ingest import Redactor, decode_logs, decode_metrics
     from streams.pipeline import DetectStage
 
     known = frozenset(topo.services)
     redactor = Redactor.from_settings(topo.ingest.redaction)
     counts = {}
+    old_stage.clear()
     for enc, msgs in encoded.items():
         parse = PARSERS[enc](signal)
         if signal == "metrics":
@@ -228,12 +283,32 @@ def in_process(label: str, signal: str, encoded: dict[str, list[bytes]], topo) -
         print(f"     decode to {what:8s}: {n_items / t_decode:>11,.0f} {what}/s  (parser / decode {t_parse / t_decode:.3f})")
         print(f"     detect stage:        {n_items / t_stage:>12,.0f} {what}/s, {points / t_stage:,.0f} points/s, "
               f"{len(msgs) / t_stage:,.0f} msg/s  (parser / stage {t_parse / t_stage:.3f})")
+        if old_shape is not None:
+            old_rate = logs_stage_rate(old_shape[enc], topo)
+            old_stage[enc] = old_rate
+            print(f"     detect stage, former data (all {LOG_TEMPLATES} templates in every service): "
+                  f"{old_rate:,.0f} records/s  (other data: not a speed-up or a slow-down)")
         if batched:
             print(batched)
         if choices:
             print(choices)
         counts[enc] = points
     return counts
+
+
+LOG_TEMPLATES = 300
+old_stage: dict[str, float] = {}  # records/s of the detect stage on the former log data, per encoding
+
+
+def logs_stage_rate(msgs: list[bytes], topo, per_message: int = 500) -> float:
+    """Records/s of a fresh detect stage's log path over ``msgs`` of ``per_message`` records."""
+    from streams.pipeline import DetectStage
+
+    stage = DetectStage(topo)
+    t0 = time.perf_counter()
+    for m in msgs:
+        stage.process_logs(m)
+    return len(msgs) * per_message / (time.perf_counter() - t0)
 
 
 # --- through the broker ----------------------------------------------------------------------
@@ -321,27 +396,39 @@ def main() -> None:
     reps = int(os.environ.get("AIOPS_BENCH_REPS", "3"))
     kafka = os.environ.get("AIOPS_BENCH_KAFKA", "1") != "0"
     # AIOPS_BENCH_PARTS=small (a comma list of metrics, small, logs): only those end to end.
+    # The in-process figures are limited to those parts too when the variable is set.
     parts = set(os.environ.get("AIOPS_BENCH_PARTS", "metrics,small,logs").split(","))
     topo = load_topology(REPO / "topology.yaml")
-    requests = scenario_requests(reps)
+    requests = scenario_requests(reps) if parts & {"metrics", "small"} else []
     batches = export_batches(requests)
     metrics = encode_all(batches, "metrics")
     small = encode_all(requests[: len(requests) // reps], "metrics")
-    logs = encode_all(log_batches(sorted(topo.services), 200), "logs")
+    services = sorted(topo.services)
+    # Main figure: each service its own templates. Beside it, the in-process stage figure on the
+    # former data (every service all 300 templates; see log_batches), which is other data: the
+    # two figures differ by data, not by code.
+    logs = encode_all(log_batches(services, 200, templates=LOG_TEMPLATES), "logs") if "logs" in parts else {}
+    logs_old = (encode_all(log_batches(services, 200, templates=LOG_TEMPLATES, shared_templates=True), "logs")
+                if "logs" in parts else None)
+    counts = [len(p) for p in template_pools(services, LOG_TEMPLATES).values()]
     sizes = sorted(_points({"scopeMetrics": [sm for rm in b["resourceMetrics"] for sm in rm["scopeMetrics"]]})
-                   for b in batches)
+                   for b in batches) or [0]
     # The requests as Python objects are millions of tracked containers: out of the collector's
     # sight, or every full collection in the raw loop and the stage below walks them, which the
     # worker (holding none of them) never does. Measured: without this the JSON parser alone read
     # 4-5x slower, and the JSON raw loop through Kafka 2-3x (BENCHMARKS.md).
     gc.freeze()
-    print(f"   metrics: {len(batches)} export batches of {sizes[0]}..{sizes[-1]} data points "
-          f"(median {sizes[len(sizes) // 2]}); small: {len(small['otlp_json'])} requests; logs: "
-          f"{len(logs['otlp_json'])} batches of 500 records")
+    if batches:
+        print(f"   metrics: {len(batches)} export batches of {sizes[0]}..{sizes[-1]} data points "
+              f"(median {sizes[len(sizes) // 2]}); small: {len(small['otlp_json'])} requests")
+    if logs:
+        print(f"   logs: {len(logs['otlp_json'])} batches of 500 records, {LOG_TEMPLATES} templates spread over "
+              f"{len(services)} services ({min(counts)}..{max(counts)} each: {counts})")
     print("   -- in process, no broker")
-    points = in_process("metrics", "metrics", metrics, topo)
-    small_points = in_process("small", "metrics", small, topo)
-    in_process("logs", "logs", logs, topo)
+    points = in_process("metrics", "metrics", metrics, topo) if "metrics" in parts else {}
+    small_points = in_process("small", "metrics", small, topo) if "small" in parts else {}
+    if "logs" in parts:
+        in_process("logs", "logs", logs, topo, old_shape=logs_old)
     if not kafka:
         return
     print("   -- one worker end to end through the broker (machine shared: compare ratios within this run)")
@@ -377,7 +464,8 @@ def main() -> None:
             raw = len(msgs) * 500 / r["raw_s"]
             print(f"   logs, {enc}: worker {rate:,.0f} records/s (template mining included), raw consume+parse "
                   f"{raw:,.0f} records/s, worker / raw {rate / raw:.3f}; Faust agent doing nothing "
-                  f"{r['floor'] * 500:,.0f} records/s")
+                  f"{r['floor'] * 500:,.0f} records/s; in process on the former data (all templates in every "
+                  f"service) {old_stage.get(enc, 0):,.0f} records/s")
 
 
 if __name__ == "__main__":
