@@ -217,12 +217,17 @@ class Context:
             return self.redactor.labels(tuple(sorted((k, v) for k, v in d.items() if k in keep)), self.reject)
         return self.redactor.labels(tuple(sorted(d.items())), self.reject)
 
-    def finish(self, fmt: str) -> Decoded:
+    def reasons(self, kept: bool) -> list[str]:
+        """The reasons given so far; raises :class:`DecodeError` with the first of them when
+        nothing was ``kept`` (a message whose every part was refused is refused whole)."""
         reasons = list(self._reasons)
-        if not self.samples and reasons:
+        if not kept and reasons:
             more = "; ..." if len(reasons) > 3 else ""
             raise DecodeError("; ".join(reasons[:3]) + more)
-        return Decoded(self.samples, reasons, fmt)
+        return reasons
+
+    def finish(self, fmt: str) -> Decoded:
+        return Decoded(self.samples, self.reasons(bool(self.samples)), fmt)
 
 
 def load(payload: bytes) -> object:

@@ -15,7 +15,7 @@ is that reference path, kept for the tests that hold the two together
 from __future__ import annotations
 
 from detectors.records import LogRecord
-from streams.ingest import DEFAULT_REDACTOR, Context, DecodeError, PathError, Redactor, expect_list, type_name
+from streams.ingest import DEFAULT_REDACTOR, Context, PathError, Redactor, expect_list, type_name
 from streams.ingest import otlp_proto
 from streams.ingest.limits import check_proto, check_size
 from streams.ingest.otlp import (
@@ -141,10 +141,7 @@ def _decode_proto(msg, known: frozenset[str] | None, redactor: Redactor) -> tupl
             _proto_resource(rl, ctx, out)
         except PathError as exc:
             raise exc.within(f"resourceLogs[{i}]") from None
-    reasons = list(ctx._reasons)
-    if not out and reasons:
-        raise DecodeError("; ".join(reasons[:3]) + ("; ..." if len(reasons) > 3 else ""))
-    return out, reasons
+    return out, ctx.reasons(bool(out))
 
 
 def _proto_resource(rl, ctx: Context, out: list[LogRecord]) -> None:

@@ -216,10 +216,7 @@ def decode_resources(payload: bytes, key: str, scopes_key: str, kind: str, take,
                 take(service, attrs, scopes, ctx, out)
         except PathError as exc:
             raise exc.within(f"{key}[{i}]") from None
-    reasons = list(ctx._reasons)
-    if not out and reasons:
-        raise DecodeError("; ".join(reasons[:3]) + ("; ..." if len(reasons) > 3 else ""))
-    return out, reasons
+    return out, ctx.reasons(bool(out))
 
 
 def resource_service(resource: object, path: str) -> tuple[str | None, dict[str, str]]:
