@@ -64,8 +64,8 @@ Each point gets two scores in [0, 1], and production alerts on both (``detectors
   with ``onset_halflife`` towards ``onset_peak_floor``; the surprises of the first
   ``cold_start_points`` points, the model learning what is normal, do not raise it).
   ``ONSET_CUT`` of it scores 0.9. A deviation that is *routine* opens nothing: no larger, in the
-  series' own units, than ``routine_ratio`` times the second largest of its recent episodes (sizes
-  fading with ``routine_halflife``). Surprise is in z, and z grows when the noise between bursts
+  series' own units, than ``routine_ratio`` times the second largest of its recent excursions
+  (runs beyond one sigma, whether they scored or not; sizes fading with ``routine_halflife``). Surprise is in z, and z grows when the noise between bursts
   shrinks (an idle system at night), so the same burst every half hour would otherwise be a new
   record each time; twice lately, in units, is the series' habit.
 """
@@ -95,6 +95,7 @@ WIDTH = WEEK0 + 24
 
 SIGMA_PER_MAE = 1.2533  # sigma / mean |error| for Gaussian noise
 POINT_Z = 6.0  # the |z| whose deviation score is 0.9: a single point that opens an alert is this far out
+EXCURSION_Z = 1.0  # an excursion, whose size the routine rule remembers, is a run of points beyond one sigma
 # score(z) = 1 - exp(-(z/a)^b): 0.9 at z=6 and 0.99 at z=9
 _B = float(np.log(np.log(100.0) / np.log(10.0)) / np.log(1.5))
 _A = float(6.0 / np.log(10.0) ** (1.0 / _B))
@@ -543,12 +544,14 @@ def _learn_points(state, idx, t, utc_offset, x, pa, z_out, exp_out, onset_out): 
         st[LIK_VAR] = (1.0 - lr) * (var + lr * d * d)
         peak = st[ONSET]
         candidate = zz >= POINT_Z or sustained >= onset_min_z
-        # Routine excursions, in the series' own units: the two largest of its recent episodes on
-        # each side (an episode runs from its first candidate point until the series is back
-        # within shift_z / 2). A deviation no larger than routine_ratio times the second of them
-        # is something the series has done twice lately: however small the noise has become since
+        # Routine excursions, in the series' own units: the two largest of its recent excursions on
+        # each side (an excursion is a run of points beyond EXCURSION_Z, whether or not it was a
+        # candidate then). A deviation no larger than routine_ratio times the second of them is
+        # something the series has done twice lately: however small the noise has become since
         # (an idle system at night), it is not news. Measured in units, not in z, because that is
-        # exactly what a shrinking noise inflates.
+        # exactly what a shrinking noise inflates. Not only candidates: a burst that came while
+        # the noise was wide (bursts widen it) scored no candidate, and the same burst two hours
+        # later, the noise shrunk, was news, on series that burst every twenty minutes.
         fade = np.exp2(-dt / routine_halflife)
         for c in (ROUTINE_UP1, ROUTINE_UP2, ROUTINE_DN1, ROUTINE_DN2):
             st[c] *= fade
@@ -558,13 +561,13 @@ def _learn_points(state, idx, t, utc_offset, x, pa, z_out, exp_out, onset_out): 
         # An onset needs a point that is anomalous by itself (its deviation scores 0.9) or a
         # sustained shift: a lone 4-sigma wobble is not worth a page, however quiet the week was.
         onset = max(v - peak, 0.0) if (candidate and not routine) else 0.0
-        if candidate:
+        if abs(z) > EXCURSION_Z:
             if n >= cold_start_points:
                 if dev > 0:
                     st[EPISODE_UP] = max(st[EPISODE_UP], dev)
                 else:
                     st[EPISODE_DN] = max(st[EPISODE_DN], -dev)
-        elif abs(z) <= shift_z / 2:
+        else:
             _file_episode(st, EPISODE_UP, ROUTINE_UP1, ROUTINE_UP2)
             _file_episode(st, EPISODE_DN, ROUTINE_DN1, ROUTINE_DN2)
         decay = np.exp2(-dt / onset_halflife)

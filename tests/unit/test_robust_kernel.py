@@ -10,8 +10,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.robust import (CALM, DAY, DAY_BINS, DAY_CNT, DAY_SUM, DAYS, DT, ERR_PLAIN, ERR_SEAS, FAST, FRACTIONAL,
-                              LEVEL, LIK_MU, LIK_VAR, MISALIGNED, N, ONSET, ONSET_CUT, POINT_Z, ROUTINE_DN1, ROUTINE_DN2,
+from detectors.robust import (CALM, DAY, DAY_BINS, DAY_CNT, DAY_SUM, DAYS, DT, ERR_PLAIN, ERR_SEAS, EXCURSION_Z, FAST,
+                              FRACTIONAL, LEVEL, LIK_MU, LIK_VAR, MISALIGNED, N, ONSET, ONSET_CUT, POINT_Z, ROUTINE_DN1, ROUTINE_DN2,
                               ROUTINE_UP1, ROUTINE_UP2, EPISODE_DN, EPISODE_UP, PRE_ERR_PLAIN, PRE_ERR_SEAS,
                               PRE_LEVEL, PRE_T, PREV, PROBE_CNT, PROBE_SUM, RUN, SEASON0, SIGMA_PER_MAE,
                               SMOOTH, STEP, TREND, WEEK0, WEEK_BASE, WEEK_ERR_OFF, WEEK_ERR_ON, WEEK_ON, DAY_IDX, T,
@@ -174,10 +174,11 @@ class RoundsReference(RobustDetector):
         dn1, dn2 = st[:, ROUTINE_DN1] * fade, st[:, ROUTINE_DN2] * fade
         routine = ((dev > 0) & (dev <= p.routine_ratio * up2)) | ((dev < 0) & (-dev <= p.routine_ratio * dn2))
         onset = np.where(candidate & ~routine, np.maximum(v - peak, 0.0), 0.0)
-        warm = candidate & (n >= p.cold_start_points)
+        excursion = np.abs(z) > EXCURSION_Z
+        warm = excursion & (n >= p.cold_start_points)
         st[:, EPISODE_UP] = np.where(warm & (dev > 0), np.maximum(st[:, EPISODE_UP], dev), st[:, EPISODE_UP])
         st[:, EPISODE_DN] = np.where(warm & (dev <= 0), np.maximum(st[:, EPISODE_DN], -dev), st[:, EPISODE_DN])
-        ended = ~candidate & (np.abs(z) <= p.shift_z / 2)
+        ended = ~excursion
         for top1, top2, ep in ((up1, up2, EPISODE_UP), (dn1, dn2, EPISODE_DN)):
             e = st[:, ep]
             new1 = np.where(ended, np.maximum(top1, e), top1)
