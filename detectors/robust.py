@@ -65,9 +65,10 @@ Each point gets two scores in [0, 1], and production alerts on both (``detectors
   ``cold_start_points`` points, the model learning what is normal, do not raise it).
   ``ONSET_CUT`` of it scores 0.9. A deviation that is *routine* opens nothing: no larger, in the
   series' own units, than ``routine_ratio`` times the second largest of its recent excursions
-  (runs beyond one sigma, whether they scored or not; sizes fading with ``routine_halflife``). Surprise is in z, and z grows when the noise between bursts
-  shrinks (an idle system at night), so the same burst every half hour would otherwise be a new
-  record each time; twice lately, in units, is the series' habit.
+  (runs beyond one sigma, whether they scored or not; sizes fading with ``routine_halflife``).
+  Surprise is in z, and z grows when the noise between bursts shrinks (an idle system at night),
+  so the same burst every half hour would otherwise be a new record each time; twice lately, in
+  units, is the series' habit.
 """
 from __future__ import annotations
 

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors.robust import (CALM, DAY, DAY_BINS, DAY_CNT, DAY_SUM, DAYS, DT, ERR_PLAIN, ERR_SEAS, EXCURSION_Z, FAST,
-                              FRACTIONAL, LEVEL, LIK_MU, LIK_VAR, MISALIGNED, N, ONSET, ONSET_CUT, POINT_Z, ROUTINE_DN1, ROUTINE_DN2,
-                              ROUTINE_UP1, ROUTINE_UP2, EPISODE_DN, EPISODE_UP, PRE_ERR_PLAIN, PRE_ERR_SEAS,
+                              FRACTIONAL, LEVEL, LIK_MU, LIK_VAR, MISALIGNED, N, ONSET, ONSET_CUT, POINT_Z,
+                              ROUTINE_DN1, ROUTINE_DN2, ROUTINE_UP1, ROUTINE_UP2, EPISODE_DN, EPISODE_UP,
+                              PRE_ERR_PLAIN, PRE_ERR_SEAS,
                               PRE_LEVEL, PRE_T, PREV, PROBE_CNT, PROBE_SUM, RUN, SEASON0, SIGMA_PER_MAE,
                               SMOOTH, STEP, TREND, WEEK0, WEEK_BASE, WEEK_ERR_OFF, WEEK_ERR_ON, WEEK_ON, DAY_IDX, T,
                               RobustDetector)
