@@ -356,12 +356,17 @@ class RunbookIndex:
         """The same runbooks, ranked with ``embedder`` too (``None``: BM25 alone)."""
         return RunbookIndex(runbooks=self.runbooks, _bm25=self._bm25, embedder=embedder)
 
+    def warm(self) -> None:
+        """Embed the runbooks now, loading the embedder's model, rather than on the first search
+        by meaning (a no-op without an embedder, or when done already)."""
+        if self.embedder is not None and "runbooks" not in self._vectors:
+            self._vectors["runbooks"] = self.embedder([embedding_text(r) for r in self.runbooks])
+
     def similarities(self, text: str) -> list[float]:
         """Cosine similarity of ``text`` to each runbook (the index's order). Needs an embedder."""
         if self.embedder is None:
             raise ValueError("this index has no embedder")
-        if "runbooks" not in self._vectors:
-            self._vectors["runbooks"] = self.embedder([embedding_text(r) for r in self.runbooks])
+        self.warm()
         q = self.embedder([text])[0]
         return [float(x) for x in self._vectors["runbooks"] @ q]
 

@@ -683,6 +683,22 @@ def run_worker(topology: Topology, *, bootstrap: str, web_port: int, data_dir: P
                instance_id: str | None = None, config_sha: str = "", web_bind: str | None = None) -> int:
     from streams.broker import ensure_topics
 
+    # The first ticket ranks runbooks by meaning, which loads the embedding model and embeds every
+    # runbook (0.7 s measured with the shipped ten, more with more runbooks). On the event loop,
+    # during the first incident, that held back every partition's fetches and the group's
+    # heartbeats; so it starts now, beside the group join, in a thread (the model has its own
+    # locks). The vectors stay in the model's cache by text, where each shard's index finds them.
+    # A broken runbooks directory refuses to start, as it refuses a config.
+    try:
+        warm = load_runbook_index(topology)
+    except Exception as exc:  # noqa: BLE001 - any failure refuses to start, naming it
+        from streams.config import ConfigError
+
+        raise ConfigError("topology", [("remediation.executors.runbooks_dir", str(exc))]) from None
+    if warm is not None and warm.embedder is not None:
+        import threading
+
+        threading.Thread(target=warm.warm, name="aiops-runbook-vectors", daemon=True).start()
     t = topology.topics
     # The config topic: one partition (one key, read in order) and compacted, so it keeps the
     # latest config for good. Created so only when this call creates it.

@@ -133,10 +133,16 @@ def cmd_worker(args) -> int:
     from streams.app import run_worker
     from streams.codec import config_sha256
 
+    from streams.config import ConfigError
+
     topo = _load(args.topology)
-    return run_worker(topo, bootstrap=_bootstrap(args), web_port=args.web_port, data_dir=args.data_dir,
-                      verbose=args.verbose, instance_id=args.instance_id or None, web_bind=args.web_bind or None,
-                      config_sha=config_sha256(args.topology.read_text()))
+    try:
+        return run_worker(topo, bootstrap=_bootstrap(args), web_port=args.web_port, data_dir=args.data_dir,
+                          verbose=args.verbose, instance_id=args.instance_id or None, web_bind=args.web_bind or None,
+                          config_sha=config_sha256(args.topology.read_text()))
+    except ConfigError as exc:  # what only starting finds (runbooks that do not load), against the file
+        print(ConfigError(str(args.topology), exc.problems), file=sys.stderr)
+        return 2
 
 
 def _check_config(path: Path):

@@ -88,3 +88,36 @@ def test_the_fused_ranking_beats_bm25_on_the_operators_queries():
     index = load_runbooks(REPO / "runbooks").with_embedder(embedding.model().embed)
     bm25, meaning, fused = evaluate(index, queries)
     assert fused.mrr > bm25.mrr and fused.hit1 > bm25.hit1, (bm25, fused)
+
+
+def test_warm_embeds_the_runbooks_once_before_any_search():
+    calls = []
+
+    def counting(texts):
+        calls.append(len(texts))
+        return trigram_embed(texts)
+
+    index = small_index(counting)
+    index.warm()
+    index.warm()
+    assert calls == [3]  # the three runbooks, once
+    index.search("disk full")
+    assert calls == [3, 1]  # a search embeds only its query
+    small_index().warm()  # without an embedder: nothing to do
+
+
+def test_a_worker_with_broken_runbooks_refuses_to_start_naming_the_setting(tmp_path, capsys):
+    from streams.cli import main
+
+    (tmp_path / "runbooks").mkdir()
+    (tmp_path / "runbooks" / "bad.md").write_text("no front matter\n")
+    topo = yaml.safe_load((REPO / "topology.yaml").read_text())
+    topo["remediation"]["executors"]["runbooks_dir"] = str(tmp_path / "runbooks")
+    path = tmp_path / "topology.yaml"
+    path.write_text(yaml.safe_dump(topo))
+    # Refused before any broker is contacted: this address has none.
+    assert main(["worker", "--topology", str(path), "--bootstrap", "127.0.0.1:1", "--data-dir",
+                 str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: 1 problem" in err
+    assert "remediation.executors.runbooks_dir" in err and "bad.md" in err
