@@ -27,7 +27,7 @@ MEAN_SUFFIX = ".mean"
 P95_SUFFIX = ".p95"
 
 _isfinite = math.isfinite
-_ZEROS = repeat(0)
+_ZEROS = repeat(0.0)  # float against float: the quicker comparison, the same answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +213,32 @@ class Normalizer:
                     r = r + _DEFAULTS[len(r):]
                 if r[5] == "delta":
                     self._delta_sum(key, t, r[3], r[6], st, out)
-                else:
-                    self._cumulative_sum(key, t, r[3], r[6], st, out)
+                elif st is not None and st.mode == "csum":
+                    # A cumulative sum, inline: monotonic counters are the most common samples
+                    # after gauges.
+                    v = r[3]
+                    start = r[6]
+                    if v < st.v or (start is not None and st.start is not None and start != st.start):
+                        # Reset: the process restarted (or the counter wrapped). Counting from the
+                        # restart is right only when we know it came after our previous sample.
+                        if start is not None and st.t <= start < t:
+                            rate = v / (t - start)
+                            if _isfinite(rate):
+                                out[0](st.k1)
+                                out[1](t)
+                                out[2](rate)
+                    else:
+                        rate = (v - st.v) / (t - st.t)
+                        if _isfinite(rate):
+                            out[0](st.k1)
+                            out[1](t)
+                            out[2](rate)
+                    st.t = t
+                    st.v = v
+                    st.start = start
+                else:  # a series' first cumulative sample: a rate needs the next one
+                    st = self._new(key, "csum")
+                    st.t, st.v, st.start = t, r[3], r[6]
             elif kind == "histogram":
                 if len(r) < 11:
                     r = r + _DEFAULTS[len(r):]
@@ -245,19 +269,6 @@ class Normalizer:
         self._by_id[id(k)] = st
         self._pins.append(k)
         return st
-
-    def _cumulative_sum(self, key: SeriesKey, t: float, v: float, start: float | None, st: _State | None,
-                        out) -> None:
-        if st is None or st.mode != "csum":
-            st = self._new(key, "csum")
-        elif v < st.v or (start is not None and st.start is not None and start != st.start):
-            # Reset: the process restarted (or the counter wrapped). Counting from the restart is
-            # right only when we know the restart happened after our previous sample.
-            if start is not None and st.t <= start < t:
-                _emit(out, st.k1, t, v / (t - start))
-        else:
-            _emit(out, st.k1, t, (v - st.v) / (t - st.t))
-        st.t, st.v, st.start = t, v, start
 
     def _delta_sum(self, key: SeriesKey, t: float, v: float, start: float | None, st: _State | None,
                    out) -> None:
@@ -303,7 +314,8 @@ def _fields(s: Sample) -> tuple:
 def _difference(st: _State, start: float | None, count: float, total: float, bounds: tuple[float, ...],
                 buckets: tuple[float, ...]) -> tuple[float, float, tuple[float, ...]] | None:
     """The interval between two cumulative histogram samples, or ``None`` on a reset."""
-    if count < st.count or bounds != st.bounds or len(buckets) != len(st.buckets):
+    # Decoders hand over one tuple for equal bounds: identity settles the common case.
+    if count < st.count or (bounds is not st.bounds and bounds != st.bounds) or len(buckets) != len(st.buckets):
         return None
     if start is not None and st.start is not None and start != st.start:
         return None

@@ -527,7 +527,10 @@ _resource_keys: dict[tuple, dict[str, SeriesKey]] = {}
 _resource_key_count = 0
 # explicitBounds tuples already found finite and increasing. Validity depends on the values
 # only, and equal tuples have equal values (0.0 == -0.0 are equally valid; NaN is never stored).
-_good_bounds: dict[tuple, None] = {}
+# Each is filed under itself, so that equal bounds are handed over as one tuple (the normalizer
+# compares a series' bounds by identity first), except one holding a zero, filed under (): its
+# sign is the sender's and must stay (a p95 can be that bound).
+_good_bounds: dict[tuple, tuple] = {}
 
 
 # Timestamp strings already parsed, in seconds: the points of one instant share their
@@ -840,7 +843,8 @@ def _fast_histogram(data: dict, name: str, service: str, res_attrs: dict, res_la
             if not all(map(isinstance, raw, _FLOATS)):
                 break
             bounds = tuple(raw)
-            if bounds not in _good_bounds:
+            good = _good_bounds.get(bounds)
+            if good is None:
                 prev = -_INF
                 for b in bounds:
                     if not (prev < b < _INF):
@@ -849,9 +853,11 @@ def _fast_histogram(data: dict, name: str, service: str, res_attrs: dict, res_la
                 else:
                     if len(_good_bounds) >= _CACHE_MAX:
                         _good_bounds.clear()
-                    _good_bounds[bounds] = None
-                if bounds not in _good_bounds:
+                    good = _good_bounds[bounds] = () if 0.0 in bounds else bounds
+                if good is None:
                     break
+            if good:
+                bounds = good
         if buckets and len(buckets) != len(bounds) + 1:
             break
         attrs = dp.get("attributes")

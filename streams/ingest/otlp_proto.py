@@ -354,12 +354,14 @@ def _decode_metrics(msg, ctx, lim: Limits | None, bucket_kinds: frozenset = froz
     known, keep, redactor = ctx.known, ctx.keep, ctx.redactor
     n = 0  # data points so far, as check_proto counts them
     hist_caps = lim if "histogram" in bucket_kinds else None
-    for i, rm in enumerate(msg.resource_metrics):
+    for i, rm in enumerate(msg.resource_metrics[:]):
         try:
             # A resource's head depends on its bytes and the settings only: the same resource
             # message after message is read once (heads that rejected something are not kept,
             # so their reasons are given every time).
-            head_key = (rm.resource.SerializeToString() if rm.HasField("resource") else None, known, keep, redactor)
+            # (An absent resource and an empty one both serialize to b"": neither has a service,
+            # so no head is ever kept for them, and the bytes alone are a sound key.)
+            head_key = (rm.resource.SerializeToString(), known, keep, redactor)
             head = _heads.get(head_key)
             if head is not None:
                 service, res_attrs, res_labels, series = head
@@ -378,28 +380,31 @@ def _decode_metrics(msg, ctx, lim: Limits | None, bucket_kinds: frozenset = froz
                     continue
                 service, res_attrs, res_labels, names, _ = head
                 series = _series_of(service, res_attrs, ctx)
+                head = (service, res_attrs, res_labels, series)
                 if len(ctx._reasons) == n_reasons:
                     if len(_heads) >= _HEADS_MAX:
                         _heads.clear()
-                    _heads[head_key] = (service, res_attrs, res_labels, series)
-            for a, sm in enumerate(rm.scope_metrics):
-                for b, m in enumerate(sm.metrics):
-                    # The oneof and its data are read once, for the count and the decoder.
+                    _heads[head_key] = head
+            # Repeated fields are walked as lists (``[:]``): upb builds the list in one C call, where
+            # iterating the container itself costs about as much again per element.
+            for a, sm in enumerate(rm.scope_metrics[:]):
+                for b, m in enumerate(sm.metrics[:]):
+                    # The oneof, its data and their points are read once, for the count and the decoder.
                     kind = m.WhichOneof("data")
                     if kind is not None:
                         data = getattr(m, kind)
+                        dps = data.data_points
                         if lim is not None:
-                            n += len(data.data_points)
+                            n += len(dps)
                             if n > lim.max_series:
                                 check_proto(msg, "metrics", lim)  # raises, with its reason
                         if kind == "histogram":
                             # It checks the buckets of the points it reads; if it gives up, all
                             # of them are checked below, before the JSON path reads them.
-                            if _histogram_fast(data, m.name, service, res_attrs, res_labels, names, series, ctx,
-                                               hist_caps):
+                            if _histogram_fast(data, dps, m.name, names, head, ctx, hist_caps):
                                 continue
                         elif kind == "gauge" or kind == "sum":
-                            if _number_fast(kind, data, m.name, service, res_attrs, res_labels, names, series, ctx):
+                            if _number_fast(kind, data, dps, m.name, names, head, ctx):
                                 continue
                         if kind in bucket_kinds:
                             check_points(kind, data.data_points, lim)
@@ -471,10 +476,10 @@ def _point_key(attrs, name: str, service: str, res_attrs: dict, series: dict, ct
     return key
 
 
-def _number_fast(kind: str, data, name: str, service: str, res_attrs: dict, res_labels: tuple, names: dict,
-                 series: dict, ctx) -> bool:
-    """The points of a gauge or sum ``data`` of metric ``name``, as streams.ingest.otlp._fast_metric
-    takes them; ``False`` (and nothing appended) where it would not."""
+def _number_fast(kind: str, data, dps, name: str, names: dict, head: tuple, ctx) -> bool:
+    """The points ``dps`` of a gauge or sum ``data`` of metric ``name``, as
+    streams.ingest.otlp._fast_metric takes them; ``False`` (and nothing appended) where it would not.
+    ``names`` and ``head`` are the resource's (see :func:`_decode_metrics`)."""
     if not name:
         return False
     if kind == "gauge":
@@ -488,10 +493,9 @@ def _number_fast(kind: str, data, name: str, service: str, res_attrs: dict, res_
                 return False
             temporality = "cumulative"
     samples = ctx.samples
-    append = samples.append
     n0 = len(samples)
     key = None
-    for dp in data.data_points:
+    for dp in dps[:]:
         if dp.flags & 1:  # FLAG_NO_RECORDED_VALUE
             continue
         ns = dp.time_unix_nano
@@ -508,20 +512,21 @@ def _number_fast(kind: str, data, name: str, service: str, res_attrs: dict, res_
             break
         attrs = dp.attributes
         if attrs:
-            k = _point_key(attrs, name, service, res_attrs, series, ctx)
+            k = _point_key(attrs, name, head[0], head[1], head[3], ctx)
             if k is None:
                 break
         else:
             if key is None:
                 key = names.get(name)
                 if key is None:
-                    key = _resource_key(name, service, res_labels, names, ctx)
+                    key = _resource_key(name, head[0], head[2], names, ctx)
             k = key
         if monotonic:
             s_ns = dp.start_time_unix_nano
-            append((k, ns / 1e9, kind, v, True, temporality, s_ns / 1e9 if _NS_MIN <= s_ns <= _NS_MAX else None))
+            samples.append((k, ns / 1e9, kind, v, True, temporality,
+                            s_ns / 1e9 if _NS_MIN <= s_ns <= _NS_MAX else None))
         else:
-            append((k, ns / 1e9, kind, v, False, temporality))
+            samples.append((k, ns / 1e9, kind, v, False, temporality))
     else:
         return True
     del samples[n0:]
@@ -529,13 +534,14 @@ def _number_fast(kind: str, data, name: str, service: str, res_attrs: dict, res_
 
 
 _TEMPORALITY = {1: "delta", 2: "cumulative"}
-_good_bounds: dict[tuple, None] = {}
+# explicitBounds tuples found finite and increasing (see streams.ingest.otlp), each filed under
+# itself, or under () when it holds a zero (see _histogram_fast).
+_good_bounds: dict[tuple, tuple] = {}
 
 
-def _histogram_fast(h, name: str, service: str, res_attrs: dict, res_labels: tuple, names: dict, series: dict,
-                    ctx, caps: Limits | None = None) -> bool:
-    """:func:`_number_fast` for the histogram ``h``; with ``caps``, raises at a point over
-    its bucket cap, before reading the buckets."""
+def _histogram_fast(h, dps, name: str, names: dict, head: tuple, ctx, caps: Limits | None = None) -> bool:
+    """:func:`_number_fast` for the points ``dps`` of histogram ``h``; with ``caps``, raises at a
+    point over its bucket cap, before reading the buckets."""
     if not name:
         return False
 
@@ -543,11 +549,10 @@ def _histogram_fast(h, name: str, service: str, res_attrs: dict, res_labels: tup
     if temporality is None:
         return False
     samples = ctx.samples
-    append = samples.append
     n0 = len(samples)
     key = None
     nan = math.nan
-    for dp in h.data_points:
+    for dp in dps[:]:
         explicit, counts = dp.explicit_bounds, dp.bucket_counts
         if caps is not None and (len(counts) > caps.max_buckets or len(explicit) > caps.max_buckets):
             check_points("histogram", (dp,), caps)  # raises, with its reason
@@ -562,36 +567,43 @@ def _histogram_fast(h, name: str, service: str, res_attrs: dict, res_labels: tup
                 break
         else:
             total = nan  # no sum reported: no mean
-        bounds = tuple(explicit)
-        if bounds and bounds not in _good_bounds:
-            prev = -math.inf
-            for b in bounds:
-                if not (prev < b < math.inf):
+        bounds = tuple(explicit[:])
+        if bounds:
+            good = _good_bounds.get(bounds)
+            if good is None:
+                prev = -math.inf
+                for b in bounds:
+                    if not (prev < b < math.inf):
+                        break
+                    prev = b
+                else:
+                    if len(_good_bounds) >= 65536:
+                        _good_bounds.clear()
+                    # Filed under itself, so that equal bounds are one tuple (the normalizer compares
+                    # them by identity first); not where a bound is zero: 0.0 == -0.0, and the sign
+                    # is the sender's (a p95 can be that bound). () marks those as checked.
+                    good = _good_bounds[bounds] = () if 0.0 in bounds else bounds
+                if good is None:
                     break
-                prev = b
-            else:
-                if len(_good_bounds) >= 65536:
-                    _good_bounds.clear()
-                _good_bounds[bounds] = None
-            if bounds not in _good_bounds:
-                break
-        buckets = tuple(map(float, counts))
+            if good:
+                bounds = good
+        buckets = tuple(map(float, counts[:]))
         if buckets and len(buckets) != len(bounds) + 1:
             break
         attrs = dp.attributes
         if attrs:
-            k = _point_key(attrs, name, service, res_attrs, series, ctx)
+            k = _point_key(attrs, name, head[0], head[1], head[3], ctx)
             if k is None:
                 break
         else:
             if key is None:
                 key = names.get(name)
                 if key is None:
-                    key = _resource_key(name, service, res_labels, names, ctx)
+                    key = _resource_key(name, head[0], head[2], names, ctx)
             k = key
         s_ns = dp.start_time_unix_nano
-        append((k, ns / 1e9, "histogram", 0.0, False, temporality, s_ns / 1e9 if _NS_MIN <= s_ns <= _NS_MAX else None,
-                float(dp.count), total, bounds, buckets))
+        samples.append((k, ns / 1e9, "histogram", 0.0, False, temporality,
+                        s_ns / 1e9 if _NS_MIN <= s_ns <= _NS_MAX else None, float(dp.count), total, bounds, buckets))
     else:
         return True
     del samples[n0:]
