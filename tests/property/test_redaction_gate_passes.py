@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.ingest import redact
-from tests.property.test_redaction_gates import KEYS, SEPARATORS, SETTINGS, SHAPES, WORDS, texts
+from tests.property.test_redaction_gates import KEYS, SEPARATORS, SETTINGS, SHAPES, WORDS, reference_word_mask, texts
 
 _GITHUB = re.compile(r"gh[pousr]_")
 
@@ -27,18 +27,7 @@ def _old_shape_lead(s: str) -> bool:
 def reference_mask(s: str) -> int:
     """The alternatives (bits of ``redact._TOKEN_PARTS``) the gates chose before they were rewritten."""
     low = s.lower()
-    mask = 0
-    if "auth" in low:
-        mask = 1
-    if "bearer" in low:
-        mask |= 2
-    if "key" in low or "token" in low or "sec" in low or "pass" in low or "pwd" in low:
-        mask |= 4
-    if ("k_" in low or "sec" in low or "gh" in low or "xox" in low or "ia" in low or "aiza" in low
-            or "glpat-" in low or "eyj" in low or "github_pat_" in s):  # the last: the fix of a leak
-        mask |= 8
-    if "://" in s:
-        mask |= 16
+    mask = reference_word_mask(s)
     if mask & 8 and not _old_shape_lead(s):
         mask &= ~8
     if mask & 7 and s.isascii():

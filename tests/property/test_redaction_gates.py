@@ -23,6 +23,14 @@ SETTINGS = settings(max_examples=1500, deadline=None, suppress_health_check=[Hea
 
 def reference_token_pattern(s: str) -> re.Pattern | None:
     """``redact._token_pattern`` as it was before the second gates: the word tests only."""
+    mask = reference_word_mask(s)
+    if not mask:
+        return None
+    return re.compile("|".join(p for i, p in enumerate(redact._TOKEN_PARTS) if mask >> i & 1))
+
+
+def reference_word_mask(s: str) -> int:
+    """The alternatives (bits of ``redact._TOKEN_PARTS``) whose words are in ``s``."""
     low = s.lower()
     mask = 0
     if "auth" in low:
@@ -38,9 +46,7 @@ def reference_token_pattern(s: str) -> re.Pattern | None:
         mask |= 8
     if "://" in s:
         mask |= 16
-    if not mask:
-        return None
-    return re.compile("|".join(p for i, p in enumerate(redact._TOKEN_PARTS) if mask >> i & 1))
+    return mask
 
 
 def reference(rules) -> Redactor:
