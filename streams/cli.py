@@ -132,7 +132,6 @@ def _send_control(args, topo, key: str, payload: bytes) -> None:
 def cmd_worker(args) -> int:
     from streams.app import run_worker
     from streams.codec import config_sha256
-
     from streams.config import ConfigError
 
     topo = _load(args.topology)
