@@ -86,7 +86,7 @@ class FastDrain(Drain):
         ``self.id_to_cluster[cluster.cluster_id]``."""
         store, _, order = self._store()
         if order is not None:
-            order.move_to_end(cluster.cluster_id)
+            order.move_to_end(cluster.cluster_id)  # what LRUCache.__getitem__ does for a key it holds
         else:
             store[cluster.cluster_id]  # noqa: B018 - drain3's LRU touch
 
@@ -96,7 +96,7 @@ class FastDrain(Drain):
         tokens = self.get_content_as_tokens(content) if self.extra_delimiters else content.split()
         n = len(tokens)
         param = self.param_str
-        store, data, order = self._store()
+        store, data, _ = self._store()
         if n == 0 or data is None:
             match = self.tree_search(self.root_node, tokens, self.sim_th, False)
             sim = params = -1
@@ -122,10 +122,7 @@ class FastDrain(Drain):
                 match.log_template_tokens = new
                 update = "cluster_template_changed"
         match.size += 1
-        if order is not None:
-            order.move_to_end(match.cluster_id)  # what LRUCache.__getitem__ does for a key it holds
-        else:
-            store[match.cluster_id]  # noqa: B018 - drain3's LRU touch
+        self.touch(match)
         return match, update
 
     def _search(self, tokens: list, n: int, param: str, data: dict):

@@ -25,7 +25,7 @@ from drain3.masking import MaskingInstruction
 from drain3.template_miner_config import TemplateMinerConfig
 
 from detectors.config import DetectorSettings
-from detectors.log_match import FastDrain, upgrade
+from detectors.log_match import upgrade
 from detectors.records import Alert, LogRecord, Point, SeriesKey, stable_hash
 
 ERROR_SEVERITY = 17  # OTLP severityNumber: 17..20 ERROR, 21..24 FATAL
@@ -329,10 +329,8 @@ def mine(svc: _Service, line: str) -> tuple[int, str]:
     if hit is not None:
         cluster, text = hit
         cluster.size += 1
-        if type(drain) is FastDrain:
-            drain.touch(cluster)  # the LRU touch drain3 does on a match, faster
-        else:
-            drain.id_to_cluster[cluster.cluster_id]  # noqa: B018 - the LRU touch drain3 does on a match
+        # The LRU touch drain3 does on a match (make_miner, and a restored snapshot, give a FastDrain).
+        drain.touch(cluster)
         return cluster.cluster_id, text
     cluster, change = drain.add_log_message(masked)
     text = cluster.get_template()
