@@ -238,27 +238,26 @@ def _shape_lead(s: str) -> bool:
 # The others are case-insensitive; searched in the lowercased string, and only for ASCII
 # strings, where ``(?i)`` means exactly "equal once lowercased" (``re`` also folds "ſ" to "s"
 # and "ı" to "i", which ``str.lower`` does not). Bits: 1 auth, 2 bearer, 4 kv (_TOKEN_PARTS).
-_NARROW = ((1, re.compile(r"authorization(?:\\?[\"'])?\s*[:=]")),
-           (2, re.compile(r"bearer\s")),
-           (4, re.compile(r"(?:key|token|secret|passw(?:or)?d|pwd)(?:\\?[\"'])?\s*[:=]")))
-# The auth and kv gates of _NARROW, written backwards, to search the reversed string: there they
-# start with their separator, one literal character, which ``re`` skips to as fast as ``find``
-# does, where forwards they start at every "k", "t", "s" or "p" of the line (3 us on the bench's
-# lines, against 0.3 us for the reversal and these). A match of the reversed pattern in the
-# reversed string is a match of the pattern in the string, read backwards. A match consumes no
-# separator but its first, so ``findall`` tries each one; group 1 is the auth gate's (no kv
-# word ends in "authorization", so at one separator only one of the two can match).
+# The bearer gate: its word and a space after it.
+_BEARER = re.compile(r"bearer\s")
+# The auth and kv gates, ``authorization(?:\\?["'])?\s*[:=]`` and
+# ``(?:key|token|secret|passw(?:or)?d|pwd)(?:\\?["'])?\s*[:=]``, written backwards, to search the
+# reversed string: there they start with their separator, one literal character, which ``re``
+# skips to as fast as ``find`` does, where forwards they start at every "k", "t", "s" or "p" of
+# the line (3 us on the bench's lines, against 0.3 us for the reversal and these). A match of the
+# reversed pattern in the reversed string is a match of the pattern in the string, read backwards.
+# A match consumes no separator but its first, so ``findall`` tries each one; group 1 is the auth
+# gate's (no kv word ends in "authorization", so at one separator only one of the two can match).
 _KEYED_REV = tuple(re.compile(sep + r"\s*(?:[\"']\\?)?(?:(noitazirohtua)|yek|nekot|terces|d(?:ro)?wssap|dwp)")
                    for sep in (":", "="))
-_BEARER = _NARROW[1][1]
 
 
 def _token_pattern(s: str) -> re.Pattern | None:
     """The token alternatives that can match ``s``, or ``None``. Each alternative needs one of
     its words (in any case): testing for them is much cheaper than scanning for the pattern. The
-    costly ones then pass a second, tighter gate (:func:`_shape_lead`, ``_NARROW``). For an ASCII
-    string the tighter gates alone decide (each implies its word test: "authorization" holds
-    "auth", every key word of ``_NARROW`` one of the kv words)."""
+    costly ones then pass a second, tighter gate (:func:`_shape_lead`, ``_BEARER``, ``_KEYED_REV``).
+    For an ASCII string the tighter gates alone decide (each implies its word test: "authorization"
+    holds "auth", every key word of ``_KEYED_REV`` one of the kv words)."""
     low = s.lower()
     if s.isascii():
         mask = 2 if "bearer" in low and _BEARER.search(low) is not None else 0

@@ -1,6 +1,6 @@
 """The token rule's gates, as written for speed (the auth and kv gates searched backwards in the
 reversed string, one-character tests before the shape leads), choose exactly the alternatives the
-two-stage gates chose before them: the word tests, then ``_NARROW`` and the shape leads. The same
+two-stage gates chose before them: the word tests, then ``NARROW`` and the shape leads. The same
 choice for every string, so the same output, whatever the alternatives would have matched. One
 difference on purpose: a "github_pat_" lead alone now chooses the shape alternative (before, it
 needed a word such as "gh" elsewhere, and a fine-grained GitHub token alone in a line leaked).
@@ -16,6 +16,10 @@ from streams.ingest import redact
 from tests.property.test_redaction_gates import KEYS, SEPARATORS, SETTINGS, SHAPES, WORDS, reference_word_mask, texts
 
 _GITHUB = re.compile(r"gh[pousr]_")
+# The second gates as first written, forwards on the lowercased string (ASCII strings only).
+NARROW = ((1, re.compile(r"authorization(?:\\?[\"'])?\s*[:=]")),
+          (2, re.compile(r"bearer\s")),
+          (4, re.compile(r"(?:key|token|secret|passw(?:or)?d|pwd)(?:\\?[\"'])?\s*[:=]")))
 
 
 def _old_shape_lead(s: str) -> bool:
@@ -31,7 +35,7 @@ def reference_mask(s: str) -> int:
     if mask & 8 and not _old_shape_lead(s):
         mask &= ~8
     if mask & 7 and s.isascii():
-        for bit, rx in redact._NARROW:
+        for bit, rx in NARROW:
             if mask & bit and rx.search(low) is None:
                 mask &= ~bit
     return mask

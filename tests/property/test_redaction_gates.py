@@ -1,8 +1,8 @@
 """The token rule's second gates change no output: the redactor gives, byte for byte, what the
 word-gated pass (as it was before the gates, kept here as the reference) gives.
 
-The gates (``_shape_lead`` and ``_NARROW`` in :mod:`streams.ingest.redact`) drop an alternative
-from the token alternation when a cheap necessary condition says it cannot match. The text drawn
+The gates (``_shape_lead``, ``_BEARER`` and ``_KEYED_REV`` in :mod:`streams.ingest.redact`) drop an
+alternative from the token alternation when a cheap necessary condition says it cannot match. The text drawn
 here is made to sit on their edges: every kind of credential, e-mail, card number (Luhn-valid
 and not) and IP address, near misses ("key id=", "monkey: 3", "Tokens"), key words in mixed case,
 with escaped quotes, with non-ASCII letters that ``re``'s ignore-case folds to ASCII ones ("ſ" to
